@@ -1,0 +1,52 @@
+# canaryguard: the two entry points are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Built kube-apiserver, etcd and kubectl live outside the checkout so a fresh clone reuses them.
+export CANARYGUARD_BIN_DIR ?= $(HOME)/.cache/canaryguard/bin
+
+.PHONY: venv bins prometheus stack-deps lint unit integration test demo clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# kube-apiserver, etcd and kubectl from Go modules (hack/), cached by version.
+bins:
+	bash hack/build-bins.sh
+
+# The real Prometheus server from Debian's package, installed only when absent.
+prometheus:
+	@if ! command -v prometheus >/dev/null 2>&1; then \
+	  echo "installing Debian package prometheus"; \
+	  bash hack/install-prometheus.sh; \
+	fi
+
+stack-deps: bins prometheus
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest -m 'not integration' tests
+
+integration: venv stack-deps
+	$(PY) -m pytest -m integration tests
+
+test: venv stack-deps lint
+	$(PY) -m pytest tests
+
+demo: venv stack-deps
+	$(PY) -m canaryguard.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

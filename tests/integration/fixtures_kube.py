@@ -1,0 +1,1 @@
+"""Fixtures for the kube part of the local stack."""

@@ -1,0 +1,1 @@
+"""Fixtures for the mesh part of the local stack."""

@@ -1,0 +1,1 @@
+"""Fixtures for the pagerduty part of the local stack."""

@@ -1,0 +1,132 @@
+"""Prometheus adapter: instant queries with a client and a server-side timeout.
+
+prometheus-api-client is synchronous, so queries run in worker threads, each with a client
+of its own (a requests session is not promised thread-safe). Its urllib3 retry is turned off:
+tenacity owns retries, with jittered backoff inside a budget kept below the tick interval.
+Failures fall into two kinds the engine treats differently: `PrometheusUnavailable`
+(network, timeout, 429, 5xx: an outage) and `PrometheusQueryError` (4xx: the query itself
+is wrong, a spec problem that retrying cannot fix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+from urllib3.util.retry import Retry
+
+log = logging.getLogger(__name__)
+
+_STATUS = re.compile(r"HTTP Status Code (\d{3})")
+
+
+class PrometheusUnavailable(Exception):
+    """Prometheus could not answer (network error, timeout, 429 or 5xx)."""
+
+
+class PrometheusQueryError(Exception):
+    """Prometheus refused the query itself (4xx): a malformed or failing expression."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant vector: its labels and value (NaN and Inf kept as floats)."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass
+class PrometheusClient:
+    """Instant queries against one Prometheus server.
+
+    `headers` (for example an Authorization header read from a Secret) are sent with every
+    request and never logged. `retry_budget` bounds the time spent retrying one query.
+    """
+
+    address: str
+    timeout: float = 5.0
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    retry_budget: float = 10.0
+    attempts: int = 3
+
+    def query(self, promql: str) -> list[Sample]:
+        """Run an instant query, retrying outages within the budget."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(PrometheusUnavailable),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_budget),
+            wait=wait_random_exponential(multiplier=0.25, max=2.0),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        result: list[Sample] = retrying(self._query_once, promql)
+        return result
+
+    async def aquery(self, promql: str) -> list[Sample]:
+        """`query` in a worker thread, so a slow Prometheus never blocks the event loop."""
+        return await asyncio.to_thread(self.query, promql)
+
+    def _query_once(self, promql: str) -> list[Sample]:
+        client = PrometheusConnect(
+            url=self.address,
+            headers=dict(self.headers),
+            retry=Retry(total=0, raise_on_status=False),
+            timeout=self.timeout,  # type: ignore[arg-type]  # annotated int, passed to requests
+        )
+        try:
+            # The server-side timeout stops Prometheus evaluating a query nobody waits for.
+            raw = client.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
+        except requests.RequestException as exc:
+            raise PrometheusUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except PrometheusApiClientException as exc:
+            match = _STATUS.search(str(exc))
+            status = int(match.group(1)) if match else 0
+            if status == 429 or status >= 500 or status == 0:
+                raise PrometheusUnavailable(f"HTTP {status}") from None
+            raise PrometheusQueryError(_error_message(str(exc), status)) from None
+        except ValueError as exc:  # a body that is not Prometheus's JSON
+            raise PrometheusUnavailable(f"unreadable answer: {exc}") from None
+        finally:
+            client.close()
+        return [_sample(item) for item in raw]
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "prometheus query retry address=%s attempt=%d error=%s",
+            self.address,
+            state.attempt_number,
+            exc,
+        )
+
+
+def _sample(item: Mapping[str, Any]) -> Sample:
+    labels = {str(k): str(v) for k, v in dict(item.get("metric", {})).items()}
+    try:
+        value = float(item["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        value = math.nan
+    return Sample(labels, value)
+
+
+def _error_message(text: str, status: int) -> str:
+    """Prometheus's own error text (e.g. a parse error) out of the client's exception."""
+    match = re.search(r'"error"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
+    detail = match.group(1).replace('\\"', '"') if match else text
+    return f"HTTP {status}: {detail}"

@@ -1,0 +1,30 @@
+"""Log lines: one JSON object a line with the rollout's fields, or text with key=value."""
+
+import json
+import logging
+
+from canaryguard.logs import JsonFormatter, TextFormatter
+
+
+def record(msg: str, **extra: object) -> logging.LogRecord:
+    rec = logging.LogRecord("canaryguard.engine", logging.WARNING, "f.py", 1, msg, None, None)
+    for key, value in extra.items():
+        setattr(rec, key, value)
+    return rec
+
+
+def test_json_line_carries_message_level_and_extra_fields() -> None:
+    line = JsonFormatter().format(record("rolled back", rollout="ml/fraud", weight=0))
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "rolled back"
+    assert entry["level"] == "warning"
+    assert entry["logger"] == "canaryguard.engine"
+    assert entry["rollout"] == "ml/fraud"
+    assert entry["weight"] == 0
+    assert entry["time"].endswith("Z")
+
+
+def test_text_line_appends_extra_fields() -> None:
+    line = TextFormatter().format(record("step", rollout="ml/fraud"))
+    assert line.endswith("WARNING canaryguard.engine step rollout=ml/fraud")

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver, kubectl and etcd from the pinned wrapper modules (hack/kube,
+# hack/etcd) into ${CANARYGUARD_BIN_DIR:-~/.cache/canaryguard/bin}/<component>-<version>/.
+# A binary already present is kept; a new one is built under a temporary name and renamed,
+# so an interrupted build never leaves a half-written binary behind.
+set -euo pipefail
+
+hack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bin_dir=${CANARYGUARD_BIN_DIR:-$HOME/.cache/canaryguard/bin}
+
+# versions.env is shared with canaryguard/localstack/bins.py: plain KEY=value lines.
+KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' "$hack_dir/versions.env")
+ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$hack_dir/versions.env")
+
+# Never let a go.mod's toolchain line download another Go; build with the one installed.
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "bins: go is not installed; install Go >= 1.26 (Debian: golang-go is too old)" >&2
+  exit 1
+fi
+
+# The wrapper modules must pin what versions.env says, or the cache would be mislabelled.
+check_pin() { # dir module version
+  local got
+  got=$(cd "$hack_dir/$1" && go list -m -f '{{.Version}}' "$2")
+  if [[ "$got" != "$3" ]]; then
+    echo "bins: hack/$1/go.mod pins $2 $got but hack/versions.env says $3" >&2
+    exit 1
+  fi
+}
+
+tmp_files=()
+cleanup() { rm -f "${tmp_files[@]+"${tmp_files[@]}"}"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# build COMPONENT VERSION MODULE_DIR PACKAGE TAGS LDFLAGS VERSION_ARGS...
+build() {
+  local component=$1 version=$2 module_dir=$3 package=$4 tags=$5 ldflags=$6
+  shift 6
+  local dest_dir="$bin_dir/$component-$version"
+  local dest="$dest_dir/$component"
+  if [[ -x "$dest" ]]; then
+    echo "bins: $component $version present at $dest"
+    return
+  fi
+  mkdir -p "$dest_dir"
+  local tmp="$dest_dir/.$component.tmp.$$"
+  tmp_files+=("$tmp")
+  local start=$SECONDS
+  echo "bins: building $component $version (first build takes minutes)"
+  (cd "$hack_dir/$module_dir" &&
+    go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$tmp" "$package")
+  # The fresh binary must run and report the pinned version before it is published.
+  if ! "$tmp" "$@" 2>&1 | grep -qF "${version#v}"; then
+    echo "bins: $component does not report version $version:" >&2
+    "$tmp" "$@" >&2 || true
+    exit 1
+  fi
+  mv -f "$tmp" "$dest"
+  echo "bins: built $component $version in $((SECONDS - start)) s," \
+    "$(( $(stat -c %s "$dest") / 1048576 )) MiB, at $dest"
+}
+
+check_pin kube k8s.io/kubernetes "$KUBE_VERSION"
+check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+
+# Without these /version reports v0.0.0-master, which semver-parsing clients reject.
+minor=${KUBE_VERSION#v1.}
+minor=${minor%%.*}
+build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+kube_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  kube_ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+done
+# The tags upstream release builds use.
+kube_tags=selinux,notest,grpcnotrace
+
+total_start=$SECONDS
+build kube-apiserver "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kube-apiserver \
+  "$kube_tags" "$kube_ldflags" --version
+build kubectl "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kubectl \
+  "$kube_tags" "$kube_ldflags" version --client
+build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "-s -w" --version
+echo "bins: done in $((SECONDS - total_start)) s ($bin_dir)"

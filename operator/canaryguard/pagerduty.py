@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from tenacity import (
@@ -227,6 +228,10 @@ class PagerDutyClient:
             raise ValueError("timeout and budget_seconds must be > 0 and max_attempts >= 1")
         if wait_multiplier < 0 or wait_max < 0:
             raise ValueError("wait_multiplier and wait_max must be >= 0")
+        parsed = urlsplit(url)
+        # A malformed URL can never succeed: refuse it now, not after a retry budget.
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"the Events API URL must be http(s)://host/...: {url!r}")
         self.url = url
         self.timeout = float(timeout)
         self.max_attempts = max_attempts
@@ -277,7 +282,8 @@ class PagerDutyClient:
 
     # ---------------------------------------------------------------------- delivery
 
-    def _encode(self, action: str, routing_key: str, dedup_key: str, body: dict[str, Any]) -> bytes:
+    @staticmethod
+    def _encode(action: str, routing_key: str, dedup_key: str, body: dict[str, Any]) -> bytes:
         event: dict[str, Any] = {
             "routing_key": routing_key,
             "event_action": action,

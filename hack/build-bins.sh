@@ -15,11 +15,6 @@ ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$hack_dir/versions.env")
 # Never let a go.mod's toolchain line download another Go; build with the one installed.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "bins: go is not installed; install Go >= 1.26 (Debian: golang-go is too old)" >&2
-  exit 1
-fi
-
 # The wrapper modules must pin what versions.env says, or the cache would be mislabelled.
 check_pin() { # dir module version
   local got
@@ -28,6 +23,19 @@ check_pin() { # dir module version
     echo "bins: hack/$1/go.mod pins $2 $got but hack/versions.env says $3" >&2
     exit 1
   fi
+}
+
+# Go is needed only when something has to be built; a warm cache works without it.
+go_checked=
+ensure_go() {
+  [[ -n "$go_checked" ]] && return
+  if ! command -v go >/dev/null 2>&1; then
+    echo "bins: go is not installed; building needs Go >= 1.26 on PATH" >&2
+    exit 1
+  fi
+  check_pin kube k8s.io/kubernetes "$KUBE_VERSION"
+  check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  go_checked=1
 }
 
 tmp_files=()
@@ -45,6 +53,7 @@ build() {
     echo "bins: $component $version present at $dest"
     return
   fi
+  ensure_go
   mkdir -p "$dest_dir"
   local tmp="$dest_dir/.$component.tmp.$$"
   tmp_files+=("$tmp")
@@ -62,9 +71,6 @@ build() {
   echo "bins: built $component $version in $((SECONDS - start)) s," \
     "$(( $(stat -c %s "$dest") / 1048576 )) MiB, at $dest"
 }
-
-check_pin kube k8s.io/kubernetes "$KUBE_VERSION"
-check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 
 # Without these /version reports v0.0.0-master, which semver-parsing clients reject.
 minor=${KUBE_VERSION#v1.}

@@ -1,0 +1,106 @@
+"""Folding Prometheus answers into observations: sides, no data, outages, rejected queries."""
+
+import asyncio
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from canaryguard import promql
+from canaryguard.observe import QueryRejected, observe, plan, split
+from canaryguard.prometheus import PrometheusQueryError, PrometheusUnavailable, Sample
+from canaryguard.spec import Spec, parse_spec
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "fraud-model" / "canaryrollout.yaml"
+
+
+def fraud_spec() -> Spec:
+    return parse_spec(yaml.safe_load(EXAMPLE.read_text()))
+
+
+def by_version(b: float, c: float) -> list[Sample]:
+    return [
+        Sample({"destination_version": "v1"}, b),
+        Sample({"destination_version": "v2"}, c),
+    ]
+
+
+def by_side(b: float, c: float) -> list[Sample]:
+    return [
+        Sample({promql.SIDE_LABEL: promql.BASELINE}, b),
+        Sample({promql.SIDE_LABEL: promql.CANARY}, c),
+    ]
+
+
+def test_each_slo_reads_its_value_and_evidence_from_one_answer_per_query() -> None:
+    spec = fraud_spec()
+    planned = plan(spec)
+    answers = {
+        planned["error-rate"].value: by_version(0.01, 0.04),
+        planned["error-rate"].samples: by_version(900, 100),
+        planned["p99-latency"].value: by_version(80, 95),
+        planned["p99-latency"].samples: by_version(1800, 200),
+        planned["fraud-flag-rate"].value: by_side(0.031, 0.012),
+        planned["fraud-flag-rate"].samples: by_side(9000, 1000),
+    }
+    asked: list[str] = []
+
+    async def query(text: str) -> list[Sample]:
+        asked.append(text)
+        return answers[text]
+
+    obs = asyncio.run(observe(spec, query)).slos
+    assert (obs["error-rate"].baseline, obs["error-rate"].canary) == (0.01, 0.04)
+    assert (obs["error-rate"].baseline_samples, obs["error-rate"].canary_samples) == (900, 100)
+    assert (obs["p99-latency"].baseline, obs["p99-latency"].canary) == (80, 95)
+    assert obs["fraud-flag-rate"].canary_samples == 1000
+    assert not any(o.unavailable for o in obs.values())
+    assert len(asked) == len(set(asked)) == 6
+
+
+def test_slos_with_the_same_lookback_share_one_request_count_query() -> None:
+    spec = fraud_spec()
+    planned = plan(spec)
+    # error-rate uses the default 1m lookback, p99-latency 2m: different counts.
+    assert planned["error-rate"].samples != planned["p99-latency"].samples
+    assert "[60s]" in planned["error-rate"].samples
+
+
+def test_a_failed_query_makes_only_its_slo_unavailable() -> None:
+    spec = fraud_spec()
+    planned = plan(spec)
+
+    async def query(text: str) -> list[Sample]:
+        if text == planned["p99-latency"].value:
+            raise PrometheusUnavailable("HTTP 503")
+        if "fraud" in text:
+            return by_side(0.03, 0.03)
+        return by_version(1, 1)
+
+    obs = asyncio.run(observe(spec, query)).slos
+    assert obs["p99-latency"].unavailable
+    assert obs["p99-latency"].error == "HTTP 503"
+    assert not obs["error-rate"].unavailable
+    assert not obs["fraud-flag-rate"].unavailable
+
+
+def test_a_rejected_query_names_the_slo() -> None:
+    spec = fraud_spec()
+    planned = plan(spec)
+
+    async def query(text: str) -> list[Sample]:
+        if text == planned["fraud-flag-rate"].value:
+            raise PrometheusQueryError("HTTP 400: parse error: unexpected identifier")
+        return by_version(1, 1)
+
+    with pytest.raises(QueryRejected, match=r"SLO fraud-flag-rate: .*parse error"):
+        asyncio.run(observe(spec, query))
+
+
+def test_missing_nan_and_ambiguous_answers_are_no_data() -> None:
+    key = ("destination_version", "v1", "v2")
+    assert split([Sample({"destination_version": "v1"}, 3.0)], key) == (3.0, None)
+    assert split(by_version(math.nan, math.inf), key) == (None, None)
+    two_canaries = [*by_version(1.0, 2.0), Sample({"destination_version": "v2"}, 5.0)]
+    assert split(two_canaries, key) == (1.0, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from canaryguard.localstack.bins import MissingBinaryError
-from canaryguard.localstack.controlplane import ISTIO_CRDS, ControlPlane
+from canaryguard.localstack.controlplane import ISTIO_CRDS, ControlPlane, KubectlError
 
 PROJECT_CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -25,7 +25,11 @@ def control_plane() -> Iterator[ControlPlane]:
     except MissingBinaryError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
-        cp.install_crds(ISTIO_CRDS, *sorted(PROJECT_CRDS_DIR.glob("*.yaml")))
+        for crd in [ISTIO_CRDS, *sorted(PROJECT_CRDS_DIR.glob("*.yaml"))]:
+            try:
+                cp.install_crds(crd)
+            except KubectlError as exc:
+                pytest.fail(f"{crd} was rejected: {exc.stderr.strip()}", pytrace=False)
         yield cp
     finally:
         cp.stop()
@@ -36,7 +40,7 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     """A new namespace named after the test, deleted afterwards. Without a namespace
     controller the deletion stays Terminating, so names are never reused."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{slug}-{uuid.uuid4().hex[:6]}"
+    name = f"{slug or 'test'}-{uuid.uuid4().hex[:6]}"
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -342,3 +342,59 @@ def test_admin_kubeconfig_is_self_contained(control_plane: ControlPlane) -> None
     assert review.status is not None and review.status.user_info is not None
     assert review.status.user_info.username == "admin"
     assert "system:masters" in (review.status.user_info.groups or [])
+
+
+EXAMPLE_ROLLOUT = Path(__file__).resolve().parents[2] / "examples/fraud-model/canaryrollout.yaml"
+
+
+def _rollout_in(namespace: str) -> dict[str, Any]:
+    rollout: dict[str, Any] = yaml.safe_load(EXAMPLE_ROLLOUT.read_text())
+    rollout["metadata"]["namespace"] = namespace
+    return rollout
+
+
+def _contains(actual: Any, expected: Any) -> bool:
+    """Every field of `expected` is in `actual` with the same value (the CRD may add defaults)."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and _contains(actual[k], v) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(_contains(a, e) for a, e in zip(actual, expected, strict=True))
+        )
+    return bool(actual == expected)
+
+
+def test_example_canaryrollout_applies_and_reads_back(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    rollout = _rollout_in(namespace)
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(rollout))
+    stored = _get(control_plane, namespace, "canaryrollouts.canaryguard.io", "fraud-model")
+    assert _contains(stored["spec"], rollout["spec"]), stored["spec"]
+    assert _get(control_plane, namespace, "cro", "fraud-model")["spec"] == stored["spec"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s["steps"].pop(), "the last step's weight must be 100"),
+        (lambda s: s["steps"].reverse(), "step weights must be strictly increasing"),
+        (lambda s: s.pop("steps"), "spec.steps: Required value"),
+    ],
+    ids=["last-step-not-100", "weights-decreasing", "no-steps"],
+)
+def test_invalid_canaryrollout_is_rejected_with_a_clear_message(
+    control_plane: ControlPlane, namespace: str, change: Any, message: str
+) -> None:
+    rollout = _rollout_in(namespace)
+    change(rollout["spec"])
+    result = control_plane.kubectl("apply", "-f", "-", input=json.dumps(rollout), check=False)
+    assert result.returncode != 0
+    assert 'The CanaryRollout "fraud-model" is invalid' in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
+    missing = control_plane.kubectl("get", "-n", namespace, "cro", "fraud-model", check=False)
+    assert "NotFound" in missing.stderr

@@ -439,9 +439,31 @@ class ControlPlane:
         applied = self.kubectl(
             "apply", "--server-side", "--force-conflicts", "-o", "name", *files
         ).stdout.split()
-        crds = [n for n in applied if n.startswith("customresourcedefinition")]
-        if crds:
-            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
+        names = [n.split("/", 1)[1] for n in applied if n.startswith("customresourcedefinition")]
+        self._wait_established(names)
+
+    def _wait_established(self, names: Sequence[str], timeout: float = 60) -> None:
+        # Polled here: `kubectl wait` fails outright on a CRD that has no conditions yet.
+        pending = set(names)
+        deadline = time.monotonic() + timeout
+        with self.api_client() as client:
+            api = kubernetes.client.ApiextensionsV1Api(client)
+            while pending:
+                for name in sorted(pending):
+                    status = api.read_custom_resource_definition(name).status
+                    conditions = {c.type: c for c in (status.conditions or [])} if status else {}
+                    names_accepted = conditions.get("NamesAccepted")
+                    if names_accepted is not None and names_accepted.status == "False":
+                        raise ControlPlaneError(f"CRD {name}: {names_accepted.message}")
+                    established = conditions.get("Established")
+                    if established is not None and established.status == "True":
+                        pending.discard(name)
+                if pending and time.monotonic() > deadline:
+                    raise ControlPlaneError(
+                        f"CRDs not Established after {timeout:.0f} s: {pending}"
+                    )
+                if pending:
+                    time.sleep(0.05)
 
 
 def _b64(data: bytes) -> str:

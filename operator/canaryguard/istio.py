@@ -19,6 +19,8 @@ from typing import Any
 from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+from canaryguard.spec import Destination
+
 log = logging.getLogger(__name__)
 
 GROUP = "networking.istio.io"
@@ -36,21 +38,11 @@ class VirtualServiceNotFound(RouteError):
     """The VirtualService named by the rollout does not exist."""
 
 
-@dataclass(frozen=True)
-class Destination:
-    """A route destination, matched by host and (optional) subset."""
-
-    host: str
-    subset: str | None = None
-
-    def matches(self, destination: Mapping[str, Any], namespace: str) -> bool:
-        """True when an Istio `destination` object names this host and subset."""
-        return same_host(self.host, str(destination.get("host", "")), namespace) and (
-            destination.get("subset") or None
-        ) == (self.subset or None)
-
-    def __str__(self) -> str:
-        return f"{self.host}/{self.subset}" if self.subset else self.host
+def matches(dest: Destination, obj: Mapping[str, Any], namespace: str) -> bool:
+    """True when an Istio `destination` object names this host and subset."""
+    return same_host(dest.host, str(obj.get("host", "")), namespace) and (
+        obj.get("subset") or None
+    ) == (dest.subset or None)
 
 
 def same_host(a: str, b: str, namespace: str) -> bool:
@@ -100,7 +92,7 @@ def plan_routes(
         indexes = [
             i
             for i, r in enumerate(http)
-            if any(baseline.matches(d.get("destination", {}), namespace) for d in _dests(r))
+            if any(matches(baseline, d.get("destination", {}), namespace) for d in _dests(r))
         ]
         if not indexes:
             raise RouteError(f"VirtualService {name} has no http route to {baseline}")
@@ -108,14 +100,14 @@ def plan_routes(
         route = http[i]
         label = route.get("name") or f"http[{i}]"
         dests = [d.get("destination", {}) for d in _dests(route)]
-        if not any(baseline.matches(d, namespace) for d in dests):
+        if not any(matches(baseline, d, namespace) for d in dests):
             raise RouteError(
                 f"route {label} of VirtualService {name} has no destination {baseline}"
             )
         others = [
             d
             for d in dests
-            if not baseline.matches(d, namespace) and not canary.matches(d, namespace)
+            if not matches(baseline, d, namespace) and not matches(canary, d, namespace)
         ]
         if others:
             extra = ", ".join(str(Destination(d.get("host", ""), d.get("subset"))) for d in others)
@@ -142,9 +134,9 @@ def read_weights(
         b = c = None
         for d in dests:
             weight = int(d.get("weight", 100 if len(dests) == 1 else 0))
-            if baseline.matches(d.get("destination", {}), namespace):
+            if matches(baseline, d.get("destination", {}), namespace):
                 b = weight
-            elif canary.matches(d.get("destination", {}), namespace):
+            elif matches(canary, d.get("destination", {}), namespace):
                 c = weight
         result.append(Weights(b, c))
     return result
@@ -178,10 +170,10 @@ def with_weights(
         dests = http[i]["route"]
         has_canary = False
         for d in dests:
-            if baseline.matches(d.get("destination", {}), namespace):
+            if matches(baseline, d.get("destination", {}), namespace):
                 d["weight"] = baseline_weight
                 base_entry = d
-            elif canary.matches(d.get("destination", {}), namespace):
+            elif matches(canary, d.get("destination", {}), namespace):
                 d["weight"] = canary_weight
                 has_canary = True
         if not has_canary:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -18,6 +19,7 @@ GROUP = "canaryguard.io"
 VERSION = "v1alpha1"
 PLURAL = "canaryrollouts"
 MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "canaryguard"
 
 
 class SecretError(LookupError):
@@ -66,9 +68,11 @@ class KubeClient:
         self._core = client.CoreV1Api(api_client)
         self._timeout = request_timeout
 
-    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        """Merge-patch the rollout's status subresource."""
-        await asyncio.to_thread(
+    async def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the rollout's status subresource; returns the updated object."""
+        obj = await asyncio.to_thread(
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -77,6 +81,43 @@ class KubeClient:
             name,
             {"status": dict(patch)},
             _content_type=MERGE_PATCH,
+            _request_timeout=self._timeout,
+        )
+        return obj if isinstance(obj, dict) else {}
+
+    async def post_event(
+        self, rollout: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """Post a core v1 Event about the rollout (`kubectl describe cro` shows it)."""
+        meta = rollout.get("metadata", {})
+        namespace = str(meta.get("namespace", "default"))
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta.get('name', 'canaryrollout')}.", namespace=namespace
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="CanaryRollout",
+                name=meta.get("name"),
+                namespace=namespace,
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        await asyncio.to_thread(
+            self._core.create_namespaced_event,
+            namespace,
+            event,
             _request_timeout=self._timeout,
         )
 

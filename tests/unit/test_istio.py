@@ -6,7 +6,6 @@ from typing import Any
 import pytest
 
 from canaryguard.istio import (
-    Destination,
     RouteError,
     Weights,
     plan_routes,
@@ -14,6 +13,7 @@ from canaryguard.istio import (
     weights_match,
     with_weights,
 )
+from canaryguard.spec import Destination
 
 V1 = Destination("reviews", "v1")
 V2 = Destination("reviews", "v2")

@@ -315,7 +315,7 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
         return _rollback(spec, status, _outage_rollback(spec, status, unavailable, now), log)
 
     status = _pause_or_resume(spec, status, outage_over_limit, log)
-    if status.phase == "Progressing" and not unavailable:
+    if status.phase == "Progressing":
         status = _progress(spec, status, log)
     return _describe(spec, status, now)
 
@@ -373,7 +373,10 @@ def _pause_or_resume(spec: Spec, status: Status, outage_pause: bool, log: _Log) 
 
 
 def _progress(spec: Spec, status: Status, log: _Log) -> Status:
-    """Apply the next step (or promote) if the hold is over and every SLO is healthy."""
+    """Apply the next step (or promote) if the hold is over and every SLO is healthy.
+
+    An unavailable SLO is not healthy, so a metrics outage never moves weights forward.
+    """
     now = log.now
     index = status.step_index or 0
     step = spec.steps[index]

@@ -1,0 +1,7 @@
+"""`python -m canaryguard`: the same as the `canaryguard` command."""
+
+import sys
+
+from canaryguard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""kopf wiring, and nothing else: settings, the watch feed and the scheduler's lifetime.
+
+The analysis loop is the controller's scheduler, not a kopf daemon or timer: rollouts are
+fed in by a plain watch-event handler, which puts no finalizer on them, so a rollout can be
+deleted while the operator is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from canaryguard.controller import Controller, Settings
+from canaryguard.istio import VirtualServiceClient
+from canaryguard.kube import GROUP, PLURAL, VERSION, KubeClient, load_api_client
+
+PREFIX = "canaryguard.io"
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Configure kopf and start the scheduler."""
+    # Our own prefix from day one: changing it later would re-handle every resource.
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
+    # Bounded watches and requests: a silent network never stalls the operator for long.
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    # Decisions are posted as Events by the controller; kopf's own are for its errors.
+    settings.posting.level = 30  # logging.WARNING
+    config = memo.get("config") or {}
+    api = load_api_client(config.get("kubeconfig"))
+    controller = Controller(
+        KubeClient(api),
+        VirtualServiceClient(api),
+        Settings(concurrency=int(config.get("concurrency", 32))),
+    )
+    memo["controller"] = controller
+    memo["stop"] = stop = asyncio.Event()
+    memo["scheduler"] = asyncio.create_task(controller.scheduler.run(stop))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop ticking and let ticks in flight finish."""
+    memo["stop"].set()
+    await memo["scheduler"]
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def rollout_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Feed every watch event (initial listing included) to the controller."""
+    controller: Controller = memo["controller"]
+    controller.seen(event.get("type"), event["object"])
+
+
+@kopf.on.probe(id="rollouts")
+async def tracked_rollouts(memo: kopf.Memo, **_: Any) -> int:
+    """Liveness data: how many rollouts the scheduler tracks."""
+    controller: Controller = memo["controller"]
+    return len(controller.scheduler)

@@ -4,6 +4,8 @@ objects intact, RBAC applies to ServiceAccount kubeconfigs, and stopping leaves 
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -398,3 +400,31 @@ def test_invalid_canaryrollout_is_rejected_with_a_clear_message(
     assert message in result.stderr, result.stderr
     missing = control_plane.kubectl("get", "-n", namespace, "cro", "fraud-model", check=False)
     assert "NotFound" in missing.stderr
+
+
+NO_ROUTE_SCRIPT = """
+import subprocess, time
+from canaryguard.localstack.controlplane import ControlPlane
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+with ControlPlane() as cp:
+    jsonpath = "jsonpath={.subsets[0].addresses[0].ip}"
+    deadline = time.monotonic() + 20
+    ip = ""
+    while not ip and time.monotonic() < deadline:  # the endpoint reconciler runs after /readyz
+        get = cp.kubectl("get", "endpoints", "kubernetes", "-o", jsonpath, check=False)
+        ip = get.stdout.strip()
+        time.sleep(0.2)
+    print(ip)
+"""
+
+
+def test_starts_in_a_network_namespace_without_default_route() -> None:
+    # kube-apiserver refuses to start without a default route unless told what to advertise.
+    result = subprocess.run(
+        ["unshare", "--net", "--", sys.executable, "-c", NO_ROUTE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "192.0.2.1", result.stderr[-2000:]

@@ -67,10 +67,13 @@ class _PortInUseError(ControlPlaneError):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Distinct loopback ports that were free a moment ago (all held open while picking)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def _die_with_parent() -> None:
@@ -139,9 +142,10 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = STOP_TI
 class ControlPlane:
     """etcd plus kube-apiserver on free loopback ports, with a throwaway PKI in `workdir`.
 
-    `workdir` defaults to a new temporary folder that `stop` removes; a folder you pass is kept.
-    Child processes are tied to the thread that calls `start` (they get SIGTERM if it dies), so
-    start the control plane from a thread that outlives it, normally the main thread.
+    `workdir` defaults to a new temporary folder that `stop` removes; a folder you pass is kept
+    (for its logs), but each start begins with empty etcd data. Child processes are tied to the
+    thread that calls `start` (the kernel kills them when it ends), so start the control plane
+    from a thread that outlives it, normally the main thread.
     """
 
     server: str
@@ -247,7 +251,7 @@ class ControlPlane:
 
     def _start_processes(self) -> None:
         assert self._bins is not None and self._certs is not None
-        etcd_port, peer_port, secure_port = _free_port(), _free_port(), _free_port()
+        etcd_port, peer_port, secure_port = _free_ports(3)
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         data_dir = self.workdir / "etcd"

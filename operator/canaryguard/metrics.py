@@ -37,6 +37,13 @@ WEIGHT_REASSERTS = Counter(
     "canaryguard_weight_reasserts_total",
     "VirtualService weights found changed by someone else and set back.",
 )
+# Every result and kind starts at 0: a series born at 1 hides its first increase from
+# rate()/increase(), so the first failed page would never alert.
+for _result in ("delivered", "rejected", "exhausted", "secret_error"):
+    PAGES.labels(result=_result)
+for _kind in ("unavailable", "rejected"):
+    QUERY_ERRORS.labels(kind=_kind)
+
 CANARY_WEIGHT = Gauge(
     "canaryguard_canary_weight",
     "Percent of the driven routes' traffic the operator last set for the canary.",

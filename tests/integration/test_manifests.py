@@ -1,0 +1,257 @@
+"""The install manifests, rendered by kubectl's kustomize and sent to a real API server.
+
+Cluster-scoped objects (Namespace, CRD, ClusterRole, ClusterRoleBinding) go through a
+server-side dry run, so the shared control plane keeps the RBAC other tests run under; the
+namespaced ones are applied for real into the test's namespace. The ServiceMonitor and
+PrometheusRule are checked against a typed subset of the Prometheus Operator's CRDs with
+strict field validation, and the operator's pod against Pod Security "restricted".
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from canaryguard.cli import build_parser
+from canaryguard.localstack.controlplane import ControlPlane, KubectlError
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+WITH_MONITORING = ROOT / "examples/install-with-monitoring"
+CRD_FILE = ROOT / "crds/canaryrollout.yaml"
+PROMETHEUS_OPERATOR_CRDS = Path(__file__).parent / "data/prometheus-operator-crds.yaml"
+SYSTEM_NAMESPACE = "canaryguard-system"
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+
+Obj = dict[str, Any]
+
+
+def render(cp: ControlPlane, path: Path) -> list[Obj]:
+    """`kubectl kustomize PATH`, as objects."""
+    out = cp.kubectl("kustomize", str(path)).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def one(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [o for o in objs if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def apply(cp: ControlPlane, objs: list[Obj], *flags: str) -> str:
+    """Server-side apply with strict field validation; returns kubectl's output."""
+    doc = yaml.safe_dump_all(objs)
+    args = ["apply", "--server-side", "--field-manager=canaryguard-tests", "--validate=strict"]
+    return cp.kubectl(*args, *flags, "-f", "-", input=doc).stdout
+
+
+def into(namespace: str, objs: list[Obj]) -> list[Obj]:
+    moved = copy.deepcopy(objs)
+    for obj in moved:
+        obj["metadata"]["namespace"] = namespace
+    return moved
+
+
+@pytest.fixture(scope="module")
+def base(control_plane: ControlPlane) -> list[Obj]:
+    return render(control_plane, MANIFESTS)
+
+
+# --- what the base holds --------------------------------------------------------------------
+
+
+def test_the_base_installs_namespace_crd_rbac_operator_and_metrics_service(
+    base: list[Obj],
+) -> None:
+    kinds = sorted(o["kind"] for o in base)
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+        ]
+    )
+    assert one(base, "Namespace")["metadata"]["name"] == SYSTEM_NAMESPACE
+    for obj in base:
+        if obj["kind"] not in CLUSTER_SCOPED:
+            assert obj["metadata"]["namespace"] == SYSTEM_NAMESPACE, obj["kind"]
+
+
+def test_the_base_ships_the_crd_the_operator_and_tests_use(base: list[Obj]) -> None:
+    shipped = one(base, "CustomResourceDefinition")
+    source = yaml.safe_load(CRD_FILE.read_text())
+    assert shipped["spec"] == source["spec"]
+    assert shipped["metadata"]["name"] == source["metadata"]["name"]
+
+
+def test_the_operator_deployment_is_locked_down(base: list[Obj]) -> None:
+    deployment = one(base, "Deployment", "canaryguard")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == one(base, "ServiceAccount")["metadata"]["name"]
+    pod_security = pod["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert isinstance(pod_security["runAsUser"], int) and pod_security["runAsUser"] > 0
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in security or security["privileged"] is False
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= container["resources"][kind].keys(), kind
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_the_container_runs_the_operator_with_probe_and_metrics_where_the_manifests_look(
+    base: list[Obj],
+) -> None:
+    pod = one(base, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["canaryguard"]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "run"
+    assert args.all_namespaces is True
+    assert args.log_format == "json"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"  # kopf's liveness endpoint
+    assert ports[probe["port"]] == args.liveness[1] == 8080
+    assert args.liveness[0] == "0.0.0.0"  # noqa: S104 - the kubelet probes the pod's IP
+    service = one(base, "Service")
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 9095
+    assert ports[port["targetPort"]] == args.metrics[1] == 9095
+    labels = one(base, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_rbac_binds_the_operators_account_and_uses_no_wildcard(base: list[Obj]) -> None:
+    account = one(base, "ServiceAccount")
+    binding = one(base, "ClusterRoleBinding")
+    role = one(base, "ClusterRole")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    assert role["rules"]
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            values = rule.get(field, [])
+            assert not any("*" in v for v in values), f"wildcard in {field}: {rule}"
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+
+
+# --- the API server accepts it --------------------------------------------------------------
+
+
+def test_every_object_of_the_base_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, namespace: str, base: list[Obj]
+) -> None:
+    cluster = [o for o in base if o["kind"] in CLUSTER_SCOPED]
+    namespaced = [o for o in base if o["kind"] not in CLUSTER_SCOPED]
+    out = apply(control_plane, cluster, "--dry-run=server")
+    assert out.count("serverside-applied") == len(cluster), out
+    out = apply(control_plane, into(namespace, namespaced))
+    assert out.count("serverside-applied") == len(namespaced), out
+    stored = json.loads(
+        control_plane.kubectl(
+            "get", "deployment", "canaryguard", "-n", namespace, "-o", "json"
+        ).stdout
+    )
+    assert stored["spec"]["strategy"]["type"] == "Recreate"
+    assert stored["spec"]["template"]["spec"]["containers"][0]["image"] == "canaryguard:0.1.0"
+
+
+def test_the_operator_pod_passes_pod_security_restricted(
+    control_plane: ControlPlane, namespace: str, base: list[Obj]
+) -> None:
+    for key, value in one(base, "Namespace")["metadata"]["labels"].items():
+        if key.startswith("pod-security.kubernetes.io/"):
+            control_plane.kubectl("label", "namespace", namespace, f"{key}={value}")
+    template = one(base, "Deployment")["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "canaryguard-pod-security", "namespace": namespace},
+        "spec": template["spec"],
+    }
+    result = control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    # The control: the same pod without its security settings is refused here.
+    loose = copy.deepcopy(pod)
+    loose["spec"].pop("securityContext")
+    for container in loose["spec"]["containers"]:
+        container.pop("securityContext")
+    result = control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(loose), check=False
+    )
+    assert result.returncode != 0
+    assert "violates PodSecurity" in result.stderr
+
+
+# --- the optional components ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds(control_plane: ControlPlane) -> None:
+    control_plane.install_crds(PROMETHEUS_OPERATOR_CRDS)
+
+
+def test_the_monitoring_example_adds_servicemonitor_rules_and_dashboard(
+    control_plane: ControlPlane, base: list[Obj]
+) -> None:
+    full = render(control_plane, WITH_MONITORING)
+    extra = sorted(o["kind"] for o in full if o not in base)
+    assert extra == ["ConfigMap", "PrometheusRule", "ServiceMonitor"]
+    monitor = one(full, "ServiceMonitor")
+    service = one(full, "Service")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+    dashboard = one(full, "ConfigMap", "canaryguard-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = (MANIFESTS / "grafana/canaryguard-dashboard.json").read_text()
+    assert json.loads(dashboard["data"]["canaryguard-dashboard.json"]) == json.loads(shipped)
+
+
+def test_servicemonitor_and_prometheusrule_are_accepted_with_strict_validation(
+    control_plane: ControlPlane, namespace: str, monitoring_crds: None
+) -> None:
+    full = render(control_plane, WITH_MONITORING)
+    wanted = [o for o in full if o["kind"] in ("ServiceMonitor", "PrometheusRule", "ConfigMap")]
+    out = apply(control_plane, into(namespace, wanted), "--dry-run=server")
+    assert out.count("serverside-applied") == 3, out
+    # The control: a misspelt field is an error, not silently dropped.
+    broken = into(namespace, [one(full, "ServiceMonitor")])
+    broken[0]["spec"]["endpoints"][0]["interva1"] = "30s"
+    with pytest.raises(KubectlError, match="interva1"):
+        apply(control_plane, broken, "--dry-run=server")

@@ -207,3 +207,19 @@ def test_prometheus_outage_and_back_keeps_the_counts(
 
     by_version = requests_by(prometheus, namespace, 600)
     assert sum(by_version.values()) == 600
+
+
+def test_the_router_follows_the_virtualservice_coming_and_going(
+    control_plane: ControlPlane, namespace: str, mesh: MeshFactory
+) -> None:
+    m = mesh(namespace, wait_scraped=False)
+    assert m.current_route()["origin"] == "service (no virtualservice)"
+    m.wait_route({"*": 1.0})  # plain Service balancing over every version
+
+    apply_virtual_service(control_plane, namespace, {"v1": 100, "v2": 0})
+    m.wait_route({"v1": 1.0}, timeout=5)
+    result = m.load(rate=200, max_requests=200, max_duration=10)
+    assert result.by_status[200] >= 199
+
+    control_plane.kubectl("delete", "virtualservice", "fraud-model", "-n", namespace)
+    m.wait_route({"*": 1.0}, timeout=5)

@@ -196,10 +196,15 @@ def status_from_dict(data: Mapping[str, Any] | None) -> Status:
 
 
 def round_value(value: float | None) -> float | None:
-    """A metric value as the status keeps it: 4 significant digits; None if not finite."""
+    """A metric value as the status keeps it: 4 significant digits; None if not finite.
+
+    Rounding can overflow (1.7977e308 rounds to 1.798e308, beyond the largest float); such a
+    value is as unusable as Inf and reads as None too, since JSON cannot carry either.
+    """
     if value is None or not math.isfinite(value):
         return None
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    return rounded if math.isfinite(rounded) else None
 
 
 def truncate_time(moment: datetime) -> datetime:

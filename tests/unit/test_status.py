@@ -64,6 +64,7 @@ def test_values_keep_four_significant_digits_and_counts_read_as_integers() -> No
     assert round_value(123456.7) == 123500.0
     assert round_value(float("nan")) is None
     assert round_value(float("inf")) is None
+    assert round_value(1.7976931348623157e308) is None  # rounds up beyond the largest float
     assert FULL.to_dict()["slos"][0]["baselineSamples"] == 900
     assert isinstance(FULL.to_dict()["slos"][0]["baselineSamples"], int)
 

@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from canaryguard import cli_commands
+
 log = logging.getLogger("canaryguard")
 
 
@@ -21,10 +23,10 @@ def _address(text: str) -> tuple[str, int] | None:
     return host or "0.0.0.0", int(port)  # noqa: S104 - in a pod, probes come from outside
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="canaryguard",
+        prog=prog,
         description="Safe canary rollouts for ML services on Istio, judged on Prometheus.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,20 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=32, help="ticks in flight at once (default 32)"
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    cli_commands.add_commands(sub)
     return parser
 
 
 def run_operator(args: argparse.Namespace) -> int:
     """Start the operator in this process until it is signalled to stop."""
+    if args.kubeconfig:
+        # kopf logs in from the same kubeconfig as the operator's own client.
+        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
+
     import kopf
     from prometheus_client import start_http_server
 
     from canaryguard import handlers, logs
 
     logs.configure(args.log_format, args.verbose)
-    if args.kubeconfig:
-        # kopf logs in from the same kubeconfig as the operator's own client.
-        os.environ["KUBECONFIG"] = args.kubeconfig
     if args.metrics is not None:
         start_http_server(args.metrics[1], addr=args.metrics[0])
     liveness = None
@@ -97,10 +101,12 @@ def run_operator(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `canaryguard` and `python -m canaryguard`."""
-    args = build_parser().parse_args(argv)
+    # Installed twice: `canaryguard` and the kubectl plugin `kubectl-canary` (`kubectl canary`).
+    plugin = os.path.basename(sys.argv[0]) == "kubectl-canary"
+    args = build_parser("kubectl canary" if plugin else "canaryguard").parse_args(argv)
     if args.command == "run":
         return run_operator(args)
-    return 2
+    return cli_commands.run_command(args)
 
 
 if __name__ == "__main__":

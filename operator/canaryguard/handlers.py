@@ -46,6 +46,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["scheduler"] = asyncio.create_task(controller.scheduler.run(stop))
 
 
+@kopf.on.login()
+def login(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any
+) -> kopf.ConnectionInfo | None:
+    """Log in from `--kubeconfig` (exported as KUBECONFIG) or as the in-cluster account."""
+    if (memo.get("config") or {}).get("kubeconfig"):
+        return kopf.login_with_kubeconfig(settings=settings, **kwargs)
+    return kopf.login_via_client(settings=settings, **kwargs)
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop ticking and let ticks in flight finish."""

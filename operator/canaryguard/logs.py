@@ -15,6 +15,20 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 }
 
 
+def _extras(record: logging.LogRecord) -> dict[str, str | int | float | bool]:
+    """The scalar fields a record carries from `extra=`; kopf's object reference becomes
+    `rollout=namespace/name` and its other structured extras (settings) are left out."""
+    fields: dict[str, str | int | float | bool] = {}
+    for key, value in vars(record).items():
+        if key in _RECORD_ATTRS or key.startswith("_"):
+            continue
+        if key == "k8s_ref" and isinstance(value, dict):
+            fields["rollout"] = f"{value.get('namespace')}/{value.get('name')}"
+        elif isinstance(value, (str, int, float, bool)) and key != "k8s_skip":
+            fields[key] = value
+    return fields
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, logger, message and extra fields."""
 
@@ -26,9 +40,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _RECORD_ATTRS and not key.startswith("_"):
-                entry[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
+        entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, separators=(",", ":"))
@@ -42,11 +54,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = [
-            f"{k}={v}"
-            for k, v in vars(record).items()
-            if k not in _RECORD_ATTRS and not k.startswith("_")
-        ]
+        extras = [f"{k}={v}" for k, v in _extras(record).items()]
         return " ".join([line, *extras]) if extras else line
 
 
@@ -58,5 +66,6 @@ def configure(fmt: str = "text", verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # The HTTP libraries log request lines (with URLs) at debug; keep them quiet.
-    for noisy in ("urllib3", "aiohttp.access", "kubernetes.client.rest"):
+    # kopf logs every handled watch event at info; the controller logs the decisions.
+    for noisy in ("urllib3", "aiohttp.access", "kubernetes.client.rest", "kopf.objects"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

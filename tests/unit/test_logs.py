@@ -28,3 +28,15 @@ def test_json_line_carries_message_level_and_extra_fields() -> None:
 def test_text_line_appends_extra_fields() -> None:
     line = TextFormatter().format(record("step", rollout="ml/fraud"))
     assert line.endswith("WARNING canaryguard.engine step rollout=ml/fraud")
+
+
+def test_kopf_object_reference_becomes_the_rollout_and_structures_are_dropped() -> None:
+    rec = record(
+        "handled",
+        k8s_ref={"namespace": "ml", "name": "fraud", "kind": "CanaryRollout"},
+        k8s_skip=True,
+        settings=object(),
+    )
+    entry = json.loads(JsonFormatter().format(rec))
+    assert entry["rollout"] == "ml/fraud"
+    assert "settings" not in entry and "k8s_skip" not in entry and "k8s_ref" not in entry

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # Built kube-apiserver, etcd and kubectl live outside the checkout so a fresh clone reuses them.
 export CANARYGUARD_BIN_DIR ?= $(HOME)/.cache/canaryguard/bin
 
-.PHONY: venv bins prometheus stack-deps lint unit integration test demo clean
+.PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: venv stack-deps lint
 
 demo: venv stack-deps
 	$(PY) -m canaryguard.demo
+
+# End-to-end on a kind cluster, for machines with Docker, kind and kubectl (not run by CI).
+e2e-kind:
+	bash hack/e2e-kind.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -32,6 +32,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
+    # No cluster-wide scans of CRDs and namespaces: the CRD is installed before the operator
+    # and namespaces are given by exact name, so the ClusterRole needs neither list.
+    settings.scanning.disabled = True
     # Decisions are posted as Events by the controller; kopf's own are for its errors.
     settings.posting.level = 30  # logging.WARNING
     config = memo.get("config") or {}

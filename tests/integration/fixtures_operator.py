@@ -1,0 +1,370 @@
+"""Fixtures that run the real operator: as a separate process, logged in as the
+ServiceAccount that `manifests/rbac/` ship, so a missing or excess permission shows.
+
+Each test gets its own operator watching only the test's namespace, so a test can kill
+(SIGKILL) and restart it without touching any other test.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from canaryguard.localstack.childproc import free_port, http_ok, terminate
+from canaryguard.localstack.controlplane import ControlPlane
+from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
+from canaryguard.localstack.prometheus_server import PrometheusServer
+
+__all__ = [
+    "Operator",
+    "Rollout",
+    "operator",
+    "operator_kubeconfig",
+    "rollout",
+    "wait_for",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+RBAC_DIR = ROOT / "manifests" / "rbac"
+OPERATOR_NAMESPACE = "canaryguard-system"
+ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # 32 characters, like a real one
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.25) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(control_plane: ControlPlane) -> Path:
+    """A kubeconfig of the operator's ServiceAccount, bound to the shipped ClusterRole."""
+    control_plane.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    control_plane.kubectl("apply", "-f", str(RBAC_DIR))
+    return control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "canaryguard")
+
+
+@dataclass
+class Operator:
+    """`canaryguard run` for one namespace, as a child process with its log in a file."""
+
+    kubeconfig: Path
+    namespace: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    liveness_port: int = 0
+    metrics_port: int = 0
+    starts: int = 0
+
+    def start(self) -> None:
+        """Start the operator and wait until its liveness endpoint answers."""
+        self.liveness_port, self.metrics_port = free_port(), free_port()
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"--- start {self.starts} ---\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "canaryguard",
+                "run",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--namespace={self.namespace}",
+                f"--liveness=127.0.0.1:{self.liveness_port}",
+                f"--metrics=127.0.0.1:{self.metrics_port}",
+                "--log-format=json",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        wait_for(
+            "the operator's liveness endpoint",
+            lambda: self._alive() and http_ok(self.liveness_url),
+            timeout=30,
+        )
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+        return True
+
+    @property
+    def liveness_url(self) -> str:
+        return f"http://127.0.0.1:{self.liveness_port}/healthz"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no last status write."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
+            self.proc = None
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The operator's JSON log lines."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+
+@pytest.fixture
+def operator(
+    operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[Callable[[], Operator]]:
+    """`operator()` starts the operator for this test's namespace; stopped after the test,
+    and its log is printed when the test fails."""
+    started: list[Operator] = []
+
+    def start() -> Operator:
+        op = Operator(operator_kubeconfig, namespace, tmp_path / f"operator-{len(started)}.log")
+        started.append(op)
+        op.start()
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+        sys.stderr.write(f"\n--- operator log ({op.log_path}) ---\n{op.log_tail(80)}\n")
+
+
+@dataclass
+class Rollout:
+    """A CanaryRollout under test, with readers for what the tests assert on."""
+
+    cp: ControlPlane
+    namespace: str
+    name: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self) -> None:
+        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(self.body))
+
+    def patch_spec(self, spec: dict[str, Any]) -> None:
+        self.cp.kubectl(
+            "patch",
+            "canaryrollout",
+            self.name,
+            "-n",
+            self.namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": spec}),
+        )
+
+    def get(self) -> dict[str, Any]:
+        out = self.cp.kubectl("get", "canaryrollout", self.name, "-n", self.namespace, "-o=json")
+        data: dict[str, Any] = json.loads(out.stdout)
+        return data
+
+    def status(self) -> dict[str, Any]:
+        return self.get().get("status") or {}
+
+    def phase(self) -> str | None:
+        return self.status().get("phase")
+
+    def weights(self, route: str = "primary") -> tuple[int, int]:
+        """(baseline, canary) weights of the driven route, in Istio's semantics."""
+        out = self.cp.kubectl(
+            "get", "virtualservice", "fraud-model", "-n", self.namespace, "-o=json"
+        )
+        vs = json.loads(out.stdout)
+        for http in vs["spec"]["http"]:
+            if http.get("name") == route:
+                dests = http["route"]
+                found = {
+                    d["destination"].get("subset"): d.get("weight", 100 if len(dests) == 1 else 0)
+                    for d in dests
+                }
+                return found.get("v1", 0), found.get("v2", 0)
+        raise AssertionError(f"no route {route} in {vs}")
+
+    def set_weights(self, baseline: int, canary: int, route: str = "primary") -> None:
+        """Edit the VirtualService by hand, as a person with kubectl would."""
+        out = self.cp.kubectl(
+            "get", "virtualservice", "fraud-model", "-n", self.namespace, "-o=json"
+        )
+        vs = json.loads(out.stdout)
+        for http in vs["spec"]["http"]:
+            if http.get("name") == route:
+                http["route"] = [
+                    {"destination": {"host": "fraud-model", "subset": "v1"}, "weight": baseline},
+                    {"destination": {"host": "fraud-model", "subset": "v2"}, "weight": canary},
+                ]
+        self.cp.kubectl("replace", "-f", "-", input=json.dumps(vs))
+
+    def events(self) -> list[dict[str, Any]]:
+        out = self.cp.kubectl(
+            "get",
+            "events",
+            "-n",
+            self.namespace,
+            f"--field-selector=involvedObject.name={self.name}",
+            "-o=json",
+        )
+        items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+        return sorted(items, key=lambda e: e.get("metadata", {}).get("creationTimestamp", ""))
+
+    def event_reasons(self) -> list[str]:
+        return [e["reason"] for e in self.events()]
+
+
+def fraud_virtual_service(namespace: str) -> dict[str, Any]:
+    """The service's VirtualService as users have it before a rollout: all traffic on v1,
+    behind a header-match route the operator must leave alone."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "fraud-model", "namespace": namespace},
+        "spec": {
+            "hosts": ["fraud-model"],
+            "http": [
+                {
+                    "name": "qa",
+                    "match": [{"headers": {"x-qa": {"exact": "canary"}}}],
+                    "route": [{"destination": {"host": "fraud-model", "subset": "v2"}}],
+                },
+                {
+                    "name": "primary",
+                    "timeout": "5s",
+                    "route": [{"destination": {"host": "fraud-model", "subset": "v1"}}],
+                },
+            ],
+        },
+    }
+
+
+def rollout_body(
+    namespace: str,
+    prometheus_url: str,
+    pagerduty_url: str,
+    *,
+    steps: list[dict[str, Any]] | None = None,
+    slos: list[dict[str, Any]] | None = None,
+    analysis: dict[str, Any] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A CanaryRollout for the local fraud-model mesh with accelerated time: 1 s ticks,
+    windows of seconds. Keyword arguments override spec fields."""
+    return {
+        "apiVersion": "canaryguard.io/v1alpha1",
+        "kind": "CanaryRollout",
+        "metadata": {"name": "fraud-model", "namespace": namespace},
+        "spec": {
+            "virtualService": {"name": "fraud-model", "routes": ["primary"]},
+            "baseline": {"host": "fraud-model", "subset": "v1"},
+            "canary": {"host": "fraud-model", "subset": "v2"},
+            "metrics": {
+                "prometheus": {"address": prometheus_url, "timeout": "2s"},
+                "selector": {
+                    "destination_service_name": "fraud-model",
+                    "destination_service_namespace": namespace,
+                },
+                "baselineVersion": "v1",
+                "canaryVersion": "v2",
+            },
+            "steps": steps
+            or [
+                {"weight": 20, "hold": "6s"},
+                {"weight": 50, "hold": "6s"},
+                {"weight": 100, "hold": "6s"},
+            ],
+            "analysis": {
+                "interval": "1s",
+                "minRequests": 20,
+                "maxMetricsOutage": "8s",
+                "onMetricsOutage": "rollback",
+                "slos": slos
+                or [
+                    {
+                        "name": "error-rate",
+                        "errorRate": {},
+                        "margin": {"absolute": 0.02},
+                        "window": "6s",
+                        "lookback": "10s",
+                    }
+                ],
+                **(analysis or {}),
+            },
+            "paging": {
+                "pagerDuty": {
+                    "routingKeySecretRef": {"name": "pagerduty", "key": "routing-key"},
+                    "severity": "critical",
+                    "url": pagerduty_url,
+                }
+            },
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+def rollout(
+    control_plane: ControlPlane,
+    namespace: str,
+    prometheus: PrometheusServer,
+    pagerduty: PagerDutyReceiver,
+) -> Callable[..., Rollout]:
+    """`rollout(**overrides)` creates the VirtualService (all traffic on v1), the PagerDuty
+    Secret and a CanaryRollout for this namespace; the operator is started separately."""
+
+    def make(*, create: bool = True, **overrides: Any) -> Rollout:
+        control_plane.kubectl(
+            "apply", "-f", "-", input=json.dumps(fraud_virtual_service(namespace))
+        )
+        control_plane.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "pagerduty",
+            "-n",
+            namespace,
+            f"--from-literal=routing-key={ROUTING_KEY}",
+            check=False,
+        )
+        r = Rollout(
+            control_plane,
+            namespace,
+            "fraud-model",
+            rollout_body(namespace, prometheus.url, pagerduty.url, **overrides),
+        )
+        if create:
+            r.apply()
+        return r
+
+    return make

@@ -1,0 +1,100 @@
+"""End to end: the real operator (under the shipped RBAC) drives a real VirtualService while
+real HTTP traffic flows through the router to v1 and v2, Prometheus scrapes it, and the
+PagerDuty receiver records pages. Time is accelerated: 1 s ticks, windows of seconds."""
+
+import itertools
+from collections.abc import Callable
+from datetime import datetime
+
+from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
+from tests.integration.fixtures_mesh import MeshFactory
+from tests.integration.fixtures_operator import ROUTING_KEY, Operator, Rollout, wait_for
+from tests.integration.traffic import Traffic
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_healthy_canary_walks_every_step_and_is_promoted_without_a_page(
+    namespace: str,
+    mesh: MeshFactory,
+    rollout: Callable[..., Rollout],
+    operator: Callable[[], Operator],
+    pagerduty: PagerDutyReceiver,
+) -> None:
+    m = mesh(namespace, scenario="healthy")
+    r = rollout()
+    with Traffic(m, rate=80):
+        op = operator()
+        wait_for("step 1 weights 80/20", lambda: r.weights() == (80, 20), timeout=20)
+        seen = set()
+
+        def promoted() -> bool:
+            seen.add(r.weights())
+            return r.phase() == "Promoted"
+
+        wait_for("Promoted", promoted, timeout=90)
+    status = r.status()
+    assert r.weights() == (0, 100)
+    assert {(80, 20), (50, 50)} <= seen | {(80, 20)}
+    reasons = r.event_reasons()
+    assert reasons.count("StepAdvanced") == 2
+    assert "Promoted" in reasons
+    assert "RolledBack" not in reasons
+    steps = [h for h in status["history"] if h["action"] in ("Started", "StepAdvanced")]
+    # Each step held at least its 6 s hold before the next one.
+    times = [ts(h["at"]) for h in steps]
+    assert all((b - a).total_seconds() >= 6 for a, b in itertools.pairwise(times))
+    assert pagerduty.events() == []
+    # The header-match route the rollout does not drive is untouched.
+    vs = r.cp.kubectl("get", "vs", "fraud-model", "-n", namespace, "-o=jsonpath={.spec.http[0]}")
+    assert '"subset":"v2"' in vs.stdout and "weight" not in vs.stdout
+    assert op.proc is not None and op.proc.poll() is None
+
+
+def test_sustained_5xx_regression_rolls_back_on_time_and_pages_once(
+    namespace: str,
+    mesh: MeshFactory,
+    rollout: Callable[..., Rollout],
+    operator: Callable[[], Operator],
+    pagerduty: PagerDutyReceiver,
+) -> None:
+    m = mesh(namespace, scenario="healthy")
+    r = rollout(steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}])
+    with Traffic(m, rate=80):
+        operator()
+        wait_for("canary at 50%", lambda: r.weights() == (50, 50), timeout=20)
+        wait_for(
+            "healthy verdicts",
+            lambda: any(s.get("verdict") == "healthy" for s in r.status().get("slos", [])),
+            timeout=30,
+        )
+        m.control("v2", {"error_rate": 0.3})
+        wait_for("RolledBack", lambda: r.phase() == "RolledBack", timeout=60)
+        wait_for(
+            "page delivered",
+            lambda: r.status().get("page", {}).get("state") == "Delivered",
+            timeout=20,
+        )
+    status = r.status()
+    assert r.weights() == (100, 0)
+    rollback = status["rollback"]
+    assert rollback["reason"] == "SLOBreach"
+    assert rollback["slo"] == "error-rate"
+    assert rollback["canary"] > rollback["baseline"] + 0.02
+    held = (ts(rollback["at"]) - ts(rollback["breachingSince"])).total_seconds()
+    # No earlier than the 6 s window after the breach was first seen, within two 1 s ticks.
+    assert 6 <= held <= 6 + 2 + 0.5, held
+    incidents = pagerduty.incidents()
+    assert len(incidents) == 1
+    events = pagerduty.events()
+    assert len(events) == 1
+    event = events[0]["event"]
+    assert event["routing_key"] == ROUTING_KEY
+    assert event["event_action"] == "trigger"
+    assert event["dedup_key"] == status["page"]["dedupKey"]
+    assert "error-rate" in event["payload"]["summary"]
+    assert event["payload"]["custom_details"]["slo"] == "error-rate"
+    assert any("g0.expr" in link["href"] for link in event.get("links", []))
+    assert "RolledBack" in r.event_reasons()

@@ -98,12 +98,14 @@ class Controller:
         if event_type == "DELETED":
             self._bodies.pop(key, None)
             self.scheduler.remove(key)
+            metrics.forget_rollout(*key)
             self._count_phases()
             return
         previous = self._bodies.get(key)
         if previous is not None and _resource_version(body) < _resource_version(previous):
             return  # the watch is behind a status this operator already wrote
         self._bodies[key] = dict(body)
+        metrics.record_rollout(key[0], key[1], status_from_dict(body.get("status")))
         spec_changed = previous is None or previous.get("metadata", {}).get(
             "generation"
         ) != meta.get("generation")

@@ -65,7 +65,7 @@ class Destination:
 class VirtualServiceRef:
     """The VirtualService to drive (same namespace) and the http routes whose weights move.
 
-    Empty `routes` means every http route that has both destinations.
+    Empty `routes` means every http route that sends traffic to the baseline.
     """
 
     name: str

@@ -10,7 +10,9 @@ is wrong, a spec problem that retrying cannot fix).
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import json
 import logging
 import math
 import re
@@ -126,7 +128,19 @@ def _sample(item: Mapping[str, Any]) -> Sample:
 
 
 def _error_message(text: str, status: int) -> str:
-    """Prometheus's own error text (e.g. a parse error) out of the client's exception."""
-    match = re.search(r'"error"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
-    detail = match.group(1).replace('\\"', '"') if match else text
+    """Prometheus's own error text (e.g. a parse error) out of the client's exception.
+
+    The client puts the body in its message as a bytes repr, `HTTP Status Code 400
+    (b'{"status":"error","error":"..."}')`, so the body is decoded from that repr before its
+    JSON is read: a regex over the repr stops at the first escaped quote.
+    """
+    detail = text
+    match = re.search(r"\((b(['\"]).*\2)\)\s*$", text, re.DOTALL)
+    if match:
+        try:
+            body = json.loads(ast.literal_eval(match.group(1)))
+        except (ValueError, SyntaxError, TypeError):
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            detail = body["error"]
     return f"HTTP {status}: {detail}"

@@ -1,0 +1,66 @@
+"""The Prometheus adapter tells a refused query (with Prometheus's own words) from an outage,
+against a local HTTP server answering as Prometheus does."""
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from canaryguard.prometheus import PrometheusClient, PrometheusQueryError, PrometheusUnavailable
+
+# Byte for byte what Prometheus 2.x answers to `... +* 2` (Go escapes < and > in JSON).
+PARSE_ERROR = (
+    b'{"status":"error","errorType":"bad_data","error":"invalid parameter \\"query\\": '
+    b'1:56: parse error: unexpected \\u003cop:*\\u003e"}'
+)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    answer: tuple[int, bytes] = (200, b"")
+
+    def do_GET(self) -> None:
+        status, body = self.answer
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def client(httpd: ThreadingHTTPServer, answer: tuple[int, bytes]) -> PrometheusClient:
+    _Handler.answer = answer
+    return PrometheusClient(f"http://127.0.0.1:{httpd.server_address[1]}", retry_budget=0.5)
+
+
+def test_a_parse_error_is_a_rejected_query_quoting_prometheus(server: ThreadingHTTPServer) -> None:
+    with pytest.raises(PrometheusQueryError) as caught:
+        client(server, (400, PARSE_ERROR)).query("x +* 2")
+    assert str(caught.value) == (
+        'HTTP 400: invalid parameter "query": 1:56: parse error: unexpected <op:*>'
+    )
+
+
+def test_an_error_body_that_is_not_json_is_quoted_as_it_came(
+    server: ThreadingHTTPServer,
+) -> None:
+    with pytest.raises(PrometheusQueryError, match=r"^HTTP 422: .*no json here"):
+        client(server, (422, b"no json here")).query("up")
+
+
+def test_a_5xx_is_an_outage_not_a_rejection(server: ThreadingHTTPServer) -> None:
+    with pytest.raises(PrometheusUnavailable, match="HTTP 503"):
+        client(server, (503, b'{"status":"error","error":"overloaded"}')).query("up")

@@ -142,6 +142,8 @@ class Controller:
             spec = parse_spec(body)
             result = await self._decide(spec, status, now)
         except (SpecError, RouteError, SecretError, QueryRejected) as exc:
+            if isinstance(exc, QueryRejected):
+                metrics.QUERY_ERRORS.labels(kind="rejected").inc()
             result = engine.invalid(status, str(exc), now, generation)
             await self._carry_out(body, status, result, None)
             return
@@ -152,8 +154,10 @@ class Controller:
         vs = await self._vs.get(namespace, spec.virtual_service.name)
         plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
         observations = Observations()
-        # Finished and not yet started rollouts are not judged: spare Prometheus the queries.
-        if status.phase not in FINISHED and status.step_index is not None:
+        # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
+        # is queried though not judged, so a query Prometheus rejects makes it Invalid before
+        # any traffic moves to a canary it could not protect.
+        if status.phase not in FINISHED:
             client = await self._prometheus(spec)
             observations = await observe(spec, client.aquery)
             for slo in observations.slos.values():

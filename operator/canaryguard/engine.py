@@ -16,6 +16,10 @@ DESIGN.md "Decision semantics":
    continuous outage the rollout rolls back or pauses (and resumes when metrics return).
 5. Protection never pauses: a paused rollout still rolls back.
 
+A manual request (`promote` or `abort`, from the `canaryguard.io/request` annotation) not yet
+in `status.lastRequest` is carried out first and ends the tick: nothing is judged. On a
+finished rollout, or when made for another revision or object, it is recorded without effect.
+
 Events name every decision and the same decisions are kept in the bounded status history.
 A tick that changes nothing returns an equal status and no actions, with one deliberate
 exception: while a rollback's page is Pending, every tick asks for it to be sent again.
@@ -31,13 +35,16 @@ from datetime import datetime
 from canaryguard.actions import Action, EmitEvent, EventType, Page, SetWeights
 from canaryguard.durations import format_duration
 from canaryguard.judge import judge
+from canaryguard.manual import ManualRequest, RequestAction
 from canaryguard.observations import Observations, SloObservation
 from canaryguard.spec import Slo, Spec
 from canaryguard.status import (
     FINISHED,
     ConditionStatus,
     HistoryEntry,
+    LastRequest,
     PageStatus,
+    RequestOutcome,
     Rollback,
     SloStatus,
     Status,
@@ -58,6 +65,7 @@ __all__ = [
     "desired_weights",
     "invalid",
     "record_page_result",
+    "request_due",
     "tick",
 ]
 
@@ -87,7 +95,10 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     revision = spec.effective_revision()
     if status.revision is not None and status.revision != revision:
         status = _restart(status, revision, log)
-    if status.phase in FINISHED:
+    status, decided = _manual(spec, status, log)
+    if decided:
+        pass  # a person decided this tick: nothing is judged
+    elif status.phase in FINISHED:
         status = _finished(spec, status, log)
     elif status.phase == "Pending" or status.step_index is None:
         status = _start(spec, replace(status, revision=revision), log)
@@ -152,6 +163,17 @@ def record_page_result(
     return replace(status, page=page).with_condition("Paged", "False", "Pending", message, now)
 
 
+def request_due(spec: Spec, status: Status) -> bool:
+    """Whether the next tick carries out a manual request (and so judges nothing): the
+    controller then spares Prometheus the queries and acts without waiting on them."""
+    request = spec.request
+    if request is None or _handled(status, request.id):
+        return False
+    if status.revision is not None and status.revision != spec.effective_revision():
+        return False  # the new revision starts first
+    return _no_effect(spec, status, request) is None
+
+
 def desired_weights(status: Status) -> SetWeights | None:
     """The weights the VirtualService should have according to the status (None before the
     first step). Lets the operator repair weights after a crash between patches."""
@@ -211,6 +233,8 @@ def _restart(status: Status, revision: str, log: _Log) -> Status:
         revision=revision,
         observed_generation=status.observed_generation,
         canary_weight=status.canary_weight,
+        # The request annotation outlives the revision: it must not act again on the new one.
+        last_request=status.last_request,
         history=status.history,
     )
     log.decide(
@@ -221,6 +245,112 @@ def _restart(status: Status, revision: str, log: _Log) -> Status:
         f"revision {old} -> {revision}: the schedule starts again at step 1",
     )
     return status
+
+
+def _manual(spec: Spec, status: Status, log: _Log) -> tuple[Status, bool]:
+    """Handle a manual request not handled before; True when it decided this tick."""
+    bad = spec.invalid_request
+    if bad is not None and not _handled(status, bad.id):
+        message = _clip(f"request ignored: {bad.problem}")
+        status = _record_request(status, bad.id, None, "", "Rejected", message, log.now)
+        log.decide(status, "Warning", "InvalidRequest", "InvalidRequest", message)
+        return status, False
+    request = spec.request
+    if request is None or _handled(status, request.id):
+        return status, False
+    why_not = _no_effect(spec, status, request)
+    if why_not is not None:
+        message = _clip(f"{request.action} {request.who()} (request {request.id}) {why_not}")
+        status = _record_request(
+            status, request.id, request.action, request.by, "NoEffect", message, log.now
+        )
+        log.decide(status, "Normal", "RequestIgnored", "Manual", message)
+        return status, False
+    status = replace(status, revision=status.revision or spec.effective_revision())
+    if request.action == "promote":
+        return _manual_promote(spec, status, request, log), True
+    return _manual_abort(spec, status, request, log), True
+
+
+def _handled(status: Status, request_id: str) -> bool:
+    return status.last_request is not None and status.last_request.id == request_id
+
+
+def _no_effect(spec: Spec, status: Status, request: ManualRequest) -> str | None:
+    """Why a request cannot act on this rollout, or None when it is carried out."""
+    if request.uid is not None and spec.uid is not None and request.uid != spec.uid:
+        return f"has no effect: it was made for another object of this name (uid {request.uid})"
+    revision = spec.effective_revision()
+    if request.revision is not None and request.revision != revision:
+        return (
+            f"has no effect: it was made for revision {request.revision}; "
+            f"the rollout is at revision {revision}"
+        )
+    if status.phase in FINISHED:
+        return f"has no effect: the rollout has already finished ({status.phase})"
+    return None
+
+
+def _record_request(
+    status: Status,
+    request_id: str,
+    action: RequestAction | None,
+    by: str,
+    outcome: RequestOutcome,
+    message: str,
+    now: datetime,
+) -> Status:
+    record = LastRequest(request_id, now, outcome, action, by or None, message)
+    return replace(status, last_request=record)
+
+
+def _manual_promote(spec: Spec, status: Status, request: ManualRequest, log: _Log) -> Status:
+    """Skip the remaining steps: all traffic to the canary, phase Promoted."""
+    last = len(spec.steps) - 1
+    before = status.canary_weight or 0
+    where = (
+        "before the first step"
+        if status.step_index is None
+        else f"at step {status.step_index + 1}/{len(spec.steps)}"
+    )
+    message = _clip(
+        f"manual promote {request.who()}: {request.why()} (request {request.id}); canary "
+        f"{before}% -> 100% {where}, the rest of the schedule and its analysis skipped"
+    )
+    status = replace(
+        status,
+        phase="Promoted",
+        paused_reason=None,
+        step_index=last,
+        canary_weight=100,
+        step_started_at=status.step_started_at if before == 100 else log.now,
+        message=_clip(f"promoted by hand ({request.who()}): canary at 100%"),
+    )
+    status = _record_request(
+        status, request.id, request.action, request.by, "Promoted", message, log.now
+    )
+    log.act(SetWeights(0, 100))
+    status = status.with_condition("Progressing", "False", "ManualPromote", message, log.now)
+    log.decide(status, "Normal", "ManualPromote", "Manual", message)
+    return status
+
+
+def _manual_abort(spec: Spec, status: Status, request: ManualRequest, log: _Log) -> Status:
+    """A rollback that a person asked for; it pages only when asked to."""
+    if not request.page:
+        paging = "on-call not paged (not asked)"
+    elif spec.paging is None:
+        paging = "a page was asked for, but spec.paging is not set"
+    else:
+        paging = "paging on-call as asked"
+    message = _clip(
+        f"manual abort {request.who()}: {request.why()} (request {request.id}); {paging}"
+    )
+    rollback = Rollback(at=log.now, reason="Manual", message=message)
+    status = _record_request(
+        status, request.id, request.action, request.by, "RolledBack", message, log.now
+    )
+    return _rollback(spec, status, rollback, log, page=request.page, event="ManualAbort")
 
 
 def _start(spec: Spec, status: Status, log: _Log) -> Status:
@@ -460,8 +590,16 @@ def _outage_rollback(
     )
 
 
-def _rollback(spec: Spec, status: Status, rollback: Rollback, log: _Log) -> Status:
-    """All traffic to the baseline, one page, one Warning event."""
+def _rollback(
+    spec: Spec,
+    status: Status,
+    rollback: Rollback,
+    log: _Log,
+    page: bool = True,
+    event: str = "RolledBack",
+) -> Status:
+    """All traffic to the baseline, one page (if `page` and paging is set up), one Warning
+    event."""
     status = replace(
         status,
         phase="RolledBack",
@@ -471,15 +609,15 @@ def _rollback(spec: Spec, status: Status, rollback: Rollback, log: _Log) -> Stat
         message=_short_rollback(rollback),
     )
     log.act(SetWeights(100, 0))
-    if spec.paging is not None:
+    if page and spec.paging is not None:
         status = replace(status, page=PageStatus(dedup_key(spec, status.revision or "")))
         status = status.with_condition(
             "Paged", "False", "Pending", "the page has not been delivered yet", log.now
         )
-        page = _page(spec, status)
-        if page is not None:
-            log.act(page)
-    log.decide(status, "Warning", "RolledBack", rollback.reason, rollback.message)
+        trigger = _page(spec, status)
+        if trigger is not None:
+            log.act(trigger)
+    log.decide(status, "Warning", event, rollback.reason, rollback.message)
     return _describe(spec, status, log.now)
 
 
@@ -489,6 +627,8 @@ def _short_rollback(rollback: Rollback) -> str:
             f"rolled back: {rollback.slo} canary {_num(rollback.canary)} vs baseline "
             f"{_num(rollback.baseline)} for {rollback.window}"
         )
+    if rollback.reason == "Manual":
+        return _clip(f"rolled back: {rollback.message}")
     return f"rolled back: metrics unavailable for {rollback.window}"
 
 
@@ -505,6 +645,8 @@ def _page(spec: Spec, status: Status) -> Page | None:
             f"{_num(rollback.baseline)}, beyond {rollback.margin} for {rollback.window} "
             f"(since {since})"
         )
+    elif rollback.reason == "Manual":
+        cause = rollback.message  # "manual abort by alice: <reason> ..."
     else:
         cause = f"metrics unavailable for {rollback.window} (since {since}): {rollback.slo}"
     summary = f"canaryguard rolled back {who} revision {status.revision}: {cause}"

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from canaryguard.durations import format_duration, parse_duration
+from canaryguard.manual import InvalidRequest, ManualRequest, parse_request
 
 Direction = Literal["HigherIsWorse", "LowerIsWorse"]
 OutagePolicy = Literal["rollback", "pause"]
@@ -214,7 +215,9 @@ class Spec:
 
     `namespace`, `name` and `generation` come from the resource's metadata (when the parser
     was given the whole resource, or passed explicitly); the engine uses them for the page's
-    dedup key, for messages and for `observedGeneration`.
+    dedup key, for messages and for `observedGeneration`. So do `uid` and the manual request
+    (annotation `canaryguard.io/request`): `request` when it parses, else `invalid_request`,
+    which the engine reports without making the rollout Invalid.
     """
 
     virtual_service: VirtualServiceRef
@@ -229,6 +232,9 @@ class Spec:
     namespace: str = ""
     name: str = ""
     generation: int | None = None
+    uid: str | None = None
+    request: ManualRequest | None = None
+    invalid_request: InvalidRequest | None = None
 
     def effective_revision(self) -> str:
         """`spec.revision` if set, else derived from the canary destination and version.
@@ -248,9 +254,12 @@ def parse_spec(
 
     Defaults are those of the CRD. `namespace`/`name` override the metadata's. Raises
     SpecError naming the first invalid field, e.g.
-    `spec.analysis.slos[2].query.template: unknown placeholder {{ foo }}`.
+    `spec.analysis.slos[2].query.template: unknown placeholder {{ foo }}`; a malformed
+    request annotation is not a SpecError (see `Spec.invalid_request`).
     """
     generation: int | None = None
+    uid: str | None = None
+    request: ManualRequest | InvalidRequest | None = None
     raw_spec: Any = obj
     if "spec" in obj:
         metadata = obj.get("metadata") or {}
@@ -259,6 +268,8 @@ def parse_spec(
             name = name if name is not None else metadata.get("name")
             gen = metadata.get("generation")
             generation = gen if isinstance(gen, int) and not isinstance(gen, bool) else None
+            uid = metadata.get("uid") if isinstance(metadata.get("uid"), str) else None
+            request = parse_request(metadata.get("annotations"))
         raw_spec = obj["spec"]
     spec = _Reader(raw_spec, "spec")
     parsed = Spec(
@@ -274,6 +285,9 @@ def parse_spec(
         namespace=str(namespace or ""),
         name=str(name or ""),
         generation=generation,
+        uid=uid,
+        request=request if isinstance(request, ManualRequest) else None,
+        invalid_request=request if isinstance(request, InvalidRequest) else None,
     )
     spec.finish()
     _check_cross_fields(parsed)

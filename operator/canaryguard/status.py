@@ -1,7 +1,8 @@
 """The CanaryRollout status as typed, immutable values, and its wire form.
 
 Everything a tick needs to resume lives here (step, step start, breach and outage starts,
-rollback and page state), so an operator restarted at any instant continues the same rollout.
+rollback and page state, the last manual request handled), so an operator restarted at any
+instant continues the same rollout.
 `Status.to_dict()` is exactly what gets patched: timestamps are RFC 3339 in UTC with at most
 millisecond precision, and values are kept to 4 significant digits, so a tick that saw the
 same world produces an equal dict and nothing needs writing.
@@ -15,12 +16,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from canaryguard.manual import RequestAction
+
 Phase = Literal["Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Invalid"]
 Verdict = Literal["healthy", "breach", "inconclusive", "unavailable"]
 PausedReason = Literal["Spec", "MetricsOutage"]
 RollbackReason = Literal["SLOBreach", "MetricsOutage", "Manual"]
 PageState = Literal["Pending", "Delivered", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
+RequestOutcome = Literal["Promoted", "RolledBack", "NoEffect", "Rejected"]
 
 FINISHED: frozenset[Phase] = frozenset({"Promoted", "RolledBack"})
 HISTORY_LIMIT = 20
@@ -70,6 +74,22 @@ class PageStatus:
 
 
 @dataclass(frozen=True)
+class LastRequest:
+    """The last manual request handled (carried out, without effect, or rejected).
+
+    A request whose id equals `id` is never handled again, so each is carried out once.
+    `action` is unset for a rejected request whose action could not be read.
+    """
+
+    id: str
+    at: datetime
+    outcome: RequestOutcome
+    action: RequestAction | None = None
+    by: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class Condition:
     """A standard Kubernetes condition."""
 
@@ -109,6 +129,7 @@ class Status:
     slos: tuple[SloStatus, ...] = ()
     rollback: Rollback | None = None
     page: PageStatus | None = None
+    last_request: LastRequest | None = None
     conditions: tuple[Condition, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
 
@@ -156,6 +177,9 @@ class Status:
             "slos": [_compact(_slo_to_dict(slo)) for slo in self.slos],
             "rollback": None if self.rollback is None else _rollback_to_dict(self.rollback),
             "page": None if self.page is None else _page_to_dict(self.page),
+            "lastRequest": (
+                None if self.last_request is None else _request_to_dict(self.last_request)
+            ),
             "conditions": [_compact(_condition_to_dict(c)) for c in self.conditions],
             "history": [_compact(_history_to_dict(h)) for h in self.history],
         }
@@ -183,6 +207,7 @@ def status_from_dict(data: Mapping[str, Any] | None) -> Status:
         slos=tuple(s for s in (_slo_from(x) for x in d.objects("slos")) if s is not None),
         rollback=_rollback_from(d.object("rollback")),
         page=_page_from(d.object("page")),
+        last_request=_request_from(d.object("lastRequest")),
         conditions=_ordered(
             c for c in (_condition_from(x) for x in d.objects("conditions")) if c is not None
         ),
@@ -290,6 +315,17 @@ def _page_to_dict(page: PageStatus) -> dict[str, Any]:
         "attempts": page.attempts,
         "deliveredAt": format_time(page.delivered_at),
         "lastError": page.last_error,
+    }
+
+
+def _request_to_dict(request: LastRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "action": request.action,
+        "by": request.by,
+        "at": format_time(request.at),
+        "outcome": request.outcome,
+        "message": request.message,
     }
 
 
@@ -405,6 +441,22 @@ def _page_from(d: _Fields | None) -> PageStatus | None:
         attempts=d.integer("attempts") or 0,
         delivered_at=d.time("deliveredAt"),
         last_error=d.string("lastError"),
+    )
+
+
+def _request_from(d: _Fields | None) -> LastRequest | None:
+    if d is None:
+        return None
+    request_id, at, outcome = d.string("id"), d.time("at"), d.choice("outcome", RequestOutcome)
+    if request_id is None or at is None or outcome is None:
+        return None
+    return LastRequest(
+        id=request_id,
+        at=at,
+        outcome=outcome,
+        action=d.choice("action", RequestAction),
+        by=d.string("by"),
+        message=d.string("message") or "",
     )
 
 

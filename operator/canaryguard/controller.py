@@ -23,6 +23,7 @@ from canaryguard import engine, metrics
 from canaryguard.actions import EmitEvent, Page, SetWeights
 from canaryguard.istio import RouteError, VirtualServiceClient, plan_routes
 from canaryguard.kube import SecretError, merge_patch
+from canaryguard.manual import REQUEST_ANNOTATION
 from canaryguard.observations import Observations
 from canaryguard.observe import QueryRejected, observe, plan
 from canaryguard.pagerduty import (
@@ -106,10 +107,10 @@ class Controller:
             return  # the watch is behind a status this operator already wrote
         self._bodies[key] = dict(body)
         metrics.record_rollout(key[0], key[1], status_from_dict(body.get("status")))
-        spec_changed = previous is None or previous.get("metadata", {}).get(
-            "generation"
-        ) != meta.get("generation")
-        self.scheduler.upsert(key, _interval(body), now=spec_changed)
+        # A spec edit or a new manual request is acted on at once, not at the next interval
+        # (annotations do not bump the generation).
+        urgent = previous is None or _urgent_fields(previous) != _urgent_fields(body)
+        self.scheduler.upsert(key, _interval(body), now=urgent)
         self._count_phases()
 
     def _count_phases(self) -> None:
@@ -156,8 +157,9 @@ class Controller:
         observations = Observations()
         # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before
-        # any traffic moves to a canary it could not protect.
-        if status.phase not in FINISHED:
+        # any traffic moves to a canary it could not protect. A manual request due now decides
+        # the tick without metrics: it is carried out without waiting on Prometheus.
+        if status.phase not in FINISHED and not engine.request_due(spec, status):
             client = await self._prometheus(spec)
             observations = await observe(spec, client.aquery)
             for slo in observations.slos.values():
@@ -316,6 +318,13 @@ class Controller:
             await self._kube.post_event(body, type_, reason, msg)
         except Exception as exc:  # an Event is best effort; the decision is in the status
             log.warning("event not posted reason=%s error=%s", reason, exc)
+
+
+def _urgent_fields(body: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What, when it changes, calls for a tick at once: the generation and the request."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return meta.get("generation"), annotations.get(REQUEST_ANNOTATION)
 
 
 def _interval(body: Mapping[str, Any]) -> float:

@@ -1,10 +1,12 @@
-"""The commands people run against a cluster: `status`, `explain`, `pause`, `resume`.
+"""The commands people run against a cluster: `status`, `explain`, `pause`, `resume`,
+`promote`, `abort`.
 
 They read CanaryRollouts (status is the operator's record of everything it decided) and write
-only `spec.paused`. Every failure a user can cause or meet (no kubeconfig, an unreachable or
-refusing API server, a missing rollout, the CRD not installed) ends in one `error:` line and
-exit code 1, never a traceback. The same commands serve `canaryguard` and the kubectl plugin
-`kubectl canary`.
+only `spec.paused` and the manual request annotation `canaryguard.io/request` (which the
+operator carries out once and records in `status.lastRequest`). Every failure a user can
+cause or meet (no kubeconfig, an unreachable or refusing API server, a missing rollout, the
+CRD not installed) ends in one `error:` line and exit code 1, never a traceback. The same
+commands serve `canaryguard` and the kubectl plugin `kubectl canary`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +24,15 @@ from typing import Any, TypeVar
 
 from canaryguard.durations import format_duration, parse_duration
 from canaryguard.kube import GROUP, PLURAL, VERSION
+from canaryguard.manual import (
+    REQUEST_ANNOTATION,
+    InvalidRequest,
+    ManualRequest,
+    RequestAction,
+    new_request_id,
+    parse_request,
+)
+from canaryguard.spec import SpecError, parse_spec
 from canaryguard.status import (
     HistoryEntry,
     Rollback,
@@ -34,6 +46,10 @@ KIND = "CanaryRollout"
 REQUEST_TIMEOUT = (5.0, 20.0)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 MESSAGE_WIDTH = 70
+# Writing a request is conditional on the resourceVersion read; the operator's status writes
+# bump it, so a conflict is retried with a fresh read this many times.
+WRITE_ATTEMPTS = 5
+WAIT_POLL_SECONDS = 0.5
 T = TypeVar("T")
 
 
@@ -41,11 +57,15 @@ class CliError(Exception):
     """A failure to report in one line, without a traceback."""
 
 
+class Conflict(CliError):
+    """The object changed since it was read (HTTP 409)."""
+
+
 # --- the parser -----------------------------------------------------------------------------
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add status, explain, pause and resume to the `canaryguard` parser."""
+    """Add status, explain, pause, resume, promote and abort to the `canaryguard` parser."""
     status = sub.add_parser(
         "status",
         help="show rollouts (a table, or one in detail)",
@@ -96,6 +116,48 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         _connection_flags(cmd)
         cmd.set_defaults(handler=cmd_pause if paused else cmd_resume)
 
+    promote = sub.add_parser(
+        "promote",
+        help="skip the remaining steps: all traffic to the canary, phase Promoted",
+        description=(
+            "Ask the operator to promote the rollout now: the canary gets 100% of the "
+            "traffic and the phase becomes Promoted, skipping the remaining steps and their "
+            f"analysis. The request is the annotation {REQUEST_ANNOTATION}; the operator "
+            "carries it out once, as soon as it sees it, and records it in status.lastRequest."
+        ),
+    )
+    abort = sub.add_parser(
+        "abort",
+        help="roll back now: all traffic to the baseline, phase RolledBack (no page unless --page)",
+        description=(
+            "Ask the operator to roll the rollout back now: the baseline gets 100% of the "
+            "traffic, the phase becomes RolledBack with reason Manual, and on-call is paged "
+            f"only with --page. The request is the annotation {REQUEST_ANNOTATION}; the "
+            "operator carries it out once, as soon as it sees it, and records it in "
+            "status.lastRequest."
+        ),
+    )
+    abort.add_argument(
+        "--page", action="store_true", help="also page on-call (spec.paging) about the abort"
+    )
+    for cmd in (promote, abort):
+        cmd.add_argument("name", help="the CanaryRollout")
+        _connection_flags(cmd)
+        cmd.add_argument("--reason", default="", help="why, for the record (events, status, page)")
+        cmd.add_argument(
+            "--wait",
+            action="store_true",
+            help="wait until the operator has carried the request out, and print the outcome",
+        )
+        cmd.add_argument(
+            "--timeout",
+            default="1m",
+            metavar="DURATION",
+            help="how long --wait waits (default 1m)",
+        )
+    promote.set_defaults(handler=cmd_promote, action="promote", page=False)
+    abort.set_defaults(handler=cmd_abort, action="abort")
+
 
 def _connection_flags(parser: argparse.ArgumentParser, all_namespaces: bool = False) -> None:
     parser.add_argument(
@@ -137,6 +199,7 @@ class Cluster:
     api: Any  # kubernetes.client.CustomObjectsApi (untyped)
     server: str
     namespace: str
+    user: str = ""  # the kubeconfig context's user name, if any
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the API; turn every failure into a CliError that says what could not be done."""
@@ -146,6 +209,8 @@ class Cluster:
         try:
             return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(_api_error(exc, what)) from None
             raise CliError(_api_error(exc, what)) from None
         except (HTTPError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
@@ -184,6 +249,43 @@ class Cluster:
         )
         return obj
 
+    def annotate(
+        self, namespace: str, name: str, annotations: Mapping[str, str], resource_version: str
+    ) -> dict[str, Any]:
+        """Merge annotations in, only if the object is still at `resource_version` (else
+        Conflict)."""
+        what = f'annotate {KIND} "{name}" in namespace "{namespace}"'
+        metadata = {"annotations": dict(annotations), "resourceVersion": resource_version}
+        obj: dict[str, Any] = self.call(
+            what,
+            self.api.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": metadata},
+        )
+        return obj
+
+    def whoami(self) -> str:
+        """The user name the API server knows these credentials by (a SelfSubjectReview),
+        else the kubeconfig's user name; "" when neither is known. Best effort: a request
+        is worth more than its signature."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            review = client.AuthenticationV1Api(self.api.api_client).create_self_subject_review(
+                client.V1SelfSubjectReview(), _request_timeout=REQUEST_TIMEOUT
+            )
+            info = review.status.user_info if review.status is not None else None
+            name = info.username if info is not None else None
+        except (ApiException, HTTPError, OSError, ValueError):
+            name = None
+        return str(name or self.user)
+
 
 def connect(kubeconfig: str | None, context: str | None) -> Cluster:
     """A client from the kubeconfig (flag, then KUBECONFIG, then ~/.kube/config), else the
@@ -195,6 +297,7 @@ def connect(kubeconfig: str | None, context: str | None) -> Cluster:
     cfg = client.Configuration()
     cfg.retries = 0
     namespace = "default"
+    user = ""
     has_file = bool(kubeconfig or os.environ.get("KUBECONFIG")) or (
         Path("~/.kube/config").expanduser().is_file()
     )
@@ -211,6 +314,7 @@ def connect(kubeconfig: str | None, context: str | None) -> Cluster:
             )
             chosen = next((c for c in contexts if c.get("name") == context), None) or active
             namespace = (chosen or {}).get("context", {}).get("namespace") or namespace
+            user = str((chosen or {}).get("context", {}).get("user") or "")
         else:
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             if SERVICE_ACCOUNT_NAMESPACE.is_file():
@@ -220,7 +324,7 @@ def connect(kubeconfig: str | None, context: str | None) -> Cluster:
         raise CliError(f"no cluster access: {exc}{hint}") from None
     cfg.retries = 0
     api = client.CustomObjectsApi(client.ApiClient(cfg))
-    return Cluster(api=api, server=str(cfg.host), namespace=namespace)
+    return Cluster(api=api, server=str(cfg.host), namespace=namespace, user=user)
 
 
 def _api_error(exc: Any, what: str) -> str:
@@ -320,6 +424,8 @@ def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
         f"Step:       {_step_detail(obj, status, now)}",
         f"Message:    {status.message or '-'}",
     ]
+    if (request := _request_text(obj, status)) is not None:
+        lines.append(f"Request:    {request}")
     if status.metrics_outage_since is not None:
         lasted = _dur(now - status.metrics_outage_since)
         lines.append(
@@ -419,6 +525,17 @@ def explain(obj: Mapping[str, Any], now: datetime, last: int = 5) -> str:
     who = f"{meta.get('namespace')}/{meta.get('name')}"
     canary = _destination(spec.get("canary"))
     out = [_state_sentence(who, obj, status, canary, now)]
+    if (pending := _pending_request(obj, status)) is not None:
+        out.append(
+            f"A manual {pending.action} {pending.who()} (request {pending.id}) is waiting for "
+            "the operator to carry it out."
+        )
+    elif (
+        status.phase == "Promoted"
+        and status.last_request is not None
+        and status.last_request.outcome == "Promoted"
+    ):
+        out.append(f"It was promoted by hand: {status.last_request.message}.")
     if bool(spec.get("paused")) and status.phase not in ("Promoted", "RolledBack"):
         out.append(
             "It is paused by spec.paused: weights hold, but a sustained breach still rolls "
@@ -524,6 +641,8 @@ def _rollback_sentence(rollback: Rollback) -> str:
 
 def _page_sentence(status: Status) -> str:
     page = status.page
+    if page is None and status.rollback is not None and status.rollback.reason == "Manual":
+        return "No page was sent: a manual abort pages only when asked (abort --page)."
     if page is None:
         return "No page was sent (no paging configured, or none needed)."
     if page.state == "Delivered":
@@ -588,6 +707,147 @@ def _set_paused(args: argparse.Namespace, cluster: Cluster, paused: bool) -> str
             f"rolls it back{note}"
         )
     return f"{who} resumed: it progresses again at the next analysis tick{note}"
+
+
+# --- promote and abort ------------------------------------------------------------------------
+
+
+def cmd_promote(args: argparse.Namespace, cluster: Cluster) -> str:
+    """`promote NAME`."""
+    return _request(args, cluster, "promote")
+
+
+def cmd_abort(args: argparse.Namespace, cluster: Cluster) -> str:
+    """`abort NAME`."""
+    return _request(args, cluster, "abort")
+
+
+def _request(args: argparse.Namespace, cluster: Cluster, action: RequestAction) -> str:
+    """Write a fresh request annotation, unless the rollout is already where it was asked to
+    go; with --wait, report what the operator did with it."""
+    try:
+        timeout = parse_duration(args.timeout)
+    except ValueError as exc:
+        raise CliError(f"--timeout: {exc}") from None
+    namespace = _namespace(args, cluster)
+    who = f"{KIND} {namespace}/{args.name}"
+    by: str | None = None
+    for _ in range(WRITE_ATTEMPTS):
+        obj = cluster.get(namespace, args.name)
+        meta = obj.get("metadata", {})
+        status = status_from_dict(obj.get("status"))
+        revision = _current_revision(obj, status)
+        if revision == status.revision and (settled := _settled(who, status, action)):
+            return settled
+        pending = _pending_request(obj, status)
+        if pending is not None and pending.action == "abort" and action == "promote":
+            raise CliError(
+                f"{who} has an abort {pending.who()} (request {pending.id}) not carried out "
+                "yet; a promote does not override an abort"
+            )
+        by = cluster.whoami() if by is None else by
+        request = ManualRequest(
+            action=action,
+            id=new_request_id(datetime.now(UTC)),
+            page=bool(args.page),
+            reason=" ".join(args.reason.split()),
+            by=by,
+            revision=revision,
+            uid=meta.get("uid"),
+        )
+        text = request.to_annotation()
+        if isinstance(problem := parse_request({REQUEST_ANNOTATION: text}), InvalidRequest):
+            raise CliError(problem.problem.removeprefix(f"{REQUEST_ANNOTATION}: "))
+        try:
+            cluster.annotate(
+                namespace,
+                args.name,
+                {REQUEST_ANNOTATION: text},
+                str(meta.get("resourceVersion", "")),
+            )
+        except Conflict:
+            continue  # changed since read (a status write, another request): read again
+        break
+    else:
+        raise CliError(f"{who} kept changing while the request was written; try again")
+    if args.wait:
+        return _wait_for(cluster, namespace, args.name, who, request, timeout)
+    replaced = f"; it replaces the {pending.action} {pending.who()}" if pending else ""
+    if action == "promote":
+        effect = "gives the canary 100% of the traffic"
+    else:
+        effect = "sends all traffic back to the baseline"
+        effect += ", pages on-call" if request.page else " (no page)"
+    note = ""
+    if status.phase == "Invalid":
+        note = " (the spec is invalid: once it is fixed)"
+    return (
+        f"{who}: {action} requested (request {request.id}{replaced}); the operator {effect} "
+        f"as soon as it sees it{note}; `status {args.name}` shows the outcome"
+    )
+
+
+def _current_revision(obj: Mapping[str, Any], status: Status) -> str | None:
+    """The revision the operator is or is about to be at: the spec's, if it parses."""
+    try:
+        return parse_spec(obj).effective_revision()
+    except SpecError:
+        return status.revision
+
+
+def _settled(who: str, status: Status, action: RequestAction) -> str | None:
+    """For a finished rollout: a message when it is already where asked (nothing to write);
+    a CliError when the request could not change anything."""
+    if status.phase == "Promoted":
+        if action == "promote":
+            return f"{who} is already promoted; nothing to do"
+        raise CliError(
+            f"{who} was promoted: the canary has all the traffic and abort applies to a running "
+            "rollout only; to go back, roll out the previous version as a new revision"
+        )
+    if status.phase == "RolledBack":
+        if action == "abort":
+            return f"{who} is already rolled back; nothing to do"
+        raise CliError(
+            f"{who} was rolled back and stays finished; to ship the canary again, set a new "
+            "spec.revision"
+        )
+    return None
+
+
+def _pending_request(obj: Mapping[str, Any], status: Status) -> ManualRequest | None:
+    """The request on the object that the operator has not handled yet, if any."""
+    request = parse_request((obj.get("metadata") or {}).get("annotations"))
+    if not isinstance(request, ManualRequest):
+        return None
+    if status.last_request is not None and status.last_request.id == request.id:
+        return None
+    return request
+
+
+def _wait_for(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    who: str,
+    request: ManualRequest,
+    timeout: timedelta,
+) -> str:
+    deadline = time.monotonic() + timeout.total_seconds()
+    while True:
+        status = status_from_dict(cluster.get(namespace, name).get("status"))
+        done = status.last_request
+        if done is not None and done.id == request.id:
+            if done.outcome in ("Promoted", "RolledBack"):
+                return f"{who} {done.outcome}: {done.message}"
+            raise CliError(f"{who}: the request was not carried out: {done.message}")
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"{who}: the operator has not handled request {request.id} within "
+                f"{format_duration(timeout)}; is it running and watching namespace "
+                f'"{namespace}"? The request stays and is carried out when it is'
+            )
+        time.sleep(WAIT_POLL_SECONDS)
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -662,6 +922,17 @@ def _rollback_text(rollback: Rollback) -> str:
         ["message", rollback.message or "-"],
     ]
     return _columns(rows)
+
+
+def _request_text(obj: Mapping[str, Any], status: Status) -> str | None:
+    """The request waiting for the operator, else the last one it handled."""
+    pending = _pending_request(obj, status)
+    if pending is not None:
+        return f"{pending.action} {pending.who()} (request {pending.id}): not carried out yet"
+    done = status.last_request
+    if done is None:
+        return None
+    return f"{done.outcome} at {format_time(done.at)} (request {done.id}): {done.message}"
 
 
 def _dur(value: timedelta) -> str:

@@ -286,7 +286,12 @@ class Controller:
                 f"{result.attempts} attempt(s): {result.message}",
             )
         return engine.record_page_result(
-            status, delivered, permanent, None if delivered else result.message, self._clock()
+            status,
+            delivered,
+            permanent,
+            None if delivered else result.message,
+            self._clock(),
+            attempts=result.attempts,
         )
 
     def _page_event(self, spec: Spec, page: Page) -> PageEvent:

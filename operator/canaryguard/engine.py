@@ -130,9 +130,15 @@ def invalid(status: Status, error: str, now: datetime, generation: int | None = 
 
 
 def record_page_result(
-    status: Status, delivered: bool, permanent_failure: bool, error: str | None, now: datetime
+    status: Status,
+    delivered: bool,
+    permanent_failure: bool,
+    error: str | None,
+    now: datetime,
+    attempts: int = 1,
 ) -> Status:
-    """Record one delivery attempt of the pending page.
+    """Record one delivery of the pending page, which made `attempts` calls (the client
+    retries 5xx, 429 and network errors within one delivery); `page.attempts` counts them all.
 
     Delivered: the page is done. A permanent failure (a 4xx other than 429): Failed, never
     retried. Anything else stays Pending, so the next tick emits the Page again. A result for
@@ -142,7 +148,7 @@ def record_page_result(
     if page is None or page.state != "Pending":
         return status
     now = truncate_time(now)
-    attempts = page.attempts + 1
+    attempts = page.attempts + max(attempts, 0)
     if delivered:
         page = replace(
             page, state="Delivered", attempts=attempts, delivered_at=now, last_error=None

@@ -601,3 +601,14 @@ def test_dedup_key_is_stable_and_bounded() -> None:
     long_key = engine.dedup_key(spec, "x" * 300)
     assert len(long_key) <= 255
     assert long_key.startswith("canaryguard/")
+
+
+def test_page_attempts_count_every_call_of_every_delivery() -> None:
+    r = Rollout()
+    r.started()
+    r.tick(60, obs(BREACH))
+    r.tick(120, obs(BREACH))
+    r.status = engine.record_page_result(r.status, False, False, "HTTP 503", at(141), attempts=6)
+    r.status = engine.record_page_result(r.status, True, False, None, at(151), attempts=3)
+    assert r.status.page is not None
+    assert (r.status.page.state, r.status.page.attempts) == ("Delivered", 9)

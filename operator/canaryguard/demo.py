@@ -40,6 +40,7 @@ from canaryguard.demo_view import (
     View,
     format_elapsed,
     seconds_since,
+    traffic_follows,
     weights_text,
 )
 from canaryguard.durations import parse_duration
@@ -65,6 +66,7 @@ ROUTING_KEY = "DEM0R0UT1NGKEY0123456789abcdefAB"
 POLL_SECONDS = 0.5
 INJECT_AFTER_SECONDS = 3.0  # into the second step, so v2 is seen healthy there first
 PAGE_WAIT_SECONDS = 30.0
+TRAFFIC_WAIT_SECONDS = 8.0  # Prometheus' 5 s rate window, plus scrapes
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
@@ -210,8 +212,10 @@ class Watcher:
         self.traffic: dict[str, float] = {}
         self._traffic_read = 0.0
 
-    def demo_event(self, action: str, message: str) -> None:
-        entry = TimelineEntry(time.monotonic() - self.began, action, message, source="demo")
+    def demo_event(self, action: str, message: str, at: float | None = None) -> None:
+        """A step of the demo itself in the timeline; `at` is a time.time() value."""
+        when = (time.time() if at is None else at) - self.wall_start
+        entry = TimelineEntry(when, action, message, source="demo")
         self.timeline[(entry.at, entry.action, entry.message)] = entry
 
     def _get(self, group: str, version: str, plural: str) -> dict[str, Any]:
@@ -246,7 +250,7 @@ class Watcher:
         now = datetime.now(UTC)
         for item in status.get("history") or []:
             at = parse_time(item.get("at"))
-            when = (at.timestamp() - self.wall_start) if at else time.monotonic() - self.began
+            when = (at.timestamp() if at else time.time()) - self.wall_start
             entry = TimelineEntry(round(when, 3), item.get("action", ""), item.get("message", ""))
             self.timeline.setdefault((entry.at, entry.action, entry.message), entry)
         observed = {s.get("name"): s for s in status.get("slos") or []}
@@ -308,6 +312,8 @@ def watch(
     changes = regression(scenario)
     injected_at: float | None = None
     finished_at: float | None = None
+    outcome: Outcome | None = None
+    settled_at = 0.0
     deadline = time.monotonic() + timeout
     while True:
         _check_children(stack)
@@ -334,8 +340,16 @@ def watch(
             finished_at = finished_at or time.monotonic()
             page_state = (status.get("page") or {}).get("state")
             settled = phase == "Promoted" or page_state in ("Delivered", "Failed")
-            if settled or time.monotonic() - finished_at > PAGE_WAIT_SECONDS:
-                return judge_outcome(stack, scenario, body, weights, snapshot, injected_at)
+            if outcome is None and (settled or time.monotonic() - finished_at > PAGE_WAIT_SECONDS):
+                outcome = judge_outcome(stack, scenario, body, weights, snapshot, injected_at)
+                settled_at = time.monotonic()
+            # Show the real traffic following the final weights before finishing.
+            if outcome is not None and (
+                weights is None
+                or traffic_follows(snapshot.traffic, weights)
+                or time.monotonic() - settled_at > TRAFFIC_WAIT_SECONDS
+            ):
+                return outcome
         elif time.monotonic() > deadline:
             raise DemoFailure(
                 f"no outcome after {timeout:g}s: phase {phase}, {status.get('message', '')}"
@@ -365,7 +379,7 @@ def judge_outcome(
     expected = STORIES[scenario].slo
     status = body.get("status") or {}
     phase = status.get("phase")
-    took = format_elapsed(snapshot.elapsed)
+    took = f"{snapshot.elapsed:.0f}s after it was applied"
     events = stack.pagerduty.events()
     page = events[-1] if events else None
     if expected is None:
@@ -377,7 +391,7 @@ def judge_outcome(
             return Outcome(False, "Promoted, but PagerDuty was paged", page)
         return Outcome(
             True,
-            f"Promoted at {took}: v2 took every step to 100% of traffic with all "
+            f"Promoted {took}: v2 took every step to 100% of traffic with all "
             f"{len(snapshot.slos)} SLOs healthy, and nobody was paged",
         )
     rollback = status.get("rollback") or {}
@@ -405,10 +419,10 @@ def judge_outcome(
         "dedupKey"
     ):
         return Outcome(False, "the page does not name the breached SLO or its dedup key", page)
-    after = format_elapsed(time.monotonic() - injected_at)
+    after = time.monotonic() - injected_at
     return Outcome(
         True,
-        f"RolledBack at {took} ({after} after the regression): {expected} canary "
+        f"RolledBack {took}, {after:.0f}s after the regression: {expected} canary "
         f"{rollback.get('canary')} vs baseline {rollback.get('baseline')} for "
         f"{rollback.get('window')}; all traffic back on v1; PagerDuty paged once "
         f"(dedup key {page_status.get('dedupKey')})",
@@ -500,7 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     story = STORIES[args.scenario]
     title = "canaryguard demo"
     subtitle = f"scenario {args.scenario}"
-    view: View = PlainView() if args.plain or not sys.stdout.isatty() else LiveView(title, subtitle)
+    view: View = (
+        PlainView()
+        if args.plain or not sys.stdout.isatty()
+        else LiveView(title, subtitle, f"{args.scenario}: {story.regression}", wall_start)
+    )
     stack = LocalStack(
         namespace=NAMESPACE,
         resources=[*service_manifests(), pagerduty_secret()],
@@ -510,18 +528,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     outcome: Outcome | None = None
     code = EXIT_FAILED
+    show_operator_log = False
     try:
         with view:
-            view.stage(f"{title}, {subtitle}: {story.regression}")
+            if isinstance(view, PlainView):
+                view.note(f"{title}, {subtitle}: {story.regression}")
             stack.start()
             rollout = rollout_manifest(stack.prometheus.url, stack.pagerduty.url)
-            stack.control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(rollout))
             watcher = Watcher(stack, rollout, wall_start)
+            applied_at = time.time()
+            stack.control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(rollout))
             watcher.demo_event(
                 "Applied",
                 f"CanaryRollout {NAMESPACE}/{NAME}: steps "
                 + ", ".join(f"{w}% {h:g}s" for w, h in watcher.steps)
                 + f"; SLOs {', '.join(s['name'] for s in watcher.slo_specs)}",
+                at=applied_at,
             )
             view.stage(f"applied CanaryRollout {NAMESPACE}/{NAME} from {DEMO_DIR}")
             outcome = watch(stack, watcher, view, args.scenario, args.timeout)
@@ -529,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             view.page(outcome.page)
         view.result(outcome.ok, outcome.message)
         code = EXIT_OK if outcome.ok else EXIT_FAILED
+        show_operator_log = not outcome.ok
         if args.keep:
             keep_running(stack, view)
     except Interrupted as exc:
@@ -547,11 +570,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_FAILED
         _finish_view(view, None)
         view.result(False, str(exc))
+        show_operator_log = isinstance(exc, DemoFailure) and "last lines" not in str(exc)
     finally:
         _hold_signals()
         failed = code != EXIT_OK and code != EXIT_INTERRUPTED
         view.note("stopping the local stack" + (f"; logs kept in {workdir}" if failed else ""))
-        if failed and stack.operator is not None:
+        if show_operator_log and stack.operator is not None:
             view.note(f"operator log, last lines:\n{log_tail(stack.operator.log_path, 15)}")
         stack.stop(keep_workdir=failed)
         for pid in leftover_processes(stack.tag):

@@ -5,6 +5,7 @@ are not interactive (CI logs)."""
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 import time
@@ -52,14 +53,39 @@ class SloView:
         return f"{value:.3f}"
 
     def verdict_text(self) -> str:
-        """The verdict in words, e.g. `breach 5s of 8s` or `inconclusive: ...`."""
+        """The verdict in a few words, e.g. `breach 5s of 8s` or `inconclusive: canary
+        34/200 requests`."""
         if self.verdict is None:
             return "not judged yet"
         if self.verdict == "breach" and self.breaching_s is not None:
             return f"breach {self.breaching_s:.0f}s of {self.window_s:g}s"
         if self.verdict in ("inconclusive", "unavailable") and self.reason:
-            return f"{self.verdict}: {self.reason}"
+            return f"{self.verdict}: {short_reason(self.reason)}"
         return self.verdict
+
+
+_EVIDENCE = re.compile(r"^(\w+) has ([0-9.eE+-]+) (\w+), needs (\d+)$")
+_NO_DATA = re.compile(r"^(\w+) \w+ unknown \(no data\)$")
+_TIMESTAMP = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z\b")
+
+
+def short_reason(reason: str) -> str:
+    """The judge's reason for an inconclusive verdict, shortened for a table cell."""
+    if m := _EVIDENCE.match(reason):
+        return f"{m.group(1)} {float(m.group(2)):.0f}/{m.group(4)} {m.group(3)}"
+    if m := _NO_DATA.match(reason):
+        return f"no {m.group(1)} data yet"
+    return reason
+
+
+def demo_times(text: str, wall_start: float) -> str:
+    """RFC 3339 timestamps in `text` as demo time (`0:42`), like the rest of the view."""
+
+    def replace(match: re.Match[str]) -> str:
+        moment = datetime.fromisoformat(match.group(0).replace("Z", "+00:00"))
+        return format_elapsed(moment.timestamp() - wall_start)
+
+    return _TIMESTAMP.sub(replace, text)
 
 
 @dataclass(frozen=True)
@@ -130,13 +156,15 @@ def weights_text(weights: tuple[int, int] | None) -> str:
 
 def step_text(snapshot: Snapshot) -> str:
     if snapshot.step_index is None or not snapshot.steps:
-        return "-"
+        return ""
     weight, hold = snapshot.steps[min(snapshot.step_index, len(snapshot.steps) - 1)]
+    where = f"step {snapshot.step_index + 1}/{len(snapshot.steps)}"
+    if snapshot.phase == "RolledBack":
+        return f"canary back to 0% from {weight}% at {where}"
+    if snapshot.phase == "Promoted":
+        return f"canary at 100% after all {len(snapshot.steps)} steps"
     held = "" if snapshot.step_elapsed is None else f", held {snapshot.step_elapsed:.0f}s"
-    return (
-        f"step {snapshot.step_index + 1}/{len(snapshot.steps)}: canary {weight}% "
-        f"for {hold:g}s{held}"
-    )
+    return f"{where}: canary {weight}% for {hold:g}s{held}"
 
 
 def traffic_text(traffic: Mapping[str, float]) -> str:
@@ -145,33 +173,42 @@ def traffic_text(traffic: Mapping[str, float]) -> str:
     return f"{total:.0f} req/s ({parts})" if traffic else "no traffic measured yet"
 
 
-def page_lines(event: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The parts of a PagerDuty event worth reading, as (label, text); never the routing key."""
-    body = event.get("event", {})
-    payload = body.get("payload", {})
-    rows = [
-        ("summary", str(payload.get("summary", ""))),
-        ("dedup_key", str(event.get("dedup_key") or body.get("dedup_key", ""))),
-        ("action", str(body.get("event_action", ""))),
-        ("severity", str(payload.get("severity", ""))),
-        ("source", str(payload.get("source", ""))),
-    ]
-    details = payload.get("custom_details") or {}
-    for key, value in details.items():
-        if key == "slos" and isinstance(value, list):
-            for slo in value:
-                rows.append(
-                    (
-                        f"  slos[{slo.get('name')}]",
-                        f"{slo.get('verdict')}: baseline {slo.get('baseline')}, "
-                        f"canary {slo.get('canary')}",
-                    )
-                )
-        elif value is not None:
-            rows.append((f"  {key}", str(value)))
-    for link in body.get("links", []) or []:
-        rows.append(("link", f"{link.get('text', '')}: {link.get('href', '')}"))
-    return rows
+@dataclass(frozen=True)
+class PageView:
+    """The parts of a PagerDuty event worth reading; never the routing key."""
+
+    summary: str
+    dedup_key: str
+    action: str
+    severity: str
+    source: str
+    details: tuple[tuple[str, str], ...]
+    slos: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any]) -> PageView:
+        body = event.get("event", {})
+        payload = body.get("payload", {})
+        details = dict(payload.get("custom_details") or {})
+        slos = details.pop("slos", None) or []
+        return cls(
+            summary=str(payload.get("summary", "")),
+            dedup_key=str(event.get("dedup_key") or body.get("dedup_key", "")),
+            action=str(body.get("event_action", "")),
+            severity=str(payload.get("severity", "")),
+            source=str(payload.get("source", "")),
+            details=tuple((k, str(v)) for k, v in details.items() if v is not None),
+            slos=tuple(
+                f"{s.get('name')} {s.get('verdict')} (v1 {s.get('baseline')}, v2 {s.get('canary')})"
+                for s in slos
+                if isinstance(s, Mapping)
+            ),
+            links=tuple(
+                (str(link.get("text", "")), str(link.get("href", "")))
+                for link in body.get("links", []) or []
+            ),
+        )
 
 
 # -- plain lines ----------------------------------------------------------------------------
@@ -185,7 +222,7 @@ class PlainView:
         self.began = clock if clock is not None else time.monotonic()
         self._last: Snapshot | None = None
         self._seen_timeline: set[tuple[float, str, str]] = set()
-        self._shares: tuple[int, ...] | None = None
+        self._followed: tuple[int, int] | None = None
 
     def __enter__(self) -> PlainView:
         return self
@@ -216,10 +253,13 @@ class PlainView:
             self._line(f"phase {snapshot.phase}: {snapshot.message}")
         if snapshot.weights is not None and (last is None or snapshot.weights != last.weights):
             self._line(f"VirtualService weights {weights_text(snapshot.weights)}")
-        shares = _shares(snapshot.traffic)
-        if shares is not None and shares != self._shares:
-            self._shares = shares
-            self._line(f"traffic through the router: {traffic_text(snapshot.traffic)}")
+        if (
+            snapshot.weights is not None
+            and snapshot.weights != self._followed
+            and traffic_follows(snapshot.traffic, snapshot.weights)
+        ):
+            self._followed = snapshot.weights
+            self._line(f"traffic through the router now: {traffic_text(snapshot.traffic)}")
         before = {slo.name: slo for slo in (last.slos if last else ())}
         for slo in snapshot.slos:
             old = before.get(slo.name)
@@ -232,21 +272,35 @@ class PlainView:
         self._last = snapshot
 
     def page(self, event: Mapping[str, Any]) -> None:
-        self._line("PagerDuty receiver got this event:")
-        for label, text in page_lines(event):
-            self.out.write(f"          {label:<22} {text}\n")
+        page = PageView.of(event)
+        self._line(f"PagerDuty receiver got a {page.action} event:")
+        rows = [
+            ("summary", page.summary),
+            ("dedup_key", page.dedup_key),
+            ("severity", page.severity),
+            ("source", page.source),
+            *((f"custom_details.{k}", v) for k, v in page.details),
+            *(("custom_details.slos", slo) for slo in page.slos),
+            *((f"link {text}", href) for text, href in page.links),
+        ]
+        for label, text in rows:
+            self.out.write(f"           {label:<34} {text}\n")
         self.out.flush()
 
     def result(self, ok: bool, message: str) -> None:
         self._line(("RESULT OK: " if ok else "RESULT FAILED: ") + message)
 
 
-def _shares(traffic: Mapping[str, float]) -> tuple[int, ...] | None:
-    """Each version's share of traffic rounded to 10%, to report a split once, not per tick."""
+def traffic_follows(traffic: Mapping[str, float], weights: tuple[int, int]) -> bool:
+    """Whether the traffic Prometheus measured is split as the weights say (within 7 points:
+    the router picks a version per request at random)."""
     total = sum(traffic.values())
     if total < 1:
-        return None
-    return tuple(round(traffic.get(v, 0.0) / total * 10) * 10 for v in ("v1", "v2"))
+        return False
+    return all(
+        abs(traffic.get(version, 0.0) / total * 100 - weight) <= 7
+        for version, weight in zip(("v1", "v2"), weights, strict=True)
+    )
 
 
 # -- live view -----------------------------------------------------------------------------
@@ -271,11 +325,20 @@ class LiveView:
     """A live panel redrawn four times a second: the stack coming up, then the rollout's
     step, weights, live traffic, SLO table and timeline. Fits a 100x30 terminal."""
 
-    def __init__(self, title: str, subtitle: str, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        title: str,
+        subtitle: str,
+        story: str,
+        wall_start: float | None = None,
+        console: Console | None = None,
+    ) -> None:
         self.console = console or Console()
         self.title = title
         self.subtitle = subtitle
-        self.began = time.monotonic()
+        self.story = story
+        self.wall_start = time.time() if wall_start is None else wall_start
+        self.began = time.monotonic() - (time.time() - self.wall_start)
         self._stages: list[str] = []
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
@@ -325,15 +388,29 @@ class LiveView:
 
     def page(self, event: Mapping[str, Any]) -> None:
         self.stop()
+        page = PageView.of(event)
         table = Table.grid(padding=(0, 1))
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
-        for label, text in page_lines(event):
-            table.add_row(label, text)
+        table.add_row("summary", Text(page.summary))
+        table.add_row("dedup_key", Text(page.dedup_key, style="bold"))
+        table.add_row(
+            "event", Text(f"{page.action}, severity {page.severity}, source {page.source}")
+        )
+        details = Text()
+        for key, value in page.details:
+            if key != "explanation":
+                details.append(f"{key}=", style="dim").append(value).append("  ")
+        table.add_row("custom_details", details)
+        for slo in page.slos:
+            table.add_row("", Text(f"slos: {slo}"))
+        for text, href in page.links:
+            table.add_row("link", Text(text, style=f"link {href} underline"))
         self.console.print(
             Panel(
                 table,
                 title="[bold]PagerDuty: the page on-call received[/]",
+                title_align="left",
                 border_style="red",
                 width=min(self.console.width, PANEL_WIDTH),
             )
@@ -367,7 +444,8 @@ class LiveView:
         )
 
     def _render_startup(self, stages: Sequence[str]) -> RenderableType:
-        lines = [Text.assemble(("✔ ", "green"), (s, "")) for s in stages]
+        lines = [Text(self.story, style="bold"), Text("")]
+        lines += [Text.assemble(("✔ ", "green"), (s, "")) for s in stages]
         spinner = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"[int(time.monotonic() * 8) % 10]
         lines.append(Text(f"{spinner} starting the local stack…", style="cyan"))
         return Group(*lines)
@@ -381,7 +459,9 @@ class LiveView:
             "  ",
             step_text(s),
         )
-        message = Text(s.message, style="dim", overflow="ellipsis", no_wrap=True)
+        message = Text(
+            demo_times(s.message, self.wall_start), style="dim", overflow="ellipsis", no_wrap=True
+        )
         bars = [self._bar("v1", s.weights[0] if s.weights else None, s.traffic.get("v1"), "blue")]
         bars.append(
             self._bar("v2", s.weights[1] if s.weights else None, s.traffic.get("v2"), "magenta")
@@ -396,7 +476,7 @@ class LiveView:
         slo_table.add_column("SLO", no_wrap=True)
         slo_table.add_column("baseline v1", justify="right", no_wrap=True)
         slo_table.add_column("canary v2", justify="right", no_wrap=True)
-        slo_table.add_column("breach when canary", no_wrap=True)
+        slo_table.add_column("tolerance (v2 vs v1)", no_wrap=True)
         slo_table.add_column("verdict", no_wrap=True, overflow="ellipsis", ratio=1)
         for slo in s.slos:
             slo_table.add_row(
@@ -417,7 +497,7 @@ class LiveView:
             timeline.add_row(
                 format_elapsed(entry.at),
                 Text(entry.action, style=style),
-                Text(entry.message, overflow="ellipsis", no_wrap=True),
+                Text(demo_times(entry.message, self.wall_start), overflow="ellipsis", no_wrap=True),
             )
         if not s.timeline:
             timeline.add_row("", "", Text("waiting for the first decision…", style="dim"))

@@ -35,7 +35,13 @@ SIGNIFICANT_DIGITS = 4
 
 @dataclass(frozen=True)
 class SloStatus:
-    """The latest verdict of one SLO, the values behind it, and its breach run."""
+    """The latest verdict of one SLO, the values behind it, and its breach run.
+
+    The baseline reference is the baseline's value and sample count at the last tick where
+    they were evidence enough (at least the SLO's minRequests, a finite value), and when that
+    reference was taken (a tick that sees the same value and count does not move the time).
+    While the baseline gets no traffic (canary at 100%) the canary is judged against it.
+    """
 
     name: str
     verdict: Verdict
@@ -45,6 +51,9 @@ class SloStatus:
     baseline_samples: float | None = None
     canary_samples: float | None = None
     breaching_since: datetime | None = None
+    baseline_reference: float | None = None
+    baseline_reference_samples: float | None = None
+    baseline_reference_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,9 @@ class Rollback:
     margin: str | None = None
     window: str | None = None
     breaching_since: datetime | None = None
+    # Set when the canary was judged against the baseline reference (the baseline had no
+    # traffic): when that reference was taken; `baseline` is then the reference's value.
+    baseline_reference_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +302,9 @@ def _slo_to_dict(slo: SloStatus) -> dict[str, Any]:
         "baselineSamples": _number_out(slo.baseline_samples),
         "canarySamples": _number_out(slo.canary_samples),
         "breachingSince": format_time(slo.breaching_since),
+        "baselineReference": _number_out(slo.baseline_reference),
+        "baselineReferenceSamples": _number_out(slo.baseline_reference_samples),
+        "baselineReferenceAt": format_time(slo.baseline_reference_at),
         "reason": slo.reason,
     }
 
@@ -304,6 +319,7 @@ def _rollback_to_dict(rollback: Rollback) -> dict[str, Any]:
         "margin": rollback.margin,
         "window": rollback.window,
         "breachingSince": format_time(rollback.breaching_since),
+        "baselineReferenceAt": format_time(rollback.baseline_reference_at),
         "message": rollback.message,
     }
 
@@ -407,6 +423,9 @@ def _slo_from(d: _Fields) -> SloStatus | None:
         baseline_samples=d.number("baselineSamples"),
         canary_samples=d.number("canarySamples"),
         breaching_since=d.time("breachingSince"),
+        baseline_reference=d.number("baselineReference"),
+        baseline_reference_samples=d.number("baselineReferenceSamples"),
+        baseline_reference_at=d.time("baselineReferenceAt"),
     )
 
 
@@ -426,6 +445,7 @@ def _rollback_from(d: _Fields | None) -> Rollback | None:
         margin=d.string("margin"),
         window=d.string("window"),
         breaching_since=d.time("breachingSince"),
+        baseline_reference_at=d.time("baselineReferenceAt"),
     )
 
 

@@ -31,10 +31,10 @@ FULL = Status(
     metrics_outage_since=T + timedelta(milliseconds=250),
     paused_reason=None,
     slos=(
-        SloStatus("errors", "breach", "worse", 0.01, 0.05, 900.0, 100.0, T),
+        SloStatus("errors", "breach", "worse", None, 0.05, 0.0, 100.0, T, 0.01, 900.0, T),
         SloStatus("p99", "inconclusive", "few"),
     ),
-    rollback=Rollback(T, "SLOBreach", "why", "errors", 0.01, 0.05, "absolute 0.01", "1m", T),
+    rollback=Rollback(T, "SLOBreach", "why", "errors", 0.01, 0.05, "absolute 0.01", "1m", T, T),
     page=PageStatus("canaryguard/ml/x/r1", "Pending", 2, None, "HTTP 503"),
     conditions=(Condition("Healthy", "False", "Breach", "errors", T, 3),),
     history=(HistoryEntry(T, "RolledBack", "SLOBreach", "why", 1, 0),),
@@ -54,6 +54,15 @@ def test_unset_object_fields_are_null_so_a_merge_patch_clears_them() -> None:
     assert FULL.to_dict()["page"]["deliveredAt"] is None
 
 
+def test_baseline_references_are_kept_on_the_wire() -> None:
+    errors = FULL.to_dict()["slos"][0]
+    assert (errors["baselineReference"], errors["baselineReferenceAt"]) == (
+        0.01,
+        "2024-06-01T12:00:00Z",
+    )
+    assert FULL.to_dict()["rollback"]["baselineReferenceAt"] == "2024-06-01T12:00:00Z"
+
+
 def test_list_items_leave_unset_fields_out() -> None:
     item = FULL.to_dict()["slos"][1]
     assert item == {"name": "p99", "verdict": "inconclusive", "reason": "few"}
@@ -65,8 +74,8 @@ def test_values_keep_four_significant_digits_and_counts_read_as_integers() -> No
     assert round_value(float("nan")) is None
     assert round_value(float("inf")) is None
     assert round_value(1.7976931348623157e308) is None  # rounds up beyond the largest float
-    assert FULL.to_dict()["slos"][0]["baselineSamples"] == 900
-    assert isinstance(FULL.to_dict()["slos"][0]["baselineSamples"], int)
+    assert FULL.to_dict()["slos"][0]["baselineReferenceSamples"] == 900
+    assert isinstance(FULL.to_dict()["slos"][0]["baselineReferenceSamples"], int)
 
 
 def test_timestamps_are_utc_rfc3339_with_milliseconds_only_when_present() -> None:

@@ -1,13 +1,14 @@
-"""Verdicts on one SLO: margins in both directions, limits, evidence, baseline 0."""
+"""Verdicts on one SLO: margins in both directions, limits, evidence, baseline 0, and the
+baseline reference that judges the canary while the baseline has no traffic."""
 
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from canaryguard.judge import judge
+from canaryguard.judge import BaselineReference, judge, take_reference
 from canaryguard.observations import SloObservation
 from canaryguard.spec import Direction, ErrorRate, Margin, Query, Slo
 
@@ -139,3 +140,130 @@ def test_healthy_reason_and_baseline_zero_reason() -> None:
     assert judge(slo(relative=0.5), seen(0.0, 0.2)).reason == (
         "canary 0.2 vs baseline 0: worse by 0.2 (baseline is 0), more than relative 50%"
     )
+
+
+# --- the baseline has no traffic (canary at 100%) -------------------------------------------
+
+T = datetime(2024, 6, 1, 12, 3, 10, tzinfo=UTC)
+REF = BaselineReference(0.01, 900, T)
+IDLE = SloObservation(None, 0.012, 0, 100)  # what a tick at 100% sees once the lookback empties
+
+
+@pytest.mark.parametrize(
+    ("rule", "canary", "verdict"),
+    [
+        (slo(absolute=0.01), 0.012, "healthy"),
+        (slo(absolute=0.01), 0.021, "breach"),
+        (slo(relative=0.5), 0.016, "breach"),
+        (slo(absolute=0.5, limit=0.05), 0.06, "breach"),  # the limit still applies
+        (slo(absolute=0.005, direction="LowerIsWorse"), 0.004, "breach"),
+        (slo(absolute=0.005, direction="LowerIsWorse"), 0.2, "healthy"),
+    ],
+)
+def test_an_idle_baseline_is_replaced_by_its_reference(
+    rule: Slo, canary: float, verdict: str
+) -> None:
+    observation = SloObservation(None, canary, 0, 100)
+    assert judge(rule, observation, REF, baseline_idle=True).verdict == verdict
+    # without baseline_idle the same observation is inconclusive, as before
+    assert judge(rule, observation, REF).verdict == "inconclusive"
+
+
+def test_the_reason_names_the_reference_and_when_it_was_taken() -> None:
+    healthy = judge(slo(absolute=0.01), IDLE, REF, baseline_idle=True)
+    assert healthy.reason == (
+        "canary 0.012 vs baseline reference 0.01 (from 2024-06-01T12:03:10Z): "
+        "worse by 0.002 (+20%), within tolerance"
+    )
+    breach = judge(slo(absolute=0.01), SloObservation(None, 0.05, 0, 100), REF, baseline_idle=True)
+    assert breach.reason.startswith("canary 0.05 vs baseline reference 0.01 (from ")
+    assert breach.worse_by == pytest.approx(0.04)
+
+
+def test_an_idle_baselines_current_values_are_ignored() -> None:
+    # residual baseline traffic in the lookback: the reference (taken by the engine from that
+    # same tick when it qualifies) is what counts
+    observation = SloObservation(0.5, 0.012, 3, 100)
+    assert judge(slo(absolute=0.01), observation, REF, baseline_idle=True).verdict == "healthy"
+
+
+@pytest.mark.parametrize(
+    ("observation", "reason"),
+    [
+        (SloObservation(None, 0.01, 0, 12), "canary has 12 requests, needs 50"),
+        (SloObservation(None, 0.01, 0, None), "canary requests unknown (no data)"),
+        (SloObservation(None, None, 0, 100), "no canary value (empty result)"),
+        (SloObservation(None, math.nan, 0, 100), "canary value is NaN"),
+    ],
+)
+def test_the_canary_still_needs_evidence_when_the_baseline_is_idle(
+    observation: SloObservation, reason: str
+) -> None:
+    for reference in (REF, None):
+        judgement = judge(slo(absolute=0.01), observation, reference, baseline_idle=True)
+        assert (judgement.verdict, judgement.reason) == ("inconclusive", reason)
+
+
+@pytest.mark.parametrize(
+    ("rule", "canary", "verdict", "reason"),
+    [
+        (
+            slo(limit=0.05),
+            0.03,
+            "healthy",
+            "canary 0.03 (no baseline reference; judged by limit only): within the limit 0.05",
+        ),
+        (
+            slo(absolute=0.01, limit=0.05),
+            0.06,
+            "breach",
+            "canary 0.06 (no baseline reference; judged by limit only): above the limit 0.05",
+        ),
+        (
+            slo(limit=0.9, direction="LowerIsWorse"),
+            0.8,
+            "breach",
+            "canary 0.8 (no baseline reference; judged by limit only): below the limit 0.9",
+        ),
+        (
+            slo(absolute=0.01),
+            0.9,
+            "healthy",
+            "canary 0.9 (no baseline reference and no limit): healthy on the canary's "
+            "evidence alone",
+        ),
+    ],
+)
+def test_without_a_reference_only_the_limit_judges(
+    rule: Slo, canary: float, verdict: str, reason: str
+) -> None:
+    judgement = judge(rule, SloObservation(None, canary, 0, 100), None, baseline_idle=True)
+    assert (judgement.verdict, judgement.reason) == (verdict, reason)
+
+
+@pytest.mark.parametrize(
+    ("observation", "taken"),
+    [
+        (SloObservation(0.0123456, 0.5, 900, 0), BaselineReference(0.01235, 900, T)),
+        (SloObservation(0.01, None, 50, None), BaselineReference(0.01, 50, T)),  # exactly enough
+        (SloObservation(0.01, 0.01, 49, 900), None),
+        (SloObservation(0.01, 0.01, None, 900), None),
+        (SloObservation(None, 0.01, 900, 900), None),
+        (SloObservation(math.nan, 0.01, 900, 900), None),
+        (SloObservation(math.inf, 0.01, 900, 900), None),
+        (SloObservation(1.7976931348623157e308, 0.01, 900, 900), None),  # not storable
+        (SloObservation.failed("HTTP 503"), None),
+        (None, None),
+    ],
+)
+def test_a_reference_is_taken_only_from_a_baseline_with_enough_evidence(
+    observation: SloObservation | None, taken: BaselineReference | None
+) -> None:
+    assert take_reference(slo(absolute=0.01), observation, T) == taken
+
+
+def test_min_requests_zero_takes_any_finite_baseline_as_reference() -> None:
+    taken = take_reference(
+        slo(absolute=0.01, min_requests=0), SloObservation(0.2, None, None, 0), T
+    )
+    assert taken == BaselineReference(0.2, None, T)

@@ -38,6 +38,13 @@ class DemoRun:
                 return i
         raise AssertionError(f"no line matches {pattern!r} in:\n{self.out}\n{self.err}")
 
+    def last_index(self, pattern: str) -> int:
+        """Index of the last line matching `pattern`."""
+        lines = self.lines()
+        found = [i for i, line in enumerate(lines) if re.search(pattern, line)]
+        assert found, f"no line matches {pattern!r} in:\n{self.out}\n{self.err}"
+        return found[-1]
+
 
 def start_demo(*args: str) -> tuple[subprocess.Popen[str], str]:
     tag = uuid.uuid4().hex
@@ -81,8 +88,8 @@ def test_default_demo_rolls_back_the_error_spike_and_prints_the_page() -> None:
     stepped = run.index(r"decision StepAdvanced: step 2/3: canary 20% -> 50%")
     injected = run.index(r"demo Regression: v2 starts answering 4% of requests with HTTP 500")
     breach = run.index(r"SLO error-rate: breach \(baseline")
-    rolled_back = run.index(r"decision RolledBack: SLO error-rate breached for \d+ms \(window 8s\)")
-    back_on_v1 = run.index(r"VirtualService weights v1 100% / v2 0%$")
+    rolled_back = run.index(r"decision RolledBack: SLO error-rate breached for \S+ \(window 8s\)")
+    back_on_v1 = run.last_index(r"VirtualService weights v1 100% / v2 0%$")
     page = run.index(r"PagerDuty receiver got a trigger event:")
     result = run.index(r"RESULT OK: RolledBack .* error-rate canary")
     assert stepped < injected < breach < rolled_back < back_on_v1 < result

@@ -45,8 +45,9 @@ integration: venv stack-deps
 test: venv stack-deps lint
 	$(PY) -m pytest tests
 
+# make demo [SCENARIO=healthy|error-spike|latency|business-drop|drift] [ARGS="--keep --plain"]
 demo: venv stack-deps
-	$(PY) -m canaryguard.demo
+	$(PY) -m canaryguard.demo $(if $(SCENARIO),--scenario=$(SCENARIO)) $(ARGS)
 
 # End-to-end on a kind cluster, for machines with Docker, kind and kubectl (not run by CI).
 e2e-kind:

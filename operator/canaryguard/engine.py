@@ -5,7 +5,10 @@ the decision out (set weights, page, emit events). It reads no clock, socket or 
 the operator, the backtest and the tests run the very same decisions. The rules are those of
 DESIGN.md "Decision semantics":
 
-1. Observe: each SLO's verdict comes from `judge.judge`.
+1. Observe: each SLO's verdict comes from `judge.judge`. Each SLO keeps a baseline reference
+   (the baseline's value at the last tick where it was evidence enough); while the baseline
+   has no traffic (canary at 100%) the canary is judged against it instead of the baseline's
+   current value. A new revision clears the references.
 2. Sustained window: `breachingSince` is set by the first breach of a run, cleared by a
    healthy verdict and left alone by inconclusive or unavailable ones; a breach with
    `now - breachingSince >= window` rolls back.
@@ -34,7 +37,7 @@ from datetime import datetime
 
 from canaryguard.actions import Action, EmitEvent, EventType, Page, SetWeights
 from canaryguard.durations import format_duration
-from canaryguard.judge import judge
+from canaryguard.judge import BaselineReference, judge, take_reference
 from canaryguard.manual import ManualRequest, RequestAction
 from canaryguard.observations import Observations, SloObservation
 from canaryguard.spec import Slo, Spec
@@ -418,8 +421,9 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
         step_started_at=status.step_started_at or now,
     )
     previous = {slo.name: slo for slo in status.slos}
+    idle = _baseline_idle(status)
     slos = tuple(
-        _slo_status(slo, observations.slos.get(slo.name), previous.get(slo.name), now)
+        _slo_status(slo, observations.slos.get(slo.name), previous.get(slo.name), now, idle)
         for slo in spec.analysis.slos
     )
     unavailable = [slo for slo in slos if slo.verdict == "unavailable"]
@@ -443,7 +447,7 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
         and now - state.breaching_since >= slo.window
     ]
     if sustained:
-        return _rollback(spec, status, _breach_rollback(sustained, now), log)
+        return _rollback(spec, status, _breach_rollback(sustained, now, idle), log)
     outage_over_limit = (
         outage_since is not None and now - outage_since >= spec.analysis.max_metrics_outage
     )
@@ -456,10 +460,20 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
     return _describe(spec, status, now)
 
 
+def _baseline_idle(status: Status) -> bool:
+    """Whether the baseline gets no traffic: the canary has it all (the last step, 100%)."""
+    return (status.canary_weight or 0) >= 100
+
+
 def _slo_status(
-    slo: Slo, observation: SloObservation | None, previous: SloStatus | None, now: datetime
+    slo: Slo,
+    observation: SloObservation | None,
+    previous: SloStatus | None,
+    now: datetime,
+    baseline_idle: bool,
 ) -> SloStatus:
-    judgement = judge(slo, observation)
+    reference = _reference(slo, observation, previous, now)
+    judgement = judge(slo, observation, reference, baseline_idle=baseline_idle)
     since = previous.breaching_since if previous is not None else None
     if judgement.verdict == "breach":
         since = since or now
@@ -476,7 +490,35 @@ def _slo_status(
         baseline_samples=round_value(seen.baseline_samples) if seen else None,
         canary_samples=round_value(seen.canary_samples) if seen else None,
         breaching_since=since,
+        baseline_reference=reference.value if reference else None,
+        baseline_reference_samples=reference.samples if reference else None,
+        baseline_reference_at=reference.at if reference else None,
     )
+
+
+def _reference(
+    slo: Slo, observation: SloObservation | None, previous: SloStatus | None, now: datetime
+) -> BaselineReference | None:
+    """The SLO's baseline reference after this tick: this tick's baseline if it is evidence
+    enough, else the one kept in the status. A reference with the same value and count as the
+    kept one keeps its time, so a tick that saw the same world writes nothing."""
+    kept = None
+    if (
+        previous is not None
+        and previous.baseline_reference is not None
+        and previous.baseline_reference_at is not None
+    ):
+        kept = BaselineReference(
+            previous.baseline_reference,
+            previous.baseline_reference_samples,
+            previous.baseline_reference_at,
+        )
+    taken = take_reference(slo, observation, now)
+    if taken is None:
+        return kept
+    if kept is not None and (kept.value, kept.samples) == (taken.value, taken.samples):
+        return kept
+    return taken
 
 
 def _pause_or_resume(spec: Spec, status: Status, outage_pause: bool, log: _Log) -> Status:
@@ -529,8 +571,10 @@ def _progress(spec: Spec, status: Status, log: _Log) -> Status:
             "Normal",
             "Promoted",
             "AllHealthy",
-            f"promoted: canary at {step.weight}% for {format_duration(now - started)} "
-            f"with all {len(status.slos)} SLOs healthy",
+            _clip(
+                f"promoted: canary at {step.weight}% for {format_duration(now - started)} "
+                f"with {_all_healthy(status)}"
+            ),
         )
         return status
     return _apply_step(spec, status, index + 1, "HoldElapsed", log)
@@ -555,7 +599,11 @@ def _apply_step(spec: Spec, status: Status, index: int, reason: str, log: _Log) 
 # --- rollback and the page ------------------------------------------------------------------
 
 
-def _breach_rollback(sustained: Sequence[tuple[Slo, SloStatus]], now: datetime) -> Rollback:
+def _breach_rollback(
+    sustained: Sequence[tuple[Slo, SloStatus]], now: datetime, baseline_idle: bool
+) -> Rollback:
+    """The rollback for sustained breaches; with the baseline idle, the baseline value it
+    records is the reference the canary was judged against (None: judged by limit only)."""
     slo, state = sustained[0]
     since = state.breaching_since or now
     message = (
@@ -569,11 +617,12 @@ def _breach_rollback(sustained: Sequence[tuple[Slo, SloStatus]], now: datetime) 
         reason="SLOBreach",
         message=_clip(message),
         slo=slo.name,
-        baseline=state.baseline,
+        baseline=state.baseline_reference if baseline_idle else state.baseline,
         canary=state.canary,
         margin=slo.describe_tolerance(),
         window=format_duration(slo.window),
         breaching_since=since,
+        baseline_reference_at=state.baseline_reference_at if baseline_idle else None,
     )
 
 
@@ -629,13 +678,23 @@ def _rollback(
 
 def _short_rollback(rollback: Rollback) -> str:
     if rollback.reason == "SLOBreach":
-        return (
-            f"rolled back: {rollback.slo} canary {_num(rollback.canary)} vs baseline "
-            f"{_num(rollback.baseline)} for {rollback.window}"
-        )
+        return f"rolled back: {rollback.slo} {_versus(rollback)} for {rollback.window}"
     if rollback.reason == "Manual":
         return _clip(f"rolled back: {rollback.message}")
     return f"rolled back: metrics unavailable for {rollback.window}"
+
+
+def _versus(rollback: Rollback) -> str:
+    """The values of a breach rollback: canary against baseline, or against the reference."""
+    canary = f"canary {_num(rollback.canary)}"
+    if rollback.baseline is None:
+        return f"{canary} (no baseline reference; judged by limit only)"
+    if rollback.baseline_reference_at is not None:
+        return (
+            f"{canary} vs baseline reference {_num(rollback.baseline)} "
+            f"(from {format_time(rollback.baseline_reference_at)})"
+        )
+    return f"{canary} vs baseline {_num(rollback.baseline)}"
 
 
 def _page(spec: Spec, status: Status) -> Page | None:
@@ -647,9 +706,8 @@ def _page(spec: Spec, status: Status) -> Page | None:
     since = format_time(rollback.breaching_since)
     if rollback.reason == "SLOBreach":
         cause = (
-            f"SLO {rollback.slo} canary {_num(rollback.canary)} vs baseline "
-            f"{_num(rollback.baseline)}, beyond {rollback.margin} for {rollback.window} "
-            f"(since {since})"
+            f"SLO {rollback.slo} {_versus(rollback)}, beyond {rollback.margin} for "
+            f"{rollback.window} (since {since})"
         )
     elif rollback.reason == "Manual":
         cause = rollback.message  # "manual abort by alice: <reason> ..."
@@ -666,6 +724,7 @@ def _page(spec: Spec, status: Status) -> Page | None:
         "margin": rollback.margin,
         "window": rollback.window,
         "breachingSince": since,
+        "baselineReferenceAt": format_time(rollback.baseline_reference_at),
         "rolledBackAt": format_time(rollback.at),
         "stepIndex": status.step_index,
         "explanation": rollback.message,
@@ -695,9 +754,7 @@ def _describe(spec: Spec, status: Status, now: datetime) -> Status:
         reason = "MetricsUnavailable" if unavailable else "Inconclusive"
         status = status.with_condition("Healthy", "Unknown", reason, _list(unsure), now)
     else:
-        status = status.with_condition(
-            "Healthy", "True", "AllHealthy", f"all {len(slos)} SLOs healthy", now
-        )
+        status = status.with_condition("Healthy", "True", "AllHealthy", _all_healthy(status), now)
     if unavailable:
         status = status.with_condition(
             "MetricsAvailable", "False", "QueryFailed", _list(unavailable), now
@@ -723,6 +780,14 @@ def _describe(spec: Spec, status: Status, now: datetime) -> Status:
         progressing = ("True", reason, message)
     flag, reason, message = progressing
     return status.with_condition("Progressing", flag, reason, message, now)
+
+
+def _all_healthy(status: Status) -> str:
+    """`all N SLOs healthy`; with the baseline idle, also what each was judged against."""
+    text = f"all {len(status.slos)} SLOs healthy"
+    if _baseline_idle(status) and status.slos:
+        text += f"; baseline idle (no traffic at 100%): {_list(status.slos)}"
+    return _clip(text)
 
 
 def _progress_message(spec: Spec, status: Status, now: datetime) -> tuple[str, str]:

@@ -181,20 +181,41 @@ def test_inconclusive_waits_with_a_condition_that_says_why() -> None:
     assert weights(r.tick(90, obs(HEALTHY)).actions) == [(50, 50)]
 
 
+CANARY_SHORT = [
+    FEW,
+    SloObservation(0.01, None, 900, 900),
+    SloObservation(0.01, math.inf, 900, 900),
+    SloObservation(0.01, 0.01, 900, None),
+    DOWN,
+]
+CANARY_SHORT_IDS = ["few-canary", "no-value", "inf", "samples-unknown", "down"]
+BASELINE_SHORT = [
+    SloObservation(0.01, 0.01, 12, 900),
+    SloObservation(math.nan, 0.01, 900, 900),
+    SloObservation(0.01, 0.01, None, 900),
+]
+BASELINE_SHORT_IDS = ["few-baseline", "nan-baseline", "baseline-samples-unknown"]
+
+
 @pytest.mark.parametrize(
     "observation",
-    [
-        FEW,
-        SloObservation(0.01, 0.01, 12, 900),
-        SloObservation(0.01, None, 900, 900),
-        SloObservation(math.nan, 0.01, 900, 900),
-        SloObservation(0.01, math.inf, 900, 900),
-        SloObservation(0.01, 0.01, None, 900),
-        DOWN,
-    ],
-    ids=["few-canary", "few-baseline", "no-value", "nan", "inf", "samples-unknown", "down"],
+    CANARY_SHORT + BASELINE_SHORT,
+    ids=CANARY_SHORT_IDS + BASELINE_SHORT_IDS,
 )
-def test_no_promotion_on_inconclusive_or_unavailable_data(observation: SloObservation) -> None:
+def test_no_step_on_inconclusive_or_unavailable_data(observation: SloObservation) -> None:
+    r = Rollout()
+    r.started()
+    r.tick(60)
+    assert r.status.canary_weight == 50
+    for t in (180, 210, 240):  # hold over, but no evidence on one side
+        result = r.tick(t, obs(observation))
+        assert weights(result.actions) == []
+        assert r.status.slos[0].verdict in ("inconclusive", "unavailable")
+    assert weights(r.tick(270, obs(HEALTHY)).actions) == [(0, 100)]
+
+
+@pytest.mark.parametrize("observation", CANARY_SHORT, ids=CANARY_SHORT_IDS)
+def test_no_promotion_without_canary_evidence(observation: SloObservation) -> None:
     r = Rollout()
     r.started()
     r.tick(60)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from canaryguard.actions import EmitEvent, Page, SetWeights
 from canaryguard.manual import ManualRequest
 from canaryguard.observations import Observations, SloObservation
 from canaryguard.spec import Spec
-from canaryguard.status import Status, status_from_dict
+from canaryguard.status import Status, round_value, status_from_dict, truncate_time
 from tests.unit.scenario import T0, make_spec, spec_dict
 
 SLO_NAMES = ("errors", "p99", "flags")
@@ -33,6 +34,22 @@ observations_of_one_slo = st.one_of(
     st.builds(SloObservation, numbers, numbers, samples, samples),
     st.builds(SloObservation.failed, st.text(max_size=20)),
     st.none(),  # nothing gathered
+)
+# Observations a real rollout sees, so that random streams do walk to 100% and promote: both
+# sides healthy, the baseline idle (canary at 100%), thin or missing canary evidence, a
+# regression seen against an idle baseline.
+plausible_observations = st.sampled_from(
+    [
+        SloObservation(0.01, 0.011, 1e6, 1e6),
+        SloObservation(0.01, 0.011, 1e6, 1e6),
+        SloObservation(0.02, 0.011, 60, 1e6),
+        SloObservation(None, 0.011, 0, 1e6),
+        SloObservation(None, 0.011, 0, 1e6),
+        SloObservation(None, 0.011, 0, 10),
+        SloObservation(None, None, 0, 0),
+        SloObservation(None, 0.9, 0, 1e6),
+        SloObservation(0.01, 0.011, 1e6, None),
+    ]
 )
 # Mostly no request; ids repeat, so a request already handled shows up again.
 requests = st.one_of(
@@ -86,18 +103,29 @@ def specs(draw: st.DrawFn) -> Spec:
 
 
 @st.composite
-def ticks(draw: st.DrawFn) -> list[Tick]:
-    """(seconds since the previous tick, spec.paused, observations, request) for each tick."""
+def ticks(draw: st.DrawFn, plausible: bool = False) -> list[Tick]:
+    """(seconds since the previous tick, spec.paused, observations, request) for each tick.
+
+    `plausible`: observations mostly as a real rollout sees them, rarely paused or requested.
+    """
     result = []
+    one_slo = (
+        st.one_of(plausible_observations, plausible_observations, observations_of_one_slo)
+        if plausible
+        else observations_of_one_slo
+    )
     for _ in range(draw(st.integers(1, 30))):
         gap = draw(st.sampled_from([0.0, 0.001, 10.0, 30.0, 60.0, 120.0]))
         paused = draw(st.booleans()) and draw(st.booleans())  # paused a quarter of the time
+        if plausible:
+            paused = paused and draw(st.booleans())
         slos = {}
         for name in SLO_NAMES:
-            observation = draw(observations_of_one_slo)
+            observation = draw(one_slo)
             if observation is not None:
                 slos[name] = observation
-        result.append((gap, paused, Observations(slos), draw(requests)))
+        request = None if plausible and draw(st.integers(0, 9)) else draw(requests)
+        result.append((gap, paused, Observations(slos), request))
     return result
 
 
@@ -110,6 +138,7 @@ def run(spec: Spec, stream: list[Tick]) -> None:
         tick_spec = replace(spec, paused=paused, request=request)
         result = engine.tick(tick_spec, status, observations, now)
         check(tick_spec, status, result)
+        check_evidence(tick_spec, status, observations, now, result)
         stored = json.loads(json.dumps(result.status.to_dict(), allow_nan=False))
         assert status_from_dict(stored).to_dict() == result.status.to_dict()
         status = status_from_dict(stored)
@@ -191,9 +220,90 @@ def check(spec: Spec, before: Status, result: engine.TickResult) -> None:
     assert len(after.history) <= 20
 
 
+def canary_evidence(min_requests: int, observation: SloObservation | None) -> bool:
+    """Whether the canary side of an observation is evidence on its own."""
+    if observation is None or observation.unavailable:
+        return False
+    if observation.canary is None or not math.isfinite(observation.canary):
+        return False
+    if min_requests <= 0:
+        return True
+    count = observation.canary_samples
+    return count is not None and not math.isnan(count) and count >= min_requests
+
+
+def baseline_evidence(min_requests: int, observation: SloObservation | None) -> bool:
+    """Whether an observation's baseline may become the SLO's reference."""
+    if observation is None or observation.unavailable:
+        return False
+    value = observation.baseline
+    if value is None or round_value(value) is None:
+        return False
+    if min_requests <= 0:
+        return True
+    count = observation.baseline_samples
+    return count is not None and not math.isnan(count) and count >= min_requests
+
+
+def check_evidence(
+    spec: Spec,
+    before: Status,
+    observations: Observations,
+    now: datetime,
+    result: engine.TickResult,
+) -> None:
+    after = result.status
+    manual = after.last_request is not None and after.last_request != before.last_request
+    judged = before.step_index is not None and before.phase not in (
+        "Pending",
+        "Promoted",
+        "RolledBack",
+    )
+    if not judged or manual or before.revision != after.revision:
+        return
+    # A step never advances, and a rollout never promotes, without canary evidence on every
+    # SLO (whether the baseline had traffic or not).
+    advanced = (after.canary_weight or 0) > (before.canary_weight or 0)
+    promoted = after.phase == "Promoted" and before.phase != "Promoted"
+    if advanced or promoted:
+        for slo in spec.analysis.slos:
+            assert canary_evidence(slo.min_requests, observations.slos.get(slo.name))
+    # A reference is kept for the revision, and is only ever replaced by this tick's baseline
+    # when that baseline was evidence enough.
+    kept = {s.name: s for s in before.slos}
+    for slo, state in zip(spec.analysis.slos, after.slos, strict=True):
+        old = kept.get(slo.name)
+        if old is not None and old.baseline_reference is not None:
+            assert state.baseline_reference is not None
+        if state.baseline_reference is None:
+            continue
+        unchanged = old is not None and (
+            old.baseline_reference,
+            old.baseline_reference_samples,
+            old.baseline_reference_at,
+        ) == (
+            state.baseline_reference,
+            state.baseline_reference_samples,
+            state.baseline_reference_at,
+        )
+        if not unchanged:
+            assert state.baseline_reference_at == truncate_time(now)
+            assert baseline_evidence(slo.min_requests, observations.slos.get(slo.name))
+
+
 @settings(max_examples=300, deadline=None)
 @given(specs(), ticks())
 def test_invariants_hold_on_every_tick(spec: Spec, stream: list[Tick]) -> None:
+    run(spec, stream)
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs(), ticks(plausible=True))
+def test_invariants_hold_on_plausible_streams_that_reach_100(
+    spec: Spec, stream: list[Tick]
+) -> None:
+    # Among them: a step never advances, nor a rollout promotes, without canary evidence;
+    # references only come from a baseline with enough evidence (check_evidence).
     run(spec, stream)
 
 

@@ -602,9 +602,12 @@ def _slo_sentences(spec: Mapping[str, Any], status: Status, now: datetime) -> li
             if slo.breaching_since is not None:
                 lasted = _dur(now - slo.breaching_since)
                 since = f" since {format_time(slo.breaching_since)} ({lasted} so far)"
+            baseline = f"baseline {_num(slo.baseline)}"
+            if slo.baseline is None and slo.baseline_reference is not None:
+                baseline = f"baseline reference {_num(slo.baseline_reference)}"
             out.append(
                 f"SLO {slo.name} is in breach{since}: {slo.reason or 'canary worse than baseline'}"
-                f" (baseline {_num(slo.baseline)}, canary {_num(slo.canary)}). If it lasts its "
+                f" ({baseline}, canary {_num(slo.canary)}). If it lasts its "
                 f"{windows.get(slo.name, '1m')} window, the rollout is rolled back."
             )
         elif slo.verdict == "inconclusive":
@@ -623,10 +626,16 @@ def _rollback_sentence(rollback: Rollback) -> str:
     why = _REASONS.get(rollback.reason, rollback.reason)
     text = f"It was rolled back at {format_time(rollback.at)} because {why}"
     if rollback.reason == "SLOBreach" and rollback.slo:
-        text += (
-            f": SLO {rollback.slo} had the canary at {_num(rollback.canary)} against the "
-            f"baseline's {_num(rollback.baseline)}"
-        )
+        text += f": SLO {rollback.slo} had the canary at {_num(rollback.canary)} "
+        if rollback.baseline_reference_at is not None:
+            text += (
+                f"against the baseline reference {_num(rollback.baseline)} (taken at "
+                f"{format_time(rollback.baseline_reference_at)}; the baseline had no traffic)"
+            )
+        elif rollback.baseline is None:
+            text += "with no baseline value to compare (judged by its limit)"
+        else:
+            text += f"against the baseline's {_num(rollback.baseline)}"
         if rollback.margin:
             text += f", beyond {rollback.margin}"
         if rollback.window:

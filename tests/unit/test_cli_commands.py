@@ -4,6 +4,7 @@ right from a status, and API failures become one line that says what went wrong.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,6 +116,35 @@ def test_explain_warns_loudly_when_the_page_failed() -> None:
     )
     assert "The page FAILED and will not be retried: 400 invalid routing key" in text
     assert "RolledBack because an SLO stayed in breach for its whole window: rolled" in text
+
+
+def test_explain_names_the_baseline_reference_used_at_100() -> None:
+    since = NOW - timedelta(minutes=1)
+    taken = NOW - timedelta(minutes=10)
+    reason = "canary 0.2 vs baseline reference 0.01 (from 2024-06-01T12:20:00Z): worse by 0.19"
+    breaching = Status(
+        phase="Progressing",
+        step_index=1,
+        canary_weight=100,
+        step_started_at=NOW - timedelta(minutes=3),
+        slos=(
+            SloStatus("errors", "breach", reason, None, 0.2, 0.0, 100.0, since, 0.01, 900.0, taken),
+        ),
+    )
+    text = explain(rollout("a", breaching), NOW)
+    assert "(baseline reference 0.01, canary 0.2)" in text
+
+    rolled_back = _rolled_back()
+    assert rolled_back.rollback is not None
+    rollback = replace(rolled_back.rollback, baseline_reference_at=taken)
+    text = explain(rollout("a", replace(rolled_back, rollback=rollback)), NOW)
+    assert (
+        "SLO errors had the canary at 0.2 against the baseline reference 0.01 (taken at "
+        "2024-06-01T12:20:00Z; the baseline had no traffic), beyond absolute 0.01" in text
+    )
+    limit_only = replace(rolled_back.rollback, baseline=None)
+    text = explain(rollout("a", replace(rolled_back, rollback=limit_only)), NOW)
+    assert "had the canary at 0.2 with no baseline value to compare (judged by its limit)" in text
 
 
 def test_explain_an_inconclusive_slo_says_the_rollout_waits() -> None:

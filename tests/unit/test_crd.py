@@ -17,6 +17,7 @@ import yaml
 
 from canaryguard import engine
 from canaryguard.durations import DURATION_PATTERN
+from canaryguard.observations import SloObservation
 from canaryguard.spec import parse_spec
 from canaryguard.status import Status
 from tests.unit.scenario import BASE_SPEC, BREACH, DOWN, FEW, Rollout, at, make_spec, obs, spec_dict
@@ -232,6 +233,15 @@ def engine_statuses() -> Iterator[Status]:
     for t in (0, 60, 180, 300):
         done.tick(t)
     yield done.status
+    at_100 = Rollout()  # a regression at 100%, judged against the baseline reference
+    for t in (0, 60, 180):
+        at_100.tick(t)
+    idle_breach = SloObservation(None, 0.05, 0, 100)
+    at_100.tick(210, obs(idle_breach))
+    at_100.tick(270, obs(idle_breach))
+    assert at_100.status.rollback is not None
+    assert at_100.status.rollback.baseline_reference_at is not None
+    yield at_100.status
 
 
 def test_engine_statuses_validate_against_the_status_schema() -> None:

@@ -54,7 +54,9 @@ def test_the_example_is_accepted_and_defaulted_like_the_parser_does(
     slo = stored["spec"]["analysis"]["slos"][1]
     assert (slo["direction"], slo["window"], slo["lookback"]) == ("HigherIsWorse", "3m", "2m")
     assert stored["spec"]["paused"] is False
-    assert parse_spec(stored) == replace(parse_spec(resource), generation=1)
+    assert parse_spec(stored) == replace(
+        parse_spec(resource), generation=1, uid=stored["metadata"]["uid"]
+    )
     short = control_plane.kubectl("get", "cro", "-n", namespace, "-o", "name").stdout
     assert short.strip() == "canaryrollout.canaryguard.io/fraud-model"
 

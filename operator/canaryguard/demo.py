@@ -15,6 +15,7 @@ not, 130 when interrupted; every process it started is stopped in all cases.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -47,6 +48,7 @@ from canaryguard.durations import parse_duration
 from canaryguard.localstack.bins import REPO_ROOT, MissingBinaryError, find_binaries
 from canaryguard.localstack.childproc import ChildProcessError, log_tail
 from canaryguard.localstack.controlplane import ControlPlaneError, KubectlError
+from canaryguard.localstack.pagerduty_receiver import STATE_PATH
 from canaryguard.localstack.prometheus_server import (
     PrometheusNotInstalledError,
     PrometheusQueryError,
@@ -152,7 +154,8 @@ def describe_changes(changes: Mapping[str, Any], prefix: str = "") -> str:
 
 
 def tolerance(slo: Mapping[str, Any]) -> str:
-    """When the SLO breaches, in its unit: `+1 pt and +50%, or > 5%`."""
+    """When the SLO breaches, in its unit: `+1 pt & +50%, or > 5%` (v2 worse than v1 by
+    both margins, or beyond the limit)."""
     kind = slo_kind(slo)
     lower = slo.get("direction") == "LowerIsWorse"
     sign = "-" if lower else "+"
@@ -162,7 +165,7 @@ def tolerance(slo: Mapping[str, Any]) -> str:
         parts.append(sign + _amount(kind, float(margin["absolute"]), points=True))
     if "relative" in margin:
         parts.append(f"{sign}{float(margin['relative']) * 100:g}%")
-    text = " and ".join(parts)
+    text = " & ".join(parts)
     if slo.get("limit") is not None:
         limit = f"{'<' if lower else '>'} {_amount(kind, float(slo['limit']))}"
         text = f"{text}, or {limit}" if text else limit
@@ -254,6 +257,9 @@ class Watcher:
             entry = TimelineEntry(round(when, 3), item.get("action", ""), item.get("message", ""))
             self.timeline.setdefault((entry.at, entry.action, entry.message), entry)
         observed = {s.get("name"): s for s in status.get("slos") or []}
+        # A finished rollout ticks no more: its breach lasted until the rollback.
+        rolled_back = parse_time((status.get("rollback") or {}).get("at"))
+        breach_end = rolled_back or now
         slos = []
         for spec in self.slo_specs:
             seen = observed.get(spec["name"], {})
@@ -269,7 +275,7 @@ class Watcher:
                     canary=seen.get("canary"),
                     baseline_samples=seen.get("baselineSamples"),
                     canary_samples=seen.get("canarySamples"),
-                    breaching_s=seconds_since(parse_time(seen.get("breachingSince")), now),
+                    breaching_s=seconds_since(parse_time(seen.get("breachingSince")), breach_end),
                 )
             )
         finished = status.get("phase") in ("Promoted", "RolledBack")
@@ -433,14 +439,18 @@ def judge_outcome(
 def keep_running(stack: LocalStack, view: View) -> None:
     """--keep: print how to reach the stack, then wait for Ctrl-C."""
     kubectl = find_binaries().kubectl
+    script = Path(sys.executable).parent / "canaryguard"
+    cli = str(script) if script.exists() else f"{sys.executable} -m canaryguard"
     assert stack.mesh is not None
     lines = [
-        "the stack stays up until Ctrl-C:",
+        "the stack stays up until Ctrl-C (load keeps flowing, the operator keeps running):",
         f"  export KUBECONFIG={stack.control_plane.admin_kubeconfig}",
         f"  {kubectl} get cro,vs -n {NAMESPACE}",
-        f"  canaryguard status -n {NAMESPACE} {NAME}; canaryguard explain -n {NAMESPACE} {NAME}",
-        f"  Prometheus {stack.prometheus.url}   router {stack.mesh.router_url}",
-        f"  PagerDuty receiver {stack.pagerduty.base_url}/-/state   logs {stack.workdir}",
+        f"  {cli} status -n {NAMESPACE} {NAME}",
+        f"  {cli} explain -n {NAMESPACE} {NAME}",
+        f"  Prometheus {stack.prometheus.url}   router {stack.mesh.predict_url}",
+        f"  PagerDuty receiver {stack.pagerduty.base_url}{STATE_PATH}",
+        f"  logs {stack.workdir}",
     ]
     for line in lines:
         view.note(line)
@@ -571,18 +581,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         _finish_view(view, None)
         view.result(False, str(exc))
         show_operator_log = isinstance(exc, DemoFailure) and "last lines" not in str(exc)
+    except Exception as exc:  # anything else still ends with the stack stopped
+        log.exception("demo failed")
+        code = EXIT_FAILED
+        _say(view, f"unexpected error: {exc!r} (traceback in {workdir / 'demo.log'})")
     finally:
         _hold_signals()
         failed = code != EXIT_OK and code != EXIT_INTERRUPTED
-        view.note("stopping the local stack" + (f"; logs kept in {workdir}" if failed else ""))
+        _say(view, "stopping the local stack" + (f"; logs kept in {workdir}" if failed else ""))
         if show_operator_log and stack.operator is not None:
-            view.note(f"operator log, last lines:\n{log_tail(stack.operator.log_path, 15)}")
+            _say(view, f"operator log, last lines:\n{log_tail(stack.operator.log_path, 15)}")
         stack.stop(keep_workdir=failed)
         for pid in leftover_processes(stack.tag):
-            view.note(f"process {pid} outlived the stack; killing it")
+            _say(view, f"process {pid} outlived the stack; killing it")
             os.kill(pid, signal.SIGKILL)
-        view.note(f"done in {format_elapsed(time.time() - wall_start)}")
+        _say(view, f"done in {format_elapsed(time.time() - wall_start)}")
     return code
+
+
+def _say(view: View, message: str) -> None:
+    """A note that cannot stop the clean-up: a closed terminal or pipe only loses the text."""
+    try:
+        if isinstance(view, LiveView):
+            view.stop()
+        view.note(message)
+    except OSError:
+        log.info("output lost: %s", message)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _finish_view(view: View, message: str | None) -> None:

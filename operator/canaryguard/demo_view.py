@@ -54,7 +54,7 @@ class SloView:
 
     def verdict_text(self) -> str:
         """The verdict in a few words, e.g. `breach 5s of 8s` or `inconclusive: canary
-        34/200 requests`."""
+        n=34/200`."""
         if self.verdict is None:
             return "not judged yet"
         if self.verdict == "breach" and self.breaching_s is not None:
@@ -72,7 +72,7 @@ _TIMESTAMP = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z\b")
 def short_reason(reason: str) -> str:
     """The judge's reason for an inconclusive verdict, shortened for a table cell."""
     if m := _EVIDENCE.match(reason):
-        return f"{m.group(1)} {float(m.group(2)):.0f}/{m.group(4)} {m.group(3)}"
+        return f"{m.group(1)} n={float(m.group(2)):.0f}/{m.group(4)}"
     if m := _NO_DATA.match(reason):
         return f"no {m.group(1)} data yet"
     return reason
@@ -474,8 +474,8 @@ class LiveView:
             header_style="bold",
         )
         slo_table.add_column("SLO", no_wrap=True)
-        slo_table.add_column("baseline v1", justify="right", no_wrap=True)
-        slo_table.add_column("canary v2", justify="right", no_wrap=True)
+        slo_table.add_column("baseline", justify="right", no_wrap=True)
+        slo_table.add_column("canary", justify="right", no_wrap=True)
         slo_table.add_column("tolerance (v2 vs v1)", no_wrap=True)
         slo_table.add_column("verdict", no_wrap=True, overflow="ellipsis", ratio=1)
         for slo in s.slos:

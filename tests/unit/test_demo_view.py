@@ -49,7 +49,7 @@ def test_tolerances_read_in_the_slos_units() -> None:
         demo.tolerance(
             {"errorRate": {}, "margin": {"absolute": 0.01, "relative": 0.5}, "limit": 0.05}
         )
-        == "+1 pt and +50%, or > 5%"
+        == "+1 pt & +50%, or > 5%"
     )
     assert demo.tolerance({"latency": {"quantile": 0.99}, "margin": {"absolute": 25}}) == "+25 ms"
     assert (
@@ -77,7 +77,7 @@ def test_weights_are_read_from_the_driven_route_only() -> None:
 
 
 def test_short_reasons_and_times() -> None:
-    assert short_reason("canary has 14.7028 samples, needs 200") == "canary 15/200 samples"
+    assert short_reason("canary has 14.7028 samples, needs 200") == "canary n=15/200"
     assert short_reason("canary requests unknown (no data)") == "no canary data yet"
     assert short_reason("query failed: timeout") == "query failed: timeout"
     start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
@@ -93,7 +93,7 @@ def snapshot(phase: str, weights: tuple[int, int], verdict: str, timeline: int) 
         SloView(
             name=name,
             kind=kind,
-            tolerance="+1 pt and +50%, or > 5%",
+            tolerance="+1 pt & +50%, or > 5%",
             window_s=8,
             verdict=verdict,
             reason="canary 0.04 vs baseline 0.001: worse by 0.039, more than absolute 0.01",

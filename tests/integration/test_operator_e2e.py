@@ -98,3 +98,75 @@ def test_sustained_5xx_regression_rolls_back_on_time_and_pages_once(
     assert event["payload"]["custom_details"]["slo"] == "error-rate"
     assert any("g0.expr" in link["href"] for link in event.get("links", []))
     assert "RolledBack" in r.event_reasons()
+
+
+def judged_against_the_reference(r: Rollout) -> bool:
+    """v1 has had no traffic for a whole lookback and the canary is judged against its
+    baseline reference."""
+    slos = r.status().get("slos", [])
+    return bool(slos) and all(
+        not s.get("baselineSamples")
+        and s.get("verdict") == "healthy"
+        and "vs baseline reference" in s.get("reason", "")
+        for s in slos
+    )
+
+
+def test_a_last_step_held_past_the_lookback_promotes_against_the_baseline_reference(
+    namespace: str,
+    mesh: MeshFactory,
+    rollout: Callable[..., Rollout],
+    operator: Callable[[], Operator],
+    pagerduty: PagerDutyReceiver,
+) -> None:
+    m = mesh(namespace, scenario="healthy")
+    # The last hold is three lookbacks (10 s): at 100% v1 gets no traffic, so for most of it
+    # v1 has no requests at all in Prometheus.
+    r = rollout(steps=[{"weight": 50, "hold": "6s"}, {"weight": 100, "hold": "30s"}])
+    with Traffic(m, rate=80):
+        operator()
+        wait_for("canary at 100%", lambda: r.weights() == (0, 100), timeout=30)
+        wait_for("judged against the reference", lambda: judged_against_the_reference(r), 25)
+        wait_for("Promoted", lambda: r.phase() == "Promoted", timeout=40)
+    status = r.status()
+    (slo,) = status["slos"]
+    assert slo["baselineReferenceSamples"] >= 20, slo
+    assert isinstance(slo["baselineReference"], int | float), slo
+    started = [h for h in status["history"] if h["action"] == "StepAdvanced"][-1]
+    promoted = [h for h in status["history"] if h["action"] == "Promoted"][-1]
+    assert (ts(promoted["at"]) - ts(started["at"])).total_seconds() >= 30
+    assert "vs baseline reference" in promoted["message"]
+    assert pagerduty.events() == []
+
+
+def test_a_regression_at_100_rolls_back_against_the_baseline_reference(
+    namespace: str,
+    mesh: MeshFactory,
+    rollout: Callable[..., Rollout],
+    operator: Callable[[], Operator],
+    pagerduty: PagerDutyReceiver,
+) -> None:
+    m = mesh(namespace, scenario="healthy")
+    r = rollout(steps=[{"weight": 50, "hold": "6s"}, {"weight": 100, "hold": "120s"}])
+    with Traffic(m, rate=80):
+        operator()
+        wait_for("canary at 100%", lambda: r.weights() == (0, 100), timeout=30)
+        wait_for("judged against the reference", lambda: judged_against_the_reference(r), 25)
+        m.control("v2", {"error_rate": 0.3})
+        wait_for("RolledBack", lambda: r.phase() == "RolledBack", timeout=40)
+        wait_for(
+            "page delivered",
+            lambda: r.status().get("page", {}).get("state") == "Delivered",
+            timeout=20,
+        )
+    status = r.status()
+    rollback = status["rollback"]
+    assert (rollback["reason"], rollback["slo"]) == ("SLOBreach", "error-rate")
+    assert rollback["baselineReferenceAt"] == status["slos"][0]["baselineReferenceAt"]
+    assert rollback["canary"] > rollback["baseline"] + 0.02
+    held = (ts(rollback["at"]) - ts(rollback["breachingSince"])).total_seconds()
+    assert 6 <= held <= 6 + 2 + 0.5, held
+    assert "vs baseline reference" in rollback["message"]
+    (event,) = pagerduty.events()
+    assert "vs baseline reference" in event["event"]["payload"]["summary"]
+    assert r.weights() == (100, 0)

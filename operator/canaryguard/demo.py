@@ -30,7 +30,9 @@ from types import FrameType
 from typing import Any
 
 import kubernetes.client
+import urllib3
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from canaryguard.demo_view import (
     LiveView,
@@ -320,12 +322,23 @@ def watch(
     finished_at: float | None = None
     outcome: Outcome | None = None
     settled_at = 0.0
+    last_seen = "the rollout was not read yet"
     deadline = time.monotonic() + timeout
     while True:
         _check_children(stack)
-        body = watcher.rollout()
-        weights = watcher.weights()
+        if time.monotonic() > deadline and outcome is None:
+            raise DemoFailure(f"no outcome after {timeout:g}s: {last_seen}")
+        try:
+            body = watcher.rollout()
+            weights = watcher.weights()
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # A slow API server on a busy machine: try again at the next poll.
+            last_seen = f"reading the rollout failed: {exc}"
+            log.warning("%s", last_seen)
+            time.sleep(POLL_SECONDS)
+            continue
         status = body.get("status") or {}
+        last_seen = f"phase {status.get('phase')}, {status.get('message', '')}"
         phase = status.get("phase")
         step_started = parse_time(status.get("stepStartedAt"))
         in_step = seconds_since(step_started, datetime.now(UTC)) or 0.0
@@ -356,10 +369,6 @@ def watch(
                 or time.monotonic() - settled_at > TRAFFIC_WAIT_SECONDS
             ):
                 return outcome
-        elif time.monotonic() > deadline:
-            raise DemoFailure(
-                f"no outcome after {timeout:g}s: phase {phase}, {status.get('message', '')}"
-            )
         time.sleep(POLL_SECONDS)
 
 
@@ -434,6 +443,23 @@ def judge_outcome(
         f"(dedup key {page_status.get('dedupKey')})",
         triggers[0],
     )
+
+
+def run(stack: LocalStack, view: View, scenario: str, timeout: float, wall_start: float) -> Outcome:
+    """Start the stack, apply the demo rollout and follow it to its outcome."""
+    stack.start()
+    rollout = rollout_manifest(stack.prometheus.url, stack.pagerduty.url)
+    watcher = Watcher(stack, rollout, wall_start)
+    applied_at = time.time()
+    stack.control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(rollout))
+    steps = ", ".join(f"{w}% {h:g}s" for w, h in watcher.steps)
+    slos = ", ".join(s["name"] for s in watcher.slo_specs)
+    watcher.demo_event(
+        "Applied", f"CanaryRollout {NAMESPACE}/{NAME}: steps {steps}; SLOs {slos}", at=applied_at
+    )
+    if isinstance(view, LiveView):  # shown until the operator's first status arrives
+        view.stage(f"applied CanaryRollout {NAMESPACE}/{NAME} from {DEMO_DIR}")
+    return watch(stack, watcher, view, scenario, timeout)
 
 
 def keep_running(stack: LocalStack, view: View) -> None:
@@ -543,20 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with view:
             if isinstance(view, PlainView):
                 view.note(f"{title}, {subtitle}: {story.regression}")
-            stack.start()
-            rollout = rollout_manifest(stack.prometheus.url, stack.pagerduty.url)
-            watcher = Watcher(stack, rollout, wall_start)
-            applied_at = time.time()
-            stack.control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(rollout))
-            watcher.demo_event(
-                "Applied",
-                f"CanaryRollout {NAMESPACE}/{NAME}: steps "
-                + ", ".join(f"{w}% {h:g}s" for w, h in watcher.steps)
-                + f"; SLOs {', '.join(s['name'] for s in watcher.slo_specs)}",
-                at=applied_at,
-            )
-            view.stage(f"applied CanaryRollout {NAMESPACE}/{NAME} from {DEMO_DIR}")
-            outcome = watch(stack, watcher, view, args.scenario, args.timeout)
+            outcome = run(stack, view, args.scenario, args.timeout, wall_start)
         if outcome.page is not None:
             view.page(outcome.page)
         view.result(outcome.ok, outcome.message)
@@ -575,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         MissingBinaryError,
         PrometheusNotInstalledError,
         TimeoutError,
-        kubernetes.client.exceptions.ApiException,
+        ApiException,
     ) as exc:
         code = EXIT_FAILED
         _finish_view(view, None)

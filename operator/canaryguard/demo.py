@@ -603,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = code != EXIT_OK and code != EXIT_INTERRUPTED
         _say(view, "stopping the local stack" + (f"; logs kept in {workdir}" if failed else ""))
         if show_operator_log and stack.operator is not None:
-            _say(view, f"operator log, last lines:\n{log_tail(stack.operator.log_path, 15)}")
+            tail = log_tail(stack.operator.log_path, 15).splitlines()
+            _say(view, "operator log, last lines:" + "".join(f"\n    {line}" for line in tail))
         stack.stop(keep_workdir=failed)
         for pid in leftover_processes(stack.tag):
             _say(view, f"process {pid} outlived the stack; killing it")

@@ -1,7 +1,8 @@
 """Prometheus adapter: instant queries with a client and a server-side timeout.
 
-prometheus-api-client is synchronous, so queries run in worker threads, each with a client
-of its own (a requests session is not promised thread-safe). Its urllib3 retry is turned off:
+prometheus-api-client is synchronous, so queries run in worker threads, each with clients
+of its own (a requests session is not promised thread-safe), kept per thread and server so
+connections are reused. Its urllib3 retry is turned off:
 tenacity owns retries, with jittered backoff inside a budget kept below the tick interval.
 Failures fall into two kinds the engine treats differently: `PrometheusUnavailable`
 (network, timeout, 429, 5xx: an outage) and `PrometheusQueryError` (4xx: the query itself
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,12 +87,7 @@ class PrometheusClient:
         return await asyncio.to_thread(self.query, promql)
 
     def _query_once(self, promql: str) -> list[Sample]:
-        client = PrometheusConnect(
-            url=self.address,
-            headers=dict(self.headers),
-            retry=Retry(total=0, raise_on_status=False),
-            timeout=self.timeout,  # type: ignore[arg-type]  # annotated int, passed to requests
-        )
+        client = _connection(self.address, self.timeout, tuple(sorted(self.headers.items())))
         try:
             # The server-side timeout stops Prometheus evaluating a query nobody waits for.
             raw = client.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
@@ -104,8 +101,6 @@ class PrometheusClient:
             raise PrometheusQueryError(_error_message(str(exc), status)) from None
         except ValueError as exc:  # a body that is not Prometheus's JSON
             raise PrometheusUnavailable(f"unreadable answer: {exc}") from None
-        finally:
-            client.close()
         return [_sample(item) for item in raw]
 
     def _log_retry(self, state: RetryCallState) -> None:
@@ -116,6 +111,35 @@ class PrometheusClient:
             state.attempt_number,
             exc,
         )
+
+
+_local = threading.local()
+_MAX_CONNECTIONS_PER_THREAD = 64
+
+
+def _connection(
+    address: str, timeout: float, headers: tuple[tuple[str, str], ...]
+) -> PrometheusConnect:
+    """This worker thread's client for one server, kept so its connections are reused.
+
+    A requests session is not promised thread-safe, so each thread has clients of its own.
+    """
+    cache: dict[tuple[str, float, tuple[tuple[str, str], ...]], PrometheusConnect]
+    cache = _local.__dict__.setdefault("clients", {})
+    key = (address, timeout, headers)
+    client = cache.get(key)
+    if client is None:
+        if len(cache) >= _MAX_CONNECTIONS_PER_THREAD:
+            for old in cache.values():
+                old.close()
+            cache.clear()
+        client = cache[key] = PrometheusConnect(
+            url=address,
+            headers=dict(headers),
+            retry=Retry(total=0, raise_on_status=False),
+            timeout=timeout,  # type: ignore[arg-type]  # annotated int, passed to requests
+        )
+    return client
 
 
 def _sample(item: Mapping[str, Any]) -> Sample:

@@ -6,9 +6,7 @@ Each test gets its own operator watching only the test's namespace, so a test ca
 """
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +17,11 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from canaryguard.localstack.childproc import free_port, http_ok, terminate
+from canaryguard.localstack.childproc import ChildProcessError
 from canaryguard.localstack.controlplane import ControlPlane
 from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
 from canaryguard.localstack.prometheus_server import PrometheusServer
+from canaryguard.localstack.stack import OperatorProcess
 
 __all__ = [
     "Operator",
@@ -60,71 +59,29 @@ def operator_kubeconfig(control_plane: ControlPlane) -> Path:
     return control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "canaryguard")
 
 
-@dataclass
-class Operator:
-    """`canaryguard run` for one namespace, as a child process with its log in a file."""
+class Operator(OperatorProcess):
+    """The operator process of one test's namespace (the demo's launcher), with what tests
+    need on top: SIGKILL, a failing start that fails the test, and the log."""
 
-    kubeconfig: Path
-    namespace: str
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    liveness_port: int = 0
-    metrics_port: int = 0
-    starts: int = 0
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+        super().__init__(kubeconfig, [namespace], log_path)
+        self.starts = 0
 
-    def start(self) -> None:
-        """Start the operator and wait until its liveness endpoint answers."""
-        self.liveness_port, self.metrics_port = free_port(), free_port()
+    def start(self, timeout: float = 30.0) -> None:
+        """Start (again) and wait until the liveness endpoint answers."""
         self.starts += 1
-        log = self.log_path.open("ab")
-        log.write(f"--- start {self.starts} ---\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "canaryguard",
-                "run",
-                f"--kubeconfig={self.kubeconfig}",
-                f"--namespace={self.namespace}",
-                f"--liveness=127.0.0.1:{self.liveness_port}",
-                f"--metrics=127.0.0.1:{self.metrics_port}",
-                "--log-format=json",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
-        wait_for(
-            "the operator's liveness endpoint",
-            lambda: self._alive() and http_ok(self.liveness_url),
-            timeout=30,
-        )
-
-    def _alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            pytest.fail(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
-        return True
-
-    @property
-    def liveness_url(self) -> str:
-        return f"http://127.0.0.1:{self.liveness_port}/healthz"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.starts} ---\n".encode())
+        try:
+            super().start(timeout)
+        except ChildProcessError as exc:
+            pytest.fail(str(exc), pytrace=False)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no last status write."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc)
             self.proc = None
 
     def log_tail(self, lines: int = 60) -> str:

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # Built kube-apiserver, etcd and kubectl live outside the checkout so a fresh clone reuses them.
 export CANARYGUARD_BIN_DIR ?= $(HOME)/.cache/canaryguard/bin
 
-.PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind clean
+.PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind reference clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ demo: venv stack-deps
 # End-to-end on a kind cluster, for machines with Docker, kind and kubectl (not run by CI).
 e2e-kind:
 	bash hack/e2e-kind.sh
+
+# docs/reference.md, the CanaryRollout field reference, from crds/canaryrollout.yaml.
+reference: venv
+	$(PY) hack/gen_reference.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

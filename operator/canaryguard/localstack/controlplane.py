@@ -41,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 
 from canaryguard.localstack import certs
 from canaryguard.localstack.bins import REPO_ROOT, Binaries, find_binaries
+from canaryguard.localstack.childproc import log_tail, terminate
 
 log = logging.getLogger(__name__)
 
@@ -117,26 +118,6 @@ def _advertise_address() -> str | None:
                     if not ipaddress.ip_address(candidate).is_loopback:
                         return candidate
     return "192.0.2.1"
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = STOP_TIMEOUT) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(5)
 
 
 class ControlPlane:
@@ -231,8 +212,10 @@ class ControlPlane:
         return [p.pid for p in (self._etcd, self._apiserver) if p is not None and p.poll() is None]
 
     def _stop_processes(self) -> None:
-        _stop_process(self._apiserver)  # first, so it does not spin on a vanished etcd
-        _stop_process(self._etcd)
+        # kube-apiserver first, so it does not spin on a vanished etcd.
+        for proc in (self._apiserver, self._etcd):
+            if proc is not None:
+                terminate(proc, STOP_TIMEOUT)
         self._apiserver = None
         self._etcd = None
 
@@ -316,7 +299,7 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                tail = _log_tail(log_path)
+                tail = log_tail(log_path, 40)
                 if "address already in use" in tail:
                     raise _PortInUseError(tail)
                 raise ControlPlaneError(
@@ -328,7 +311,7 @@ class ControlPlane:
             time.sleep(0.1)
         raise ControlPlaneError(
             f"{log_name.removesuffix('.log')} not ready after {timeout:.0f} s; "
-            f"last lines of {log_path}:\n{_log_tail(log_path)}"
+            f"last lines of {log_path}:\n{log_tail(log_path, 40)}"
         )
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -531,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stopping.wait(1.0):
             if len(cp.pids()) < 2:
                 for name in ("etcd.log", "kube-apiserver.log"):
-                    print(f"--- {name}\n{_log_tail(cp.workdir / name)}", file=sys.stderr)
+                    print(f"--- {name}\n{log_tail(cp.workdir / name, 40)}", file=sys.stderr)
                 print("a control plane process exited", file=sys.stderr)
                 return 1
     return 0

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,19 @@ RBAC_DIR = ROOT / "manifests" / "rbac"
 OPERATOR_NAMESPACE = "canaryguard-system"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # 32 characters, like a real one
 T = TypeVar("T")
+
+
+def ts(text: str) -> datetime:
+    """A time as the status writes it (RFC 3339, `Z`)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The status condition of that type; fails the test when there is none."""
+    for cond in status.get("conditions", []):
+        if cond.get("type") == type_:
+            return dict(cond)
+    raise AssertionError(f"no condition {type_} in {status.get('conditions')}")
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.25) -> T:

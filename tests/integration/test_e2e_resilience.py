@@ -19,16 +19,12 @@ from canaryguard.localstack.mesh import Mesh
 from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
 from canaryguard.localstack.prometheus_server import PrometheusServer
 from tests.integration.fixtures_mesh import MeshFactory
-from tests.integration.fixtures_operator import Operator, Rollout, wait_for
+from tests.integration.fixtures_operator import Operator, Rollout, condition, ts, wait_for
 from tests.integration.traffic import Traffic
 
 INTERVAL = 1.0  # the rollout fixture's analysis.interval
 # Two ticks plus scheduling and API latency on a loaded 2-core machine.
 LATE = 2 * INTERVAL + 0.5
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def now() -> datetime:
@@ -61,12 +57,6 @@ def healthy(r: Rollout) -> bool:
 
 def history(status: dict[str, Any], action: str) -> list[dict[str, Any]]:
     return [h for h in status.get("history", []) if h["action"] == action]
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    found = [c for c in status.get("conditions", []) if c["type"] == type_]
-    assert found, f"no {type_} condition in {status.get('conditions')}"
-    return found[0]
 
 
 def start_healthy(

@@ -21,8 +21,10 @@ from tests.integration.fixtures_mesh import MeshFactory
 from tests.integration.fixtures_operator import (
     Operator,
     Rollout,
+    condition,
     fraud_virtual_service,
     rollout_body,
+    ts,
     wait_for,
 )
 from tests.integration.traffic import Traffic
@@ -30,10 +32,6 @@ from tests.integration.traffic import Traffic
 INTERVAL = 1.0  # spec.analysis.interval of every rollout here
 # What a loaded 2-core CI machine adds to a tick (queries, engine, writes) on top of INTERVAL.
 SLACK = 1.0
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def vs_json(cp: ControlPlane, namespace: str, name: str = "fraud-model") -> dict[str, Any]:
@@ -53,13 +51,6 @@ def primary_weights(vs: dict[str, Any]) -> tuple[int, int]:
             }
             return found.get("v1", 0), found.get("v2", 0)
     raise AssertionError(f"no primary route in {vs}")
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    for cond in status.get("conditions", []):
-        if cond.get("type") == type_:
-            return dict(cond)
-    raise AssertionError(f"no condition {type_} in {status.get('conditions')}")
 
 
 def metric(op: Operator, name: str, **labels: str) -> float:

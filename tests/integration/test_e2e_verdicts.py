@@ -11,21 +11,16 @@ import re
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
 from tests.integration.fixtures_mesh import MeshFactory
-from tests.integration.fixtures_operator import ROUTING_KEY, Operator, Rollout, wait_for
+from tests.integration.fixtures_operator import ROUTING_KEY, Operator, Rollout, ts, wait_for
 from tests.integration.traffic import Traffic
 
 LONG_HOLD = [{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}]
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def slo_of(status: dict[str, Any], name: str) -> dict[str, Any]:

@@ -4,16 +4,11 @@ PagerDuty receiver records pages. Time is accelerated: 1 s ticks, windows of sec
 
 import itertools
 from collections.abc import Callable
-from datetime import datetime
 
 from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
 from tests.integration.fixtures_mesh import MeshFactory
-from tests.integration.fixtures_operator import ROUTING_KEY, Operator, Rollout, wait_for
+from tests.integration.fixtures_operator import ROUTING_KEY, Operator, Rollout, ts, wait_for
 from tests.integration.traffic import Traffic
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def test_healthy_canary_walks_every_step_and_is_promoted_without_a_page(

@@ -263,7 +263,8 @@ class Controller:
             routing_key = await self._kube.read_secret(spec.namespace, ref.name, ref.key)
         except SecretError as exc:
             metrics.PAGES.labels(result="secret_error").inc()
-            await self._event(body, "Warning", "PageFailed", f"cannot page: {exc}")
+            if _new_failure(status, str(exc)):
+                await self._event(body, "Warning", "PageFailed", f"cannot page: {exc}")
             return engine.record_page_result(status, False, False, str(exc), now)
         client = PagerDutyClient(
             paging.pager_duty.url or DEFAULT_EVENTS_URL,
@@ -277,7 +278,7 @@ class Controller:
             await self._event(
                 body, "Normal", "PageDelivered", f"PagerDuty accepted: {page.summary}"
             )
-        else:
+        elif _new_failure(status, result.message):
             await self._event(
                 body,
                 "Warning",
@@ -330,6 +331,12 @@ def _urgent_fields(body: Mapping[str, Any]) -> tuple[Any, Any]:
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     return meta.get("generation"), annotations.get(REQUEST_ANNOTATION)
+
+
+def _new_failure(status: Status, error: str) -> bool:
+    """Whether a failed delivery says something new: a page retried every tick for the same
+    reason posts one Event, not one a tick (the status keeps the attempts and last error)."""
+    return status.page is None or status.page.last_error != error
 
 
 def _interval(body: Mapping[str, Any]) -> float:

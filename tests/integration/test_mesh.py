@@ -92,11 +92,15 @@ def test_a_90_10_split_shows_in_prometheus_within_tolerance(
     assert sum(by_version.values()) == 2000
     assert abs(by_version["v2"] - 200) <= five_sigma(2000, 0.1), by_version
     # The model servers' own counters agree with what the router reported per version.
-    models = prometheus.query_by(
+    answered = (
         f'sum by (version) (model_predictions_total{{namespace="{namespace}"}})'
-        f' + sum by (version) (model_prediction_errors_total{{namespace="{namespace}"}})',
-        "version",
+        f' + sum by (version) (model_prediction_errors_total{{namespace="{namespace}"}})'
     )
+    # The model servers are scraped on their own schedule: wait until they show every request.
+    prometheus.wait_for(
+        answered, lambda r: sum(float(s["value"][1]) for s in r) >= 2000, timeout=15
+    )
+    models = prometheus.query_by(answered, "version")
     assert models == by_version
     flagged = prometheus.query_by(
         f'sum by (version) (model_flagged_total{{namespace="{namespace}"}})', "version"

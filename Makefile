@@ -57,5 +57,11 @@ e2e-kind:
 reference: venv
 	$(PY) hack/gen_reference.py
 
+# Figures, not assertions: the decision path, the real operator with many rollouts, the mesh.
+bench: venv stack-deps
+	$(PY) bench/bench_engine.py 1000 20
+	$(PY) bench/bench_operator.py --rollouts $${ROLLOUTS:-1000} --interval 30 --window 90
+	$(PY) bench/bench_mesh.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,6 +1,6 @@
 """Measure the local stack's mesh part on this machine.
 
-    .venv/bin/python hack/bench_mesh.py [prometheus] [router] [synthetic]
+    .venv/bin/python bench/bench_mesh.py [prometheus] [router] [synthetic]
 
 prometheus: start-up time of the real Prometheus (fresh, and restarted with data).
 router:     requests/s the router sustains (model servers, router and load generator are

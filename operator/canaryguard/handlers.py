@@ -8,6 +8,7 @@ deleted while the operator is down.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -38,11 +39,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Decisions are posted as Events by the controller; kopf's own are for its errors.
     settings.posting.level = 30  # logging.WARNING
     config = memo.get("config") or {}
+    concurrency = int(config.get("concurrency", 32))
+    # Every blocking call (Prometheus, the Kubernetes client) runs in the default executor.
+    # asyncio sizes it to cores + 4, so a few slow Prometheus queries would queue everyone
+    # else's calls behind them; give each tick in flight room for its queries instead.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=concurrency * 4, thread_name_prefix="canaryguard-io")
+    )
     api = load_api_client(config.get("kubeconfig"))
     controller = Controller(
         KubeClient(api),
         VirtualServiceClient(api),
-        Settings(concurrency=int(config.get("concurrency", 32))),
+        Settings(concurrency=concurrency),
     )
     memo["controller"] = controller
     memo["stop"] = stop = asyncio.Event()

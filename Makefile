@@ -7,13 +7,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Built kube-apiserver, etcd and kubectl live outside the checkout so a fresh clone reuses them.
 export CANARYGUARD_BIN_DIR ?= $(HOME)/.cache/canaryguard/bin
+# The test bed installs the project's CRDs, RBAC and examples from this checkout.
+export CANARYGUARD_PROJECT_DIR := $(CURDIR)
 
 .PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind reference clean
 
-$(VENV)/.installed: pyproject.toml
+# The operator (with its dev tools) and the test bed, a distribution of its own.
+$(VENV)/.installed: pyproject.toml tests/testbed/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e tests/testbed
 	touch $@
 
 venv: $(VENV)/.installed
@@ -32,9 +35,13 @@ prometheus:
 stack-deps: bins prometheus
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/ruff format --check operator tests bench hack
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry operator
+	$(VENV)/bin/deptry tests bench hack --exclude 'tests/testbed|__pycache__' --ignore DEP002,DEP004
+	cd tests/testbed && ../../$(VENV)/bin/deptry .
 
 unit: venv
 	$(PY) -m pytest -m 'not integration' tests
@@ -47,7 +54,7 @@ test: venv stack-deps lint
 
 # make demo [SCENARIO=healthy|error-spike|latency|business-drop|drift] [ARGS="--keep --plain"]
 demo: venv stack-deps
-	$(PY) -m canaryguard.demo $(if $(SCENARIO),--scenario=$(SCENARIO)) $(ARGS)
+	$(PY) -m canaryguard_testbed.demo $(if $(SCENARIO),--scenario=$(SCENARIO)) $(ARGS)
 
 # End-to-end on a kind cluster, for machines with Docker, kind and kubectl (not run by CI).
 e2e-kind:

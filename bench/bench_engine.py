@@ -18,12 +18,12 @@ from pathlib import Path
 
 import yaml
 
-from canaryguard import engine
-from canaryguard.kube import merge_patch
-from canaryguard.observations import Observations, SloObservation
-from canaryguard.observe import plan
-from canaryguard.spec import parse_spec
-from canaryguard.status import status_from_dict
+from canaryguard.adapters.kube import merge_patch
+from canaryguard.core import engine
+from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.spec import parse_spec
+from canaryguard.core.status import status_from_dict
+from canaryguard.runtime.observe import plan
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "fraud-model" / "canaryrollout.yaml"
 

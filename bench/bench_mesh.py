@@ -21,13 +21,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from canaryguard.localstack.childproc import (
+from canaryguard_testbed.childproc import (
     python_module_args,
     spawn,
     terminate,
     wait_for_port_file,
 )
-from canaryguard.localstack.prometheus_server import PrometheusServer
+from canaryguard_testbed.prometheus_server import PrometheusServer
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -64,11 +64,12 @@ def bench_prometheus() -> None:
 
 
 def bench_router() -> None:
-    from canaryguard.localstack.controlplane import ISTIO_CRDS, ControlPlane
-    from canaryguard.localstack.mesh import Mesh
+    from canaryguard_testbed.bins import istio_crds
+    from canaryguard_testbed.controlplane import ControlPlane
+    from canaryguard_testbed.mesh import Mesh
 
     with tempfile.TemporaryDirectory() as tmp, ControlPlane() as cp:
-        cp.install_crds(ISTIO_CRDS)
+        cp.install_crds(istio_crds())
         cp.kubectl("create", "namespace", "bench")
         vs = {
             "apiVersion": "networking.istio.io/v1",
@@ -105,7 +106,7 @@ def bench_router() -> None:
                 before = cpu_seconds(router_pid)
                 out = subprocess.run(
                     python_module_args(
-                        "canaryguard.localstack.loadgen",
+                        "canaryguard_testbed.loadgen",
                         f"--url={mesh.predict_url}",
                         f"--rate={rate}",
                         f"--max-requests={requests}",
@@ -135,7 +136,7 @@ def bench_synthetic(services: int = 500, seconds: float = 60.0) -> None:
             port_file, log_path = Path(tmp) / f"syn-{interval}.port", Path(tmp) / "syn.log"
             proc = spawn(
                 python_module_args(
-                    "canaryguard.localstack.synthetic",
+                    "canaryguard_testbed.synthetic",
                     f"--services={services}",
                     "--rps=20",
                     "--regress=25",

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import yaml
 
-from canaryguard.localstack.childproc import free_port, python_module_args, spawn, terminate
-from canaryguard.localstack.controlplane import ISTIO_CRDS, ControlPlane
-from canaryguard.localstack.prometheus_server import PrometheusServer
+from canaryguard_testbed.bins import istio_crds
+from canaryguard_testbed.childproc import free_port, python_module_args, spawn, terminate
+from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.prometheus_server import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"
@@ -122,7 +123,7 @@ def main() -> None:
     children: list[subprocess.Popen[bytes]] = []
     try:
         cp.start()
-        cp.install_crds(ISTIO_CRDS, ROOT / "crds" / "canaryrollout.yaml")
+        cp.install_crds(istio_crds(), ROOT / "crds" / "canaryrollout.yaml")
         cp.kubectl("create", "namespace", NAMESPACE)
         cp.kubectl("create", "namespace", "canaryguard-system")
         cp.kubectl("apply", "-f", str(ROOT / "manifests" / "rbac"))
@@ -132,7 +133,7 @@ def main() -> None:
         children.append(
             spawn(
                 python_module_args(
-                    "canaryguard.localstack.synthetic",
+                    "canaryguard_testbed.synthetic",
                     f"--services={args.rollouts}",
                     f"--namespace={NAMESPACE}",
                     f"--kubeconfig={cp.admin_kubeconfig}",

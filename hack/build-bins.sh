@@ -8,7 +8,7 @@ set -euo pipefail
 hack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin_dir=${CANARYGUARD_BIN_DIR:-$HOME/.cache/canaryguard/bin}
 
-# versions.env is shared with canaryguard/localstack/bins.py: plain KEY=value lines.
+# versions.env: plain KEY=value lines; copied beside the binaries for the test bed to read.
 KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' "$hack_dir/versions.env")
 ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$hack_dir/versions.env")
 
@@ -90,4 +90,7 @@ build kube-apiserver "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kube-apiserver \
 build kubectl "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kubectl \
   "$kube_tags" "$kube_ldflags" version --client
 build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "-s -w" --version
+# The test bed (canaryguard_testbed.bins) reads what was built from here, not from a checkout.
+install -m 0644 "$hack_dir/versions.env" "$bin_dir/versions.env"
+install -m 0644 "$hack_dir/istio-crds.yaml" "$bin_dir/istio-crds.yaml"
 echo "bins: done in $((SECONDS - total_start)) s ($bin_dir)"

@@ -2,6 +2,6 @@
 
 import sys
 
-from canaryguard.cli import main
+from canaryguard.cli.main import main
 
 sys.exit(main())

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from canaryguard.localstack.bins import MissingBinaryError
-from canaryguard.localstack.controlplane import ISTIO_CRDS, ControlPlane, KubectlError
+from canaryguard_testbed.bins import MissingBinaryError, istio_crds
+from canaryguard_testbed.controlplane import ControlPlane, KubectlError
 
 PROJECT_CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -25,7 +25,7 @@ def control_plane() -> Iterator[ControlPlane]:
     except MissingBinaryError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
-        for crd in [ISTIO_CRDS, *sorted(PROJECT_CRDS_DIR.glob("*.yaml"))]:
+        for crd in [istio_crds(), *sorted(PROJECT_CRDS_DIR.glob("*.yaml"))]:
             try:
                 cp.install_crds(crd)
             except KubectlError as exc:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from canaryguard.localstack.controlplane import ControlPlane
-from canaryguard.localstack.mesh import Mesh
-from canaryguard.localstack.prometheus_server import (
+from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.mesh import Mesh
+from canaryguard_testbed.prometheus_server import (
     PrometheusNotInstalledError,
     PrometheusServer,
 )

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from canaryguard.localstack.childproc import ChildProcessError
-from canaryguard.localstack.controlplane import ControlPlane
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
-from canaryguard.localstack.prometheus_server import PrometheusServer
-from canaryguard.localstack.stack import OperatorProcess
+from canaryguard_testbed.childproc import ChildProcessError
+from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.prometheus_server import PrometheusServer
+from canaryguard_testbed.stack import OperatorProcess
 
 __all__ = [
     "Operator",

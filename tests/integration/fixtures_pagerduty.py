@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
 
 __all__ = ["pagerduty", "pagerduty_receiver_session"]
 

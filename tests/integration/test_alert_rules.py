@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryguard.localstack.prometheus_server import find_prometheus
+from canaryguard_testbed.prometheus_server import find_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "manifests/components/prometheusrule/prometheusrule.yaml"

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryguard import engine
-from canaryguard.localstack.controlplane import ControlPlane, KubectlError
-from canaryguard.spec import parse_spec
-from canaryguard.status import status_from_dict
+from canaryguard.core import engine
+from canaryguard.core.spec import parse_spec
+from canaryguard.core.status import status_from_dict
+from canaryguard_testbed.controlplane import ControlPlane, KubectlError
 from tests.unit.scenario import BREACH, Rollout, make_spec, obs, spec_dict
 
 ROOT = Path(__file__).resolve().parents[2]

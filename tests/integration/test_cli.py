@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryguard import engine
-from canaryguard.cli import main
-from canaryguard.localstack.bins import find_binaries
-from canaryguard.localstack.controlplane import ControlPlane
-from canaryguard.observations import Observations, SloObservation
-from canaryguard.spec import parse_spec
-from canaryguard.status import Status
+from canaryguard.cli.main import main
+from canaryguard.core import engine
+from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.spec import parse_spec
+from canaryguard.core.status import Status
+from canaryguard_testbed.bins import find_binaries
+from canaryguard_testbed.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples/fraud-model/canaryrollout.yaml"

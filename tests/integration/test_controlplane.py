@@ -15,8 +15,8 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from canaryguard.localstack.bins import MissingBinaryError, read_versions
-from canaryguard.localstack.controlplane import ControlPlane, KubectlError
+from canaryguard_testbed.bins import MissingBinaryError, read_versions
+from canaryguard_testbed.controlplane import ControlPlane, KubectlError
 
 SEMVER = re.compile(
     r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
@@ -404,7 +404,7 @@ def test_invalid_canaryrollout_is_rejected_with_a_clear_message(
 
 NO_ROUTE_SCRIPT = """
 import subprocess, time
-from canaryguard.localstack.controlplane import ControlPlane
+from canaryguard_testbed.controlplane import ControlPlane
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 with ControlPlane() as cp:
     jsonpath = "jsonpath={.subsets[0].addresses[0].ip}"

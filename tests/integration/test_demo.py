@@ -1,4 +1,4 @@
-"""`make demo` end to end, as CI sees it: `python -m canaryguard.demo` with its output in a
+"""`make demo` end to end, as CI sees it: `python -m canaryguard_testbed.demo` with its output in a
 pipe (not a TTY, so plain lines), the real local stack and the real operator. Each run must
 end by itself with the expected outcome and leave no process behind."""
 
@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from canaryguard.localstack.stack import STACK_TAG_ENV, leftover_processes
+from canaryguard_testbed.stack import STACK_TAG_ENV, leftover_processes
 
 DEMO_BUDGET_SECONDS = 180  # the promise of `make demo`: done by itself in under three minutes
 LINE = re.compile(r"^\[\s*\d+\.\ds\] \S")  # every line timestamped...
@@ -49,7 +49,7 @@ class DemoRun:
 def start_demo(*args: str) -> tuple[subprocess.Popen[str], str]:
     tag = uuid.uuid4().hex
     proc = subprocess.Popen(
-        [sys.executable, "-m", "canaryguard.demo", *args],
+        [sys.executable, "-m", "canaryguard_testbed.demo", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryguard.localstack.controlplane import ControlPlane
-from canaryguard.localstack.prometheus_server import find_prometheus
-from canaryguard.spec import parse_spec
+from canaryguard.core.spec import parse_spec
+from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.prometheus_server import find_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "hack/e2e-kind.sh"

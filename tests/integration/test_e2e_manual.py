@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from canaryguard.cli import main
-from canaryguard.localstack.controlplane import ControlPlane
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
+from canaryguard.cli.main import main
+from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
 from tests.integration.fixtures_mesh import MeshFactory
 from tests.integration.fixtures_operator import Operator, Rollout, wait_for
 from tests.integration.traffic import Traffic

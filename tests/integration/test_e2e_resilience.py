@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from canaryguard.localstack.mesh import Mesh
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
-from canaryguard.localstack.prometheus_server import PrometheusServer
+from canaryguard_testbed.mesh import Mesh
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.prometheus_server import PrometheusServer
 from tests.integration.fixtures_mesh import MeshFactory
 from tests.integration.fixtures_operator import Operator, Rollout, condition, ts, wait_for
 from tests.integration.traffic import Traffic

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from canaryguard.localstack.controlplane import ControlPlane
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
-from canaryguard.localstack.prometheus_server import PrometheusServer
+from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.prometheus_server import PrometheusServer
 from tests.integration.fixtures_mesh import MeshFactory
 from tests.integration.fixtures_operator import (
     Operator,

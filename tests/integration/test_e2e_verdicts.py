@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
 from tests.integration.fixtures_mesh import MeshFactory
 from tests.integration.fixtures_operator import ROUTING_KEY, Operator, Rollout, ts, wait_for
 from tests.integration.traffic import Traffic

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryguard.cli import build_parser
-from canaryguard.localstack.controlplane import ControlPlane, KubectlError
+from canaryguard.cli.main import build_parser
+from canaryguard_testbed.controlplane import ControlPlane, KubectlError
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"

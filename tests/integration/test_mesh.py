@@ -9,9 +9,9 @@ import math
 import time
 from pathlib import Path
 
-from canaryguard.localstack.controlplane import ControlPlane
-from canaryguard.localstack.mesh import Mesh
-from canaryguard.localstack.prometheus_server import PrometheusQueryError, PrometheusServer
+from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.mesh import Mesh
+from canaryguard_testbed.prometheus_server import PrometheusQueryError, PrometheusServer
 from tests.integration.fixtures_mesh import MeshFactory
 
 

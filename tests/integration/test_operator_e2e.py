@@ -5,7 +5,7 @@ PagerDuty receiver records pages. Time is accelerated: 1 s ticks, windows of sec
 import itertools
 from collections.abc import Callable
 
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
 from tests.integration.fixtures_mesh import MeshFactory
 from tests.integration.fixtures_operator import ROUTING_KEY, Operator, Rollout, ts, wait_for
 from tests.integration.traffic import Traffic

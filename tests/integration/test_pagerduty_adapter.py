@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
-from canaryguard.pagerduty import (
+from canaryguard.adapters.pagerduty import (
     DeliveryOutcome,
     DeliveryResult,
     Link,
     PageEvent,
     PagerDutyClient,
 )
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
 
 KEY = "5ec7e7c0ffee4bad5ec7e7c0ffee4bad"
 DEDUP = "canaryguard/ml/fraud-scorer/rollback/7"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from canaryguard.localstack.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
 
 KEY = "0123456789abcdef0123456789abcdef"
 OTHER_KEY = "fedcba9876543210fedcba9876543210"
@@ -364,7 +364,7 @@ def test_the_rate_limit_per_routing_key_answers_429() -> None:
 
 def test_runs_as_a_process_for_the_demo() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "canaryguard.localstack.pagerduty_receiver", "--port", "0"],
+        [sys.executable, "-m", "canaryguard_testbed.pagerduty_receiver", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

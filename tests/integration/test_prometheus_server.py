@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from canaryguard.localstack.childproc import (
+from canaryguard_testbed.childproc import (
     python_module_args,
     spawn,
     terminate,
     wait_for_port_file,
 )
-from canaryguard.localstack.fraudmodel import random_transaction
-from canaryguard.localstack.prometheus_server import (
+from canaryguard_testbed.fraudmodel import random_transaction
+from canaryguard_testbed.prometheus_server import (
     PrometheusNotInstalledError,
     PrometheusQueryError,
     PrometheusServer,
@@ -46,7 +46,7 @@ def model_server(tmp_path: Path) -> Iterator[str]:
     """A v1 model server process; yields its host:port."""
     port_file, log_path = tmp_path / "model.port", tmp_path / "model.log"
     args = python_module_args(
-        "canaryguard.localstack.modelserver", "--version=v1", f"--port-file={port_file}"
+        "canaryguard_testbed.modelserver", "--version=v1", f"--port-file={port_file}"
     )
     proc = spawn(args, log_path)
     try:

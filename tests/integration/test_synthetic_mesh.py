@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from canaryguard.localstack.childproc import (
+from canaryguard_testbed.childproc import (
     python_module_args,
     spawn,
     terminate,
     wait_for_port_file,
 )
-from canaryguard.localstack.controlplane import ControlPlane
-from canaryguard.localstack.prometheus_server import PrometheusServer
+from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.prometheus_server import PrometheusServer
 
 
 def virtual_service(namespace: str, name: str, v1: int, v2: int) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def synthetic(
     port_file, log_path = tmp_path / "synthetic.port", tmp_path / "synthetic.log"
     proc = spawn(
         python_module_args(
-            "canaryguard.localstack.synthetic",
+            "canaryguard_testbed.synthetic",
             "--services=3",
             f"--namespace={namespace}",
             "--rps=100",

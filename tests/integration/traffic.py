@@ -4,7 +4,7 @@ import threading
 import time
 from types import TracebackType
 
-from canaryguard.localstack.mesh import Mesh
+from canaryguard_testbed.mesh import Mesh
 
 
 class Traffic:

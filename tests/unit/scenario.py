@@ -7,11 +7,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canaryguard import engine
-from canaryguard.actions import Action, EmitEvent, Page, SetWeights
-from canaryguard.observations import Observations, SloObservation
-from canaryguard.spec import Spec, parse_spec
-from canaryguard.status import Condition, Status, status_from_dict
+from canaryguard.core import engine
+from canaryguard.core.actions import Action, EmitEvent, Page, SetWeights
+from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.spec import Spec, parse_spec
+from canaryguard.core.status import Condition, Status, status_from_dict
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 

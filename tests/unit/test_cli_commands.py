@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from canaryguard.cli import build_parser, main
-from canaryguard.cli_commands import _api_error, explain, render_detail, render_table
-from canaryguard.status import HistoryEntry, PageStatus, Rollback, SloStatus, Status
+from canaryguard.cli.commands import _api_error, explain, render_detail, render_table
+from canaryguard.cli.main import build_parser, main
+from canaryguard.core.status import HistoryEntry, PageStatus, Rollback, SloStatus, Status
 
 NOW = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
 COMMANDS = ("run", "status", "explain", "pause", "resume")

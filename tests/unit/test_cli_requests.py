@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from canaryguard import cli_commands
-from canaryguard.cli import build_parser, main
-from canaryguard.cli_commands import CliError, Cluster, Conflict, explain, render_detail
-from canaryguard.manual import REQUEST_ANNOTATION, ManualRequest, parse_request
-from canaryguard.status import LastRequest, Rollback, Status
+from canaryguard.cli import commands as cli_commands
+from canaryguard.cli.commands import CliError, Cluster, Conflict, explain, render_detail
+from canaryguard.cli.main import build_parser, main
+from canaryguard.core.manual import REQUEST_ANNOTATION, ManualRequest, parse_request
+from canaryguard.core.status import LastRequest, Rollback, Status
 from tests.unit.scenario import spec_dict
 
 NOW = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)

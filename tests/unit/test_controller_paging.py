@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from canaryguard.controller import Controller
-from canaryguard.kube import SecretError
+from canaryguard.adapters.kube import SecretError
+from canaryguard.runtime.controller import Controller
 from tests.unit.scenario import BREACH, Rollout, obs, pages
 
 

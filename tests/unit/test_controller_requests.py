@@ -8,9 +8,9 @@ import copy
 import json
 from typing import Any
 
-from canaryguard.controller import Controller
-from canaryguard.manual import REQUEST_ANNOTATION
-from canaryguard.spec import Spec, parse_spec
+from canaryguard.core.manual import REQUEST_ANNOTATION
+from canaryguard.core.spec import Spec, parse_spec
+from canaryguard.runtime.controller import Controller
 from tests.unit.scenario import Rollout, at, spec_dict, weights
 
 

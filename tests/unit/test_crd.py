@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryguard import engine
-from canaryguard.durations import DURATION_PATTERN
-from canaryguard.observations import SloObservation
-from canaryguard.spec import parse_spec
-from canaryguard.status import Status
+from canaryguard.core import engine
+from canaryguard.core.durations import DURATION_PATTERN
+from canaryguard.core.observations import SloObservation
+from canaryguard.core.spec import parse_spec
+from canaryguard.core.status import Status
 from tests.unit.scenario import BASE_SPEC, BREACH, DOWN, FEW, Rollout, at, make_spec, obs, spec_dict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """Every metric the Grafana dashboard and the PrometheusRule query is one that something we
-ship exports: the operator (canaryguard.metrics and prometheus_client's process collector),
+ship exports: the operator (canaryguard.runtime.metrics and prometheus_client's process collector),
 the local stack's router (Istio's metrics) or its model servers, or Prometheus itself (`up`).
 
 A dashboard that queries a renamed metric shows empty panels without any error; this catches
@@ -19,9 +19,9 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-import canaryguard.metrics  # noqa: F401 - registers the operator's metrics in REGISTRY
-from canaryguard.localstack.istio_telemetry import IstioTelemetry
-from canaryguard.localstack.modelserver import ModelMetrics
+import canaryguard.runtime.metrics  # noqa: F401 - registers the operator's metrics in REGISTRY
+from canaryguard_testbed.istio_telemetry import IstioTelemetry
+from canaryguard_testbed.modelserver import ModelMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "manifests/grafana/canaryguard-dashboard.json"

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from canaryguard import demo
-from canaryguard.demo_view import (
+from canaryguard.core.spec import parse_spec
+from canaryguard_testbed import demo
+from canaryguard_testbed.demo_view import (
     LiveView,
     PageView,
     PlainView,
@@ -21,7 +22,6 @@ from canaryguard.demo_view import (
     short_reason,
     traffic_follows,
 )
-from canaryguard.spec import parse_spec
 
 
 def test_the_demo_rollout_parses_and_has_an_slo_for_every_regression() -> None:

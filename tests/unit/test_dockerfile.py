@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from canaryguard.cli import build_parser
+from canaryguard.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -60,7 +60,7 @@ def test_the_entry_point_is_the_packaged_console_script() -> None:
     (entrypoint,) = only("ENTRYPOINT")
     assert json.loads(entrypoint) == ["canaryguard"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["canaryguard"] == "canaryguard.cli:main"
+    assert scripts["canaryguard"] == "canaryguard.cli.main:main"
     (cmd,) = only("CMD")
     assert build_parser().parse_args(json.loads(cmd)).command == "run"
     deployment = yaml.safe_load(DEPLOYMENT.read_text())
@@ -106,6 +106,6 @@ def test_the_build_context_holds_what_is_copied_and_nothing_local() -> None:
         for source in sources:
             assert (ROOT / source).exists(), source
             assert not _ignored(source, patterns), f"{source} is excluded from the context"
-    assert not _ignored("operator/canaryguard/cli.py", patterns)
+    assert not _ignored("operator/canaryguard/cli/main.py", patterns)
     for local in (".venv", ".git", "tests", ".mypy_cache", "operator/canaryguard.egg-info"):
         assert _ignored(local, patterns), f"{local} would be sent to the build"

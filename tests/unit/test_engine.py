@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from canaryguard import engine
-from canaryguard.actions import SetWeights
-from canaryguard.observations import Observations, SloObservation
-from canaryguard.status import Status
+from canaryguard.core import engine
+from canaryguard.core.actions import SetWeights
+from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.status import Status
 from tests.unit.scenario import (
     BREACH,
     DOWN,

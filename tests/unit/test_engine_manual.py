@@ -11,9 +11,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from canaryguard import engine
-from canaryguard.manual import InvalidRequest, ManualRequest, RequestAction
-from canaryguard.status import status_from_dict
+from canaryguard.core import engine
+from canaryguard.core.manual import InvalidRequest, ManualRequest, RequestAction
+from canaryguard.core.status import status_from_dict
 from tests.unit.scenario import (
     BREACH,
     DOWN,

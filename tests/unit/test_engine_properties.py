@@ -11,12 +11,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canaryguard import engine
-from canaryguard.actions import EmitEvent, Page, SetWeights
-from canaryguard.manual import ManualRequest
-from canaryguard.observations import Observations, SloObservation
-from canaryguard.spec import Spec
-from canaryguard.status import Status, round_value, status_from_dict, truncate_time
+from canaryguard.core import engine
+from canaryguard.core.actions import EmitEvent, Page, SetWeights
+from canaryguard.core.manual import ManualRequest
+from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.spec import Spec
+from canaryguard.core.status import Status, round_value, status_from_dict, truncate_time
 from tests.unit.scenario import T0, make_spec, spec_dict
 
 SLO_NAMES = ("errors", "p99", "flags")

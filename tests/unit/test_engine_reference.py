@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from canaryguard.observations import Observations, SloObservation
-from canaryguard.status import SloStatus, status_from_dict
+from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.status import SloStatus, status_from_dict
 from tests.unit.scenario import (
     HEALTHY,
     Rollout,

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from canaryguard.localstack.exposition import (
+from canaryguard_testbed.exposition import (
     CounterFamily,
     HistogramFamily,
     format_number,
     render,
 )
-from canaryguard.localstack.istio_telemetry import (
+from canaryguard_testbed.istio_telemetry import (
     LABEL_NAMES,
     MINIMAL_LABEL_NAMES,
     IstioTelemetry,

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from canaryguard.istio import (
+from canaryguard.adapters.istio import (
     RouteError,
     Weights,
     plan_routes,
@@ -13,7 +13,7 @@ from canaryguard.istio import (
     weights_match,
     with_weights,
 )
-from canaryguard.spec import Destination
+from canaryguard.core.spec import Destination
 
 V1 = Destination("reviews", "v1")
 V2 = Destination("reviews", "v2")

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from canaryguard.judge import BaselineReference, judge, take_reference
-from canaryguard.observations import SloObservation
-from canaryguard.spec import Direction, ErrorRate, Margin, Query, Slo
+from canaryguard.core.judge import BaselineReference, judge, take_reference
+from canaryguard.core.observations import SloObservation
+from canaryguard.core.spec import Direction, ErrorRate, Margin, Query, Slo
 
 
 def slo(

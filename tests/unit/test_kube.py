@@ -5,7 +5,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canaryguard.kube import merge_patch
+from canaryguard.adapters.kube import merge_patch
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
 json_value = st.recursive(

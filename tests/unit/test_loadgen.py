@@ -7,8 +7,8 @@ import asyncio
 
 from aiohttp import web
 
-from canaryguard.localstack.childproc import free_port
-from canaryguard.localstack.loadgen import LoadResult, run_load
+from canaryguard_testbed.childproc import free_port
+from canaryguard_testbed.loadgen import LoadResult, run_load
 
 
 async def against(*, rate: float, max_requests: int, max_duration: float) -> LoadResult:

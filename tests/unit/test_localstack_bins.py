@@ -7,11 +7,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from canaryguard.localstack import bins, certs
+from canaryguard_testbed import bins, certs
+
+VERSIONS_FILE = Path(__file__).resolve().parents[2] / "hack" / "versions.env"
 
 
 def test_versions_file_pins_both_components() -> None:
-    versions = bins.read_versions()
+    versions = bins.read_versions(VERSIONS_FILE)
     assert versions.kube.startswith("v1.")
     assert versions.etcd.startswith("v3.")
 

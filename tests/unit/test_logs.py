@@ -3,11 +3,11 @@
 import json
 import logging
 
-from canaryguard.logs import JsonFormatter, TextFormatter
+from canaryguard.runtime.logs import JsonFormatter, TextFormatter
 
 
 def record(msg: str, **extra: object) -> logging.LogRecord:
-    rec = logging.LogRecord("canaryguard.engine", logging.WARNING, "f.py", 1, msg, None, None)
+    rec = logging.LogRecord("canaryguard.core.engine", logging.WARNING, "f.py", 1, msg, None, None)
     for key, value in extra.items():
         setattr(rec, key, value)
     return rec
@@ -19,7 +19,7 @@ def test_json_line_carries_message_level_and_extra_fields() -> None:
     entry = json.loads(line)
     assert entry["message"] == "rolled back"
     assert entry["level"] == "warning"
-    assert entry["logger"] == "canaryguard.engine"
+    assert entry["logger"] == "canaryguard.core.engine"
     assert entry["rollout"] == "ml/fraud"
     assert entry["weight"] == 0
     assert entry["time"].endswith("Z")
@@ -27,7 +27,7 @@ def test_json_line_carries_message_level_and_extra_fields() -> None:
 
 def test_text_line_appends_extra_fields() -> None:
     line = TextFormatter().format(record("step", rollout="ml/fraud"))
-    assert line.endswith("WARNING canaryguard.engine step rollout=ml/fraud")
+    assert line.endswith("WARNING canaryguard.core.engine step rollout=ml/fraud")
 
 
 def test_kopf_object_reference_becomes_the_rollout_and_structures_are_dropped() -> None:

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from canaryguard.manual import (
+from canaryguard.cli.commands import new_request_id
+from canaryguard.core.manual import (
     REQUEST_ANNOTATION,
     InvalidRequest,
     ManualRequest,
     RequestAction,
-    new_request_id,
     parse_request,
 )
-from canaryguard.spec import parse_spec
-from canaryguard.status import LastRequest, Status, status_from_dict
+from canaryguard.core.spec import parse_spec
+from canaryguard.core.status import LastRequest, Status, status_from_dict
 from tests.unit.scenario import Rollout, at, spec_dict
 from tests.unit.test_crd import STATUS_SCHEMA, problems, pruned
 

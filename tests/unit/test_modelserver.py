@@ -13,9 +13,9 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from canaryguard.localstack.fraudmodel import Transaction, fraud_score, random_transaction
-from canaryguard.localstack.modelserver import ModelServer
-from canaryguard.localstack.scenario import load_scenario, parse_scenario
+from canaryguard_testbed.fraudmodel import Transaction, fraud_score, random_transaction
+from canaryguard_testbed.modelserver import ModelServer
+from canaryguard_testbed.scenario import load_scenario, parse_scenario
 
 
 async def no_sleep(_seconds: float) -> None:

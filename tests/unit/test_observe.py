@@ -2,21 +2,33 @@
 
 import asyncio
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from canaryguard import promql
-from canaryguard.observe import QueryRejected, observe, plan, split
-from canaryguard.prometheus import PrometheusQueryError, PrometheusUnavailable, Sample
-from canaryguard.spec import Spec, parse_spec
+from canaryguard.core import promql
+from canaryguard.core.ports import MetricsUnavailable, QueryRefused, Sample
+from canaryguard.core.queries import plan, split
+from canaryguard.core.spec import Spec, parse_spec
+from canaryguard.runtime.observe import QueryRejected, observe
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "fraud-model" / "canaryrollout.yaml"
 
 
 def fraud_spec() -> Spec:
     return parse_spec(yaml.safe_load(EXAMPLE.read_text()))
+
+
+class Source:
+    """A metrics source answering from a function: the `MetricsSource` port in memory."""
+
+    def __init__(self, answer: Callable[[str], list[Sample]]) -> None:
+        self.answer = answer
+
+    async def query(self, promql: str) -> list[Sample]:
+        return self.answer(promql)
 
 
 def by_version(b: float, c: float) -> list[Sample]:
@@ -46,11 +58,11 @@ def test_each_slo_reads_its_value_and_evidence_from_one_answer_per_query() -> No
     }
     asked: list[str] = []
 
-    async def query(text: str) -> list[Sample]:
+    def query(text: str) -> list[Sample]:
         asked.append(text)
         return answers[text]
 
-    obs = asyncio.run(observe(spec, query)).slos
+    obs = asyncio.run(observe(spec, Source(query))).slos
     assert (obs["error-rate"].baseline, obs["error-rate"].canary) == (0.01, 0.04)
     assert (obs["error-rate"].baseline_samples, obs["error-rate"].canary_samples) == (900, 100)
     assert (obs["p99-latency"].baseline, obs["p99-latency"].canary) == (80, 95)
@@ -71,14 +83,14 @@ def test_a_failed_query_makes_only_its_slo_unavailable() -> None:
     spec = fraud_spec()
     planned = plan(spec)
 
-    async def query(text: str) -> list[Sample]:
+    def query(text: str) -> list[Sample]:
         if text == planned["p99-latency"].value:
-            raise PrometheusUnavailable("HTTP 503")
+            raise MetricsUnavailable("HTTP 503")
         if "fraud" in text:
             return by_side(0.03, 0.03)
         return by_version(1, 1)
 
-    obs = asyncio.run(observe(spec, query)).slos
+    obs = asyncio.run(observe(spec, Source(query))).slos
     assert obs["p99-latency"].unavailable
     assert obs["p99-latency"].error == "HTTP 503"
     assert not obs["error-rate"].unavailable
@@ -89,13 +101,23 @@ def test_a_rejected_query_names_the_slo() -> None:
     spec = fraud_spec()
     planned = plan(spec)
 
-    async def query(text: str) -> list[Sample]:
+    def query(text: str) -> list[Sample]:
         if text == planned["fraud-flag-rate"].value:
-            raise PrometheusQueryError("HTTP 400: parse error: unexpected identifier")
+            raise QueryRefused("HTTP 400: parse error: unexpected identifier")
         return by_version(1, 1)
 
     with pytest.raises(QueryRejected, match=r"SLO fraud-flag-rate: .*parse error"):
-        asyncio.run(observe(spec, query))
+        asyncio.run(observe(spec, Source(query)))
+
+
+def test_a_bug_in_a_query_is_not_an_outage() -> None:
+    spec = fraud_spec()
+
+    def query(text: str) -> list[Sample]:
+        raise KeyError("metric")  # a programming error, not Prometheus being away
+
+    with pytest.raises(KeyError):
+        asyncio.run(observe(spec, Source(query)))
 
 
 def test_missing_nan_and_ambiguous_answers_are_no_data() -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canaryguard.pagerduty import (
+from canaryguard.adapters.pagerduty import (
     MAX_DEDUP_KEY,
     MAX_SUMMARY,
     DeliveryOutcome,

@@ -7,7 +7,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from canaryguard.prometheus import PrometheusClient, PrometheusQueryError, PrometheusUnavailable
+from canaryguard.adapters.prometheus import (
+    PrometheusClient,
+    PrometheusQueryError,
+    PrometheusUnavailable,
+)
 
 # Byte for byte what Prometheus 2.x answers to `... +* 2` (Go escapes < and > in JSON).
 PARSE_ERROR = (
@@ -48,7 +52,7 @@ def client(httpd: ThreadingHTTPServer, answer: tuple[int, bytes]) -> PrometheusC
 
 def test_a_parse_error_is_a_rejected_query_quoting_prometheus(server: ThreadingHTTPServer) -> None:
     with pytest.raises(PrometheusQueryError) as caught:
-        client(server, (400, PARSE_ERROR)).query("x +* 2")
+        client(server, (400, PARSE_ERROR)).query_blocking("x +* 2")
     assert str(caught.value) == (
         'HTTP 400: invalid parameter "query": 1:56: parse error: unexpected <op:*>'
     )
@@ -58,9 +62,9 @@ def test_an_error_body_that_is_not_json_is_quoted_as_it_came(
     server: ThreadingHTTPServer,
 ) -> None:
     with pytest.raises(PrometheusQueryError, match=r"^HTTP 422: .*no json here"):
-        client(server, (422, b"no json here")).query("up")
+        client(server, (422, b"no json here")).query_blocking("up")
 
 
 def test_a_5xx_is_an_outage_not_a_rejection(server: ThreadingHTTPServer) -> None:
     with pytest.raises(PrometheusUnavailable, match="HTTP 503"):
-        client(server, (503, b'{"status":"error","error":"overloaded"}')).query("up")
+        client(server, (503, b'{"status":"error","error":"overloaded"}')).query_blocking("up")

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from canaryguard import promql
+from canaryguard.core import promql
 
 SEL = {"destination_service_name": "fraud-model", "destination_service_namespace": "ml"}
 

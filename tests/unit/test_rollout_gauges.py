@@ -2,8 +2,8 @@
 
 from prometheus_client import REGISTRY
 
-from canaryguard import metrics
-from canaryguard.status import SloStatus, Status
+from canaryguard.core.status import SloStatus, Status
+from canaryguard.runtime import metrics
 
 
 def _sample(name: str, **labels: str) -> float | None:

@@ -12,12 +12,12 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from canaryguard.localstack.istio_telemetry import DURATION_BUCKETS_MS, LABEL_NAMES
-from canaryguard.localstack.loadgen import run_load
-from canaryguard.localstack.modelserver import ModelServer
-from canaryguard.localstack.router import Backend, Router, parse_backend
-from canaryguard.localstack.scenario import load_scenario
-from canaryguard.localstack.weights import (
+from canaryguard_testbed.istio_telemetry import DURATION_BUCKETS_MS, LABEL_NAMES
+from canaryguard_testbed.loadgen import run_load
+from canaryguard_testbed.modelserver import ModelServer
+from canaryguard_testbed.router import Backend, Router, parse_backend
+from canaryguard_testbed.scenario import load_scenario
+from canaryguard_testbed.weights import (
     RouteDestination,
     StaticWeightSource,
     VirtualServiceError,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from canaryguard.localstack.scenario import (
+from canaryguard_testbed.scenario import (
     Behaviour,
     ScenarioError,
     builtin_scenarios,

@@ -4,7 +4,7 @@ import asyncio
 import time
 from collections.abc import Hashable
 
-from canaryguard.scheduler import Scheduler
+from canaryguard.runtime.scheduler import Scheduler
 
 
 async def run_for(scheduler: Scheduler, seconds: float) -> None:

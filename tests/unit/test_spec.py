@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryguard.spec import (
+from canaryguard.core.spec import (
     ErrorRate,
     Latency,
     Margin,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
-from canaryguard.status import (
+from canaryguard.core.status import (
     Condition,
     HistoryEntry,
     PageStatus,

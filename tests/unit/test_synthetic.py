@@ -10,9 +10,9 @@ from collections import defaultdict
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from canaryguard.localstack.istio_telemetry import MINIMAL_LABEL_NAMES
-from canaryguard.localstack.scenario import load_scenario
-from canaryguard.localstack.synthetic import (
+from canaryguard_testbed.istio_telemetry import MINIMAL_LABEL_NAMES
+from canaryguard_testbed.scenario import load_scenario
+from canaryguard_testbed.synthetic import (
     SyntheticMesh,
     binomial,
     build_services,
@@ -21,7 +21,7 @@ from canaryguard.localstack.synthetic import (
     poisson,
     version_shares,
 )
-from canaryguard.localstack.weights import RouteDestination, RouteSnapshot
+from canaryguard_testbed.weights import RouteDestination, RouteSnapshot
 
 
 class Clock:

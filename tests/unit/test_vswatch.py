@@ -13,12 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
-from canaryguard.localstack.vswatch import (
+from canaryguard_testbed.vswatch import (
     KubeEndpoint,
     KubeVirtualServiceSource,
     VirtualServiceWatcher,
 )
-from canaryguard.localstack.weights import RouteDestination
+from canaryguard_testbed.weights import RouteDestination
 
 NS = "shop"
 

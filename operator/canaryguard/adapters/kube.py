@@ -1,0 +1,143 @@
+"""Kubernetes adapter: the API client, rollout status writes and Secret reads.
+
+Clients are built when the operator starts, never at import time, so unit tests need no
+cluster. Calls run the synchronous client in worker threads with a request timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from canaryguard.core.ports import SecretError
+
+GROUP = "canaryguard.io"
+VERSION = "v1alpha1"
+PLURAL = "canaryrollouts"
+MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "canaryguard"
+
+
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """An API client from a kubeconfig file, else the in-cluster service account."""
+    # kubernetes.config is untyped; these two names are all this module needs of it.
+    from_file = cast(Callable[..., client.ApiClient], config.new_client_from_config)
+    in_cluster = cast(Callable[[], None], config.load_incluster_config)
+    if kubeconfig:
+        return from_file(config_file=kubeconfig)
+    try:
+        in_cluster()
+    except config.ConfigException:
+        return from_file()
+    return client.ApiClient()
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`.
+
+    Keys gone from `new` become null, nested objects are diffed, lists and scalars are
+    replaced whole. Equal inputs give an empty patch.
+    """
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch
+
+
+class KubeClient:
+    """The few API calls the operator makes besides VirtualServices and kopf's own."""
+
+    def __init__(self, api_client: client.ApiClient, request_timeout: float = 10.0) -> None:
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._timeout = request_timeout
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the rollout's status subresource; returns the updated object."""
+        obj = await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(patch)},
+            _content_type=MERGE_PATCH,
+            _request_timeout=self._timeout,
+        )
+        return obj if isinstance(obj, dict) else {}
+
+    async def post_event(
+        self, rollout: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """Post a core v1 Event about the rollout (`kubectl describe cro` shows it)."""
+        meta = rollout.get("metadata", {})
+        namespace = str(meta.get("namespace", "default"))
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta.get('name', 'canaryrollout')}.", namespace=namespace
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="CanaryRollout",
+                name=meta.get("name"),
+                namespace=namespace,
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        await asyncio.to_thread(
+            self._core.create_namespaced_event,
+            namespace,
+            event,
+            _request_timeout=self._timeout,
+        )
+
+    async def read_secret(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded. Errors name the Secret and key, never the value."""
+        return await asyncio.to_thread(self._read_secret, namespace, name, key)
+
+    def _read_secret(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = self._core.read_namespaced_secret(
+                name, namespace, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise SecretError(f"Secret {namespace}/{name} not found") from None
+            if exc.status == 403:
+                raise SecretError(f"not allowed to read Secret {namespace}/{name}") from None
+            raise
+        data = secret.data or {}
+        if key not in data:
+            raise SecretError(f"Secret {namespace}/{name} has no key {key!r}")
+        try:
+            return base64.b64decode(data[key]).decode().strip()
+        except (ValueError, UnicodeDecodeError):
+            raise SecretError(f"Secret {namespace}/{name} key {key!r} is not UTF-8 text") from None

@@ -1,0 +1,177 @@
+"""Prometheus adapter: instant queries with a client and a server-side timeout.
+
+prometheus-api-client is synchronous, so queries run in worker threads, each with clients
+of its own (a requests session is not promised thread-safe), kept per thread and server so
+connections are reused. Its urllib3 retry is turned off:
+tenacity owns retries, with jittered backoff inside a budget kept below the tick interval.
+Failures fall into two kinds the engine treats differently: `PrometheusUnavailable`
+(network, timeout, 429, 5xx: an outage) and `PrometheusQueryError` (4xx: the query itself
+is wrong, a spec problem that retrying cannot fix).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+from urllib3.util.retry import Retry
+
+from canaryguard.core.ports import MetricsUnavailable, QueryRefused, Sample
+
+log = logging.getLogger(__name__)
+
+_STATUS = re.compile(r"HTTP Status Code (\d{3})")
+
+
+class PrometheusUnavailable(MetricsUnavailable):
+    """Prometheus could not answer (network error, timeout, 429 or 5xx)."""
+
+
+class PrometheusQueryError(QueryRefused):
+    """Prometheus refused the query itself (4xx): a malformed or failing expression."""
+
+
+@dataclass
+class PrometheusClient:
+    """Instant queries against one Prometheus server.
+
+    `headers` (for example an Authorization header read from a Secret) are sent with every
+    request and never logged. `retry_budget` bounds the time spent retrying one query.
+    """
+
+    address: str
+    timeout: float = 5.0
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    retry_budget: float = 10.0
+    attempts: int = 3
+
+    def query_blocking(self, promql: str) -> list[Sample]:
+        """Run an instant query, retrying outages within the budget."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(PrometheusUnavailable),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_budget),
+            wait=wait_random_exponential(multiplier=0.25, max=2.0),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        result: list[Sample] = retrying(self._query_once, promql)
+        return result
+
+    async def query(self, promql: str) -> list[Sample]:
+        """`query_blocking` in a worker thread, so a slow Prometheus never blocks the event
+        loop."""
+        return await asyncio.to_thread(self.query_blocking, promql)
+
+    def _query_once(self, promql: str) -> list[Sample]:
+        client = _connection(self.address, self.timeout, tuple(sorted(self.headers.items())))
+        try:
+            # The server-side timeout stops Prometheus evaluating a query nobody waits for.
+            raw = client.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
+        except requests.RequestException as exc:
+            raise PrometheusUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except PrometheusApiClientException as exc:
+            match = _STATUS.search(str(exc))
+            status = int(match.group(1)) if match else 0
+            if status == 429 or status >= 500 or status == 0:
+                raise PrometheusUnavailable(f"HTTP {status}") from None
+            raise PrometheusQueryError(_error_message(str(exc), status)) from None
+        except ValueError as exc:  # a body that is not Prometheus's JSON
+            raise PrometheusUnavailable(f"unreadable answer: {exc}") from None
+        return [_sample(item) for item in raw]
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "prometheus query retry address=%s attempt=%d error=%s",
+            self.address,
+            state.attempt_number,
+            exc,
+        )
+
+
+class PrometheusConnector:
+    """The `MetricsConnector` port: a client per rollout's Prometheus settings (cheap: the
+    connections behind it are kept per worker thread)."""
+
+    def connect(
+        self, address: str, timeout: float, headers: Mapping[str, str], retry_budget: float
+    ) -> PrometheusClient:
+        return PrometheusClient(
+            address=address, timeout=timeout, headers=headers, retry_budget=retry_budget
+        )
+
+
+_local = threading.local()
+_MAX_CONNECTIONS_PER_THREAD = 64
+
+
+def _connection(
+    address: str, timeout: float, headers: tuple[tuple[str, str], ...]
+) -> PrometheusConnect:
+    """This worker thread's client for one server, kept so its connections are reused.
+
+    A requests session is not promised thread-safe, so each thread has clients of its own.
+    """
+    cache: dict[tuple[str, float, tuple[tuple[str, str], ...]], PrometheusConnect]
+    cache = _local.__dict__.setdefault("clients", {})
+    key = (address, timeout, headers)
+    client = cache.get(key)
+    if client is None:
+        if len(cache) >= _MAX_CONNECTIONS_PER_THREAD:
+            for old in cache.values():
+                old.close()
+            cache.clear()
+        client = cache[key] = PrometheusConnect(
+            url=address,
+            headers=dict(headers),
+            retry=Retry(total=0, raise_on_status=False),
+            timeout=timeout,  # type: ignore[arg-type]  # annotated int, passed to requests
+        )
+    return client
+
+
+def _sample(item: Mapping[str, Any]) -> Sample:
+    labels = {str(k): str(v) for k, v in dict(item.get("metric", {})).items()}
+    try:
+        value = float(item["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        value = math.nan
+    return Sample(labels, value)
+
+
+def _error_message(text: str, status: int) -> str:
+    """Prometheus's own error text (e.g. a parse error) out of the client's exception.
+
+    The client puts the body in its message as a bytes repr, `HTTP Status Code 400
+    (b'{"status":"error","error":"..."}')`, so the body is decoded from that repr before its
+    JSON is read: a regex over the repr stops at the first escaped quote.
+    """
+    detail = text
+    match = re.search(r"\((b(['\"]).*\2)\)\s*$", text, re.DOTALL)
+    if match:
+        try:
+            body = json.loads(ast.literal_eval(match.group(1)))
+        except (ValueError, SyntaxError, TypeError):
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            detail = body["error"]
+    return f"HTTP {status}: {detail}"

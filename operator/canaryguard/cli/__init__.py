@@ -1,0 +1,1 @@
+"""The `canaryguard` and `kubectl canary` commands."""

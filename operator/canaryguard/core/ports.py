@@ -1,0 +1,130 @@
+"""Ports: what the runtime needs of the world, as Protocols and plain data.
+
+Adapters (`canaryguard.adapters`) implement them; the runtime receives them, never builds
+them, so the controller can be driven in tests with in-memory fakes. Errors that cross a port
+are defined here too, so the core and the runtime tell failures apart without importing an
+adapter: an unavailable metrics backend (an outage) is not a refused query (a spec problem),
+and neither is a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from canaryguard.core.paging import DeliveryResult, PageEvent
+from canaryguard.core.spec import Destination
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant vector: its labels and value (NaN and Inf kept as floats)."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+class MetricsUnavailable(Exception):
+    """The metrics backend could not answer (network error, timeout, 429 or 5xx): an outage."""
+
+
+class QueryRefused(Exception):
+    """The metrics backend refused the query itself (4xx): the spec is wrong, retrying will
+    not help."""
+
+
+class MetricsSource(Protocol):
+    """Instant queries against one metrics server."""
+
+    async def query(self, promql: str) -> list[Sample]:
+        """The answer, or `MetricsUnavailable` / `QueryRefused`."""
+        ...
+
+
+class MetricsConnector(Protocol):
+    """Makes the source for one rollout's Prometheus settings."""
+
+    def connect(
+        self, address: str, timeout: float, headers: Mapping[str, str], retry_budget: float
+    ) -> MetricsSource: ...
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+class RouteError(ValueError):
+    """The routing object cannot be driven as the spec says (a spec problem)."""
+
+
+class RouteNotFound(RouteError):
+    """The routing object does not exist."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Baseline and canary weight of one driven route; None where the destination is absent."""
+
+    baseline: int | None
+    canary: int | None
+
+
+@dataclass(frozen=True)
+class WeightChange:
+    """What a weight write found and did."""
+
+    before: list[Weights]
+    changed: bool
+
+
+class Router(Protocol):
+    """Reads and writes the traffic split (Istio VirtualServices)."""
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        """The routing object as served, or `RouteNotFound`."""
+        ...
+
+    async def set_weights(
+        self,
+        namespace: str,
+        name: str,
+        route_names: Sequence[str],
+        baseline: Destination,
+        canary: Destination,
+        baseline_weight: int,
+        canary_weight: int,
+    ) -> WeightChange:
+        """Set the split on the driven routes, writing only when it differs."""
+        ...
+
+
+# --- paging -------------------------------------------------------------------------------
+
+
+class Pager(Protocol):
+    """Delivers pages (PagerDuty Events API v2); never raises for a failed delivery."""
+
+    async def trigger(self, url: str, routing_key: str, event: PageEvent) -> DeliveryResult: ...
+
+
+# --- the rollout's own API ----------------------------------------------------------------
+
+
+class SecretError(LookupError):
+    """A Secret or key the spec names cannot be read (the message names it, never its value)."""
+
+
+class Kube(Protocol):
+    """What the controller needs of the Kubernetes API besides the routing objects."""
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def read_secret(self, namespace: str, name: str, key: str) -> str: ...
+
+    async def post_event(
+        self, rollout: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None: ...

@@ -1,0 +1,338 @@
+"""One analysis tick of one rollout, end to end: read, observe, decide, carry out, record.
+
+The decisions are the engine's; this module only moves data between it and the adapters,
+in an order chosen so that a crash at any point loses nothing:
+1. weights first (a rollback protects traffic before anything else is written);
+2. the status, with the page marked Pending, before the page is sent;
+3. the page, then its delivery result.
+A crash between 2 and 3 resends the page with the same dedup key after a restart, and
+PagerDuty folds the two into one incident.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from canaryguard.adapters.istio import plan_routes
+from canaryguard.adapters.kube import merge_patch
+from canaryguard.core import engine
+from canaryguard.core.actions import EmitEvent, Page, SetWeights
+from canaryguard.core.manual import REQUEST_ANNOTATION
+from canaryguard.core.observations import Observations
+from canaryguard.core.paging import DEFAULT_EVENTS_URL, DeliveryOutcome, Link, PageEvent
+from canaryguard.core.ports import (
+    Kube,
+    MetricsConnector,
+    MetricsSource,
+    Pager,
+    RouteError,
+    Router,
+    SecretError,
+)
+from canaryguard.core.queries import plan
+from canaryguard.core.spec import Spec, SpecError, parse_spec
+from canaryguard.core.status import FINISHED, Status, status_from_dict
+from canaryguard.runtime import metrics
+from canaryguard.runtime.observe import QueryRejected, observe
+from canaryguard.runtime.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator-wide knobs (command-line flags)."""
+
+    concurrency: int = 32
+
+
+def _resource_version(body: Mapping[str, Any]) -> int:
+    try:
+        return int(body.get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+class Controller:
+    """Keeps the latest body of every rollout (fed by the watch) and ticks each on schedule."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        router: Router,
+        metrics_connector: MetricsConnector,
+        pager: Pager,
+        settings: Settings | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._kube = kube
+        self._vs = router
+        self._metrics = metrics_connector
+        self._pager = pager
+        self._settings = settings or Settings()
+        self._clock = clock
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        self.scheduler = Scheduler(self._tick_key, concurrency=self._settings.concurrency)
+
+    # --- the watch side ------------------------------------------------------------------
+
+    def seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Take a watch event: track, update or forget the rollout."""
+        meta = body.get("metadata", {})
+        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
+        if event_type == "DELETED":
+            self._bodies.pop(key, None)
+            self.scheduler.remove(key)
+            metrics.forget_rollout(*key)
+            self._count_phases()
+            return
+        previous = self._bodies.get(key)
+        if previous is not None and _resource_version(body) < _resource_version(previous):
+            return  # the watch is behind a status this operator already wrote
+        self._bodies[key] = dict(body)
+        metrics.record_rollout(key[0], key[1], status_from_dict(body.get("status")))
+        # A spec edit or a new manual request is acted on at once, not at the next interval
+        # (annotations do not bump the generation).
+        urgent = previous is None or _urgent_fields(previous) != _urgent_fields(body)
+        self.scheduler.upsert(key, _interval(body), now=urgent)
+        self._count_phases()
+
+    def _count_phases(self) -> None:
+        counts: dict[str, int] = {}
+        for body in self._bodies.values():
+            phase = str((body.get("status") or {}).get("phase") or "Pending")
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase in ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Invalid"):
+            metrics.ROLLOUTS.labels(phase=phase).set(counts.get(phase, 0))
+
+    # --- one tick ---------------------------------------------------------------------------
+
+    async def _tick_key(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
+        body = self._bodies.get(key)
+        if body is None:
+            return
+        started = time.monotonic()
+        try:
+            await self.tick(body)
+        finally:
+            metrics.TICK_SECONDS.observe(time.monotonic() - started)
+
+    async def tick(self, body: Mapping[str, Any]) -> None:
+        """Run one analysis tick for the rollout `body`."""
+        generation = body.get("metadata", {}).get("generation")
+        status = status_from_dict(body.get("status"))
+        now = self._clock()
+        try:
+            spec = parse_spec(body)
+            result = await self._decide(spec, status, now)
+        except (SpecError, RouteError, SecretError, QueryRejected) as exc:
+            if isinstance(exc, QueryRejected):
+                metrics.QUERY_ERRORS.labels(kind="rejected").inc()
+            result = engine.invalid(status, str(exc), now, generation)
+            await self._carry_out(body, status, result, None)
+            return
+        await self._carry_out(body, status, result, spec)
+
+    async def _decide(self, spec: Spec, status: Status, now: datetime) -> engine.TickResult:
+        namespace = spec.namespace
+        vs = await self._vs.get(namespace, spec.virtual_service.name)
+        plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
+        observations = Observations()
+        # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
+        # is queried though not judged, so a query Prometheus rejects makes it Invalid before
+        # any traffic moves to a canary it could not protect. A manual request due now decides
+        # the tick without metrics: it is carried out without waiting on Prometheus.
+        if status.phase not in FINISHED and not engine.request_due(spec, status):
+            source = await self._metrics_source(spec)
+            observations = await observe(spec, source)
+            for slo in observations.slos.values():
+                if slo.unavailable:
+                    metrics.QUERY_ERRORS.labels(kind="unavailable").inc()
+        return engine.tick(spec, status, observations, now)
+
+    async def _metrics_source(self, spec: Spec) -> MetricsSource:
+        prom = spec.metrics.prometheus
+        headers: dict[str, str] = {}
+        if prom.headers_secret_ref is not None:
+            ref = prom.headers_secret_ref
+            headers["Authorization"] = await self._kube.read_secret(
+                spec.namespace, ref.name, ref.key
+            )
+        interval = spec.analysis.interval.total_seconds()
+        return self._metrics.connect(
+            prom.address,
+            prom.timeout.total_seconds(),
+            headers,
+            # Retries must end well inside the tick, so a slow Prometheus never stacks ticks.
+            retry_budget=max(0.2, min(10.0, interval / 2)),
+        )
+
+    async def _carry_out(
+        self,
+        body: Mapping[str, Any],
+        before: Status,
+        result: engine.TickResult,
+        spec: Spec | None,
+    ) -> None:
+        meta = body.get("metadata", {})
+        rollout = f"{meta.get('namespace')}/{meta.get('name')}"
+        status = result.status
+        pages = [a for a in result.actions if isinstance(a, Page)]
+        if spec is not None:
+            await self._apply_weights(body, spec, status, result)
+        for action in result.actions:
+            if isinstance(action, EmitEvent):
+                metrics.DECISIONS.labels(action=action.type, reason=action.reason).inc()
+                log.info("decision rollout=%s reason=%s %s", rollout, action.reason, action.message)
+                await self._event(body, action.type, action.reason, action.message)
+        body = await self._write(body, before, status)
+        if spec is None or not pages:
+            return
+        for page in pages:
+            after = await self._deliver(body, spec, status, page)
+            body = await self._write(body, status, after)
+            status = after
+
+    async def _apply_weights(
+        self, body: Mapping[str, Any], spec: Spec, status: Status, result: engine.TickResult
+    ) -> None:
+        """Carry out SetWeights; otherwise re-assert the status's weights if someone moved
+        them (an Invalid rollout's traffic is left as it is)."""
+        commanded = [a for a in result.actions if isinstance(a, SetWeights)]
+        wanted = commanded[-1] if commanded else engine.desired_weights(status)
+        if wanted is None or status.phase == "Invalid":
+            return
+        change = await self._vs.set_weights(
+            spec.namespace,
+            spec.virtual_service.name,
+            spec.virtual_service.routes,
+            spec.baseline,
+            spec.canary,
+            wanted.baseline,
+            wanted.canary,
+        )
+        if change.changed and not commanded:
+            found = ", ".join(f"{w.baseline}/{w.canary or 0}" for w in change.before)
+            message = (
+                f"VirtualService {spec.virtual_service.name} weights were changed outside "
+                f"canaryguard ({found}); set back to {wanted.baseline}/{wanted.canary}"
+            )
+            metrics.WEIGHT_REASSERTS.inc()
+            log.warning("weights reasserted rollout=%s/%s %s", spec.namespace, spec.name, message)
+            await self._event(body, "Warning", "WeightsReasserted", message)
+
+    async def _write(
+        self, body: Mapping[str, Any], before: Status, after: Status
+    ) -> Mapping[str, Any]:
+        """Patch only what changed; keep the answer so the next tick starts from it."""
+        patch = merge_patch(before.to_dict(), after.to_dict())
+        if not patch:
+            return body
+        meta = body.get("metadata", {})
+        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
+        updated = await self._kube.patch_status(key[0], key[1], patch)
+        if updated and key in self._bodies:
+            self.seen("MODIFIED", updated)
+        return updated or body
+
+    async def _deliver(
+        self, body: Mapping[str, Any], spec: Spec, status: Status, page: Page
+    ) -> Status:
+        paging = spec.paging
+        assert paging is not None  # the engine pages only when paging is configured
+        ref = paging.pager_duty.routing_key_secret_ref
+        now = self._clock()
+        try:
+            routing_key = await self._kube.read_secret(spec.namespace, ref.name, ref.key)
+        except SecretError as exc:
+            metrics.PAGES.labels(result="secret_error").inc()
+            if _new_failure(status, str(exc)):
+                await self._event(body, "Warning", "PageFailed", f"cannot page: {exc}")
+            return engine.record_page_result(status, False, False, str(exc), now)
+        result = await self._pager.trigger(
+            paging.pager_duty.url or DEFAULT_EVENTS_URL, routing_key, self._page_event(spec, page)
+        )
+        metrics.PAGES.labels(result=result.outcome.name.lower()).inc()
+        delivered = result.outcome is DeliveryOutcome.DELIVERED
+        permanent = result.outcome is DeliveryOutcome.REJECTED
+        if delivered:
+            await self._event(
+                body, "Normal", "PageDelivered", f"PagerDuty accepted: {page.summary}"
+            )
+        elif _new_failure(status, result.message):
+            await self._event(
+                body,
+                "Warning",
+                "PageFailed",
+                f"PagerDuty {'rejected' if permanent else 'unreachable'} after "
+                f"{result.attempts} attempt(s): {result.message}",
+            )
+        return engine.record_page_result(
+            status,
+            delivered,
+            permanent,
+            None if delivered else result.message,
+            self._clock(),
+            attempts=result.attempts,
+        )
+
+    def _page_event(self, spec: Spec, page: Page) -> PageEvent:
+        links = []
+        slo_name = page.details.get("slo")
+        queries = plan(spec)
+        if isinstance(slo_name, str) and slo_name in queries:
+            expr = queries[slo_name].value
+            url = (
+                spec.metrics.prometheus.address.rstrip("/")
+                + "/graph?"
+                + urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": "1h"})
+            )
+            links.append(Link(href=url, text=f"Prometheus: {slo_name}, baseline vs canary"))
+        return PageEvent(
+            dedup_key=page.dedup_key,
+            summary=page.summary,
+            source=f"canaryguard/{spec.namespace}/{spec.name}",
+            severity=page.severity,
+            component=spec.virtual_service.name,
+            group=spec.namespace,
+            event_class="canary-rollback",
+            custom_details=page.details,
+            links=tuple(links),
+        )
+
+    async def _event(self, body: Mapping[str, Any], type_: str, reason: str, msg: str) -> None:
+        try:
+            await self._kube.post_event(body, type_, reason, msg)
+        except Exception as exc:  # an Event is best effort; the decision is in the status
+            log.warning("event not posted reason=%s error=%s", reason, exc)
+
+
+def _urgent_fields(body: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What, when it changes, calls for a tick at once: the generation and the request."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return meta.get("generation"), annotations.get(REQUEST_ANNOTATION)
+
+
+def _new_failure(status: Status, error: str) -> bool:
+    """Whether a failed delivery says something new: a page retried every tick for the same
+    reason posts one Event, not one a tick (the status keeps the attempts and last error)."""
+    return status.page is None or status.page.last_error != error
+
+
+def _interval(body: Mapping[str, Any]) -> float:
+    """The rollout's analysis interval, read leniently (an invalid spec still gets ticks,
+    which report it)."""
+    try:
+        return parse_spec(body).analysis.interval.total_seconds()
+    except SpecError:
+        return 30.0

@@ -1,0 +1,94 @@
+"""kopf wiring, and nothing else: settings, the watch feed and the scheduler's lifetime.
+
+The analysis loop is the controller's scheduler, not a kopf daemon or timer: rollouts are
+fed in by a plain watch-event handler, which puts no finalizer on them, so a rollout can be
+deleted while the operator is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+
+from canaryguard.adapters.istio import VirtualServiceClient
+from canaryguard.adapters.kube import GROUP, PLURAL, VERSION, KubeClient, load_api_client
+from canaryguard.adapters.pagerduty import PagerDutyPager
+from canaryguard.adapters.prometheus import PrometheusConnector
+from canaryguard.runtime.controller import Controller, Settings
+
+PREFIX = "canaryguard.io"
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Configure kopf and start the scheduler."""
+    # Our own prefix from day one: changing it later would re-handle every resource.
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
+    # Bounded watches and requests: a silent network never stalls the operator for long.
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    # No cluster-wide scans of CRDs and namespaces: the CRD is installed before the operator
+    # and namespaces are given by exact name, so the ClusterRole needs neither list.
+    settings.scanning.disabled = True
+    # Decisions are posted as Events by the controller; kopf's own are for its errors.
+    settings.posting.level = 30  # logging.WARNING
+    config = memo.get("config") or {}
+    concurrency = int(config.get("concurrency", 32))
+    # Every blocking call (Prometheus, the Kubernetes client) runs in the default executor.
+    # asyncio sizes it to cores + 4, so a few slow Prometheus queries would queue everyone
+    # else's calls behind them; give each tick in flight room for its queries instead.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=concurrency * 4, thread_name_prefix="canaryguard-io")
+    )
+    api = load_api_client(config.get("kubeconfig"))
+    # The one place adapters are built; the controller only receives them.
+    controller = Controller(
+        KubeClient(api),
+        VirtualServiceClient(api),
+        PrometheusConnector(),
+        # PagerDuty delivery inside one tick; what is not delivered is retried next tick.
+        PagerDutyPager(budget_seconds=20.0),
+        Settings(concurrency=concurrency),
+    )
+    memo["controller"] = controller
+    memo["stop"] = stop = asyncio.Event()
+    memo["scheduler"] = asyncio.create_task(controller.scheduler.run(stop))
+
+
+@kopf.on.login()
+def login(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any
+) -> kopf.ConnectionInfo | None:
+    """Log in from `--kubeconfig` (exported as KUBECONFIG) or as the in-cluster account."""
+    if (memo.get("config") or {}).get("kubeconfig"):
+        return kopf.login_with_kubeconfig(settings=settings, **kwargs)
+    return kopf.login_via_client(settings=settings, **kwargs)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop ticking and let ticks in flight finish."""
+    memo["stop"].set()
+    await memo["scheduler"]
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def rollout_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Feed every watch event (initial listing included) to the controller."""
+    controller: Controller = memo["controller"]
+    controller.seen(event.get("type"), event["object"])
+
+
+@kopf.on.probe(id="rollouts")
+async def tracked_rollouts(memo: kopf.Memo, **_: Any) -> int:
+    """Liveness data: how many rollouts the scheduler tracks."""
+    controller: Controller = memo["controller"]
+    return len(controller.scheduler)

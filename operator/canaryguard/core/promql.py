@@ -17,10 +17,11 @@ SIDE_LABEL = "canaryguard_side"
 BASELINE = "baseline"
 CANARY = "canary"
 
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
+# The spec parser validates with these same patterns, so what validates there renders here.
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 PLACEHOLDERS = frozenset({"version", "lookback"})
+_REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
 
 
 def escape_string(value: str) -> str:
@@ -35,7 +36,7 @@ def escape_regex(value: str) -> str:
 
 def label_name(name: str) -> str:
     """Return `name` if it is a valid Prometheus label name, else raise ValueError."""
-    if not _LABEL_NAME.match(name):
+    if not LABEL_NAME.match(name):
         raise ValueError(f"invalid Prometheus label name {name!r}")
     return name
 
@@ -125,7 +126,7 @@ def latency_quantile(
 
 def template_placeholders(template: str) -> list[str]:
     """The placeholder names a template uses, in order (for validation)."""
-    return [m.group(1) for m in _PLACEHOLDER.finditer(template)]
+    return [m.group(1) for m in PLACEHOLDER.finditer(template)]
 
 
 def render_template(template: str, version: str, lookback: float) -> str:
@@ -138,7 +139,7 @@ def render_template(template: str, version: str, lookback: float) -> str:
             raise ValueError(f"unknown placeholder {{{{ {name} }}}}")
         return values[name]
 
-    return _PLACEHOLDER.sub(fill, template)
+    return PLACEHOLDER.sub(fill, template)
 
 
 def template_pair(template: str, baseline: str, canary: str, lookback: float) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from canaryguard.core.durations import format_duration, parse_duration
 from canaryguard.core.manual import InvalidRequest, ManualRequest, parse_request
 from canaryguard.core.paging import SEVERITIES, Severity
+from canaryguard.core.promql import LABEL_NAME, PLACEHOLDER, PLACEHOLDERS
 
 Direction = Literal["HigherIsWorse", "LowerIsWorse"]
 OutagePolicy = Literal["rollback", "pause"]
@@ -28,17 +29,13 @@ MAX_STEPS = 20
 MAX_SLOS = 20
 MAX_ROUTES = 16
 MAX_SELECTOR_LABELS = 16
-TEMPLATE_PLACEHOLDERS = frozenset({"version", "lookback"})
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _URL = re.compile(r"^https?://[^\s/]+")
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _MS = timedelta(milliseconds=1)
 _SECOND = timedelta(seconds=1)
-# Same shape as the renderer in promql.py, so what validates here renders there.
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
 class SpecError(ValueError):
@@ -301,12 +298,12 @@ def template_problem(template: str) -> str | None:
     rejected.
     """
     names = []
-    for match in _PLACEHOLDER.finditer(template):
+    for match in PLACEHOLDER.finditer(template):
         inner = match.group(1)
-        if inner not in TEMPLATE_PLACEHOLDERS:
+        if inner not in PLACEHOLDERS:
             return f"unknown placeholder {{{{ {inner} }}}}"
         names.append(inner)
-    rest = _PLACEHOLDER.sub("", template)
+    rest = PLACEHOLDER.sub("", template)
     if "{{" in rest or "}}" in rest or not _braces_balance(rest):
         return "unbalanced braces"
     if "version" not in names:
@@ -550,7 +547,7 @@ def _selector(r: _Reader) -> dict[str, str]:
     result = {}
     for label, value in entries:
         path = r.at(str(label))
-        if not isinstance(label, str) or not _LABEL_NAME.match(label):
+        if not isinstance(label, str) or not LABEL_NAME.match(label):
             raise SpecError(path, "not a Prometheus label name")
         if not isinstance(value, str) or len(value) > 253:
             raise SpecError(path, "must be a string of at most 253 characters")
@@ -566,7 +563,7 @@ def _metrics(r: _Reader) -> MetricsSpec:
             "versionLabel",
             default="destination_version",
             max_length=63,
-            pattern=_LABEL_NAME,
+            pattern=LABEL_NAME,
             hint="a Prometheus label name",
         ),
         baseline_version=r.string("baselineVersion", max_length=63),

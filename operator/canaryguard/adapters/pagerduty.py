@@ -13,7 +13,6 @@ scrubbed of it before use.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -46,6 +45,8 @@ from canaryguard.core.paging import (
     DeliveryResult,
     Link,
     PageEvent,
+    safe_dedup_key,
+    safe_summary,
 )
 
 __all__ = [
@@ -70,27 +71,7 @@ MAX_EVENT_BYTES: Final = 512 * 1024
 MIN_ATTEMPT_SECONDS: Final = 0.05
 MAX_ANSWER_BYTES: Final = 64 * 1024
 MAX_MESSAGE_CHARS: Final = 2000
-_ELLIPSIS: Final = "\u2026"
 _PLAIN = re.compile(r"[\w.:/@+-]+")
-
-
-def safe_summary(summary: str) -> str:
-    """`summary` cut to PagerDuty's 1024 characters, ending in an ellipsis when cut."""
-    if len(summary) <= MAX_SUMMARY:
-        return summary
-    return summary[: MAX_SUMMARY - 1] + _ELLIPSIS
-
-
-def safe_dedup_key(dedup_key: str) -> str:
-    """`dedup_key` within PagerDuty's 255 characters, stable and still unique.
-
-    A plain cut would merge two long keys that share a prefix into one incident, so a key
-    that is too long keeps a prefix and ends in a hash of the whole key.
-    """
-    if len(dedup_key) <= MAX_DEDUP_KEY:
-        return dedup_key
-    digest = hashlib.sha256(dedup_key.encode("utf-8")).hexdigest()[:32]
-    return dedup_key[: MAX_DEDUP_KEY - len(digest) - 1] + "~" + digest
 
 
 class _Transient(Exception):

@@ -30,7 +30,6 @@ exception: while a rollback's page is Pending, every tick asks for it to be sent
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -40,7 +39,7 @@ from canaryguard.core.durations import format_duration
 from canaryguard.core.judge import BaselineReference, judge, take_reference
 from canaryguard.core.manual import ManualRequest, RequestAction
 from canaryguard.core.observations import Observations, SloObservation
-from canaryguard.core.paging import MAX_DEDUP_KEY, MAX_SUMMARY
+from canaryguard.core.paging import safe_dedup_key, safe_summary
 from canaryguard.core.spec import Slo, Spec
 from canaryguard.core.status import (
     FINISHED,
@@ -193,12 +192,10 @@ def desired_weights(status: Status) -> SetWeights | None:
 def dedup_key(spec: Spec, revision: str) -> str:
     """The page's dedup key: `canaryguard/<namespace>/<name>/<revision>`, stable per revision.
 
-    Keys longer than PagerDuty's 255 characters are replaced by a digest of the same text.
+    A key longer than PagerDuty's 255 characters keeps its start and ends in a hash of the
+    whole key (`paging.safe_dedup_key`, as the adapter does).
     """
-    key = f"canaryguard/{spec.namespace}/{spec.name}/{revision}"
-    if len(key) <= MAX_DEDUP_KEY:
-        return key
-    return "canaryguard/" + hashlib.sha256(key.encode()).hexdigest()
+    return safe_dedup_key(f"canaryguard/{spec.namespace}/{spec.name}/{revision}")
 
 
 # --- the phases of a tick -------------------------------------------------------------------
@@ -732,7 +729,7 @@ def _page(spec: Spec, status: Status) -> Page | None:
         "baselineDestination": str(spec.baseline),
         "canaryDestination": str(spec.canary),
     }
-    return Page(page.dedup_key, summary[:MAX_SUMMARY], paging.pager_duty.severity, details)
+    return Page(page.dedup_key, safe_summary(summary), paging.pager_duty.severity, details)
 
 
 # --- messages and conditions ------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """What a page is, and PagerDuty's limits: one definition for the engine and the adapter.
 
 PagerDuty Events API v2: a `summary` of at most 1024 characters, a `dedup_key` of at most
-255, one of four severities. The engine builds pages within these limits; the adapter
-delivers them and reports a `DeliveryResult`.
+255, one of four severities. The engine builds pages within these limits with `safe_summary`
+and `safe_dedup_key`; the adapter applies the same two to whatever it is handed, delivers
+the page and reports a `DeliveryResult`.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +20,26 @@ MAX_SUMMARY: Final = 1024
 MAX_DEDUP_KEY: Final = 255
 Severity = Literal["critical", "error", "warning", "info"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("critical", "error", "warning", "info")
+_ELLIPSIS: Final = "\u2026"
+
+
+def safe_summary(summary: str) -> str:
+    """`summary` cut to PagerDuty's 1024 characters, ending in an ellipsis when cut."""
+    if len(summary) <= MAX_SUMMARY:
+        return summary
+    return summary[: MAX_SUMMARY - 1] + _ELLIPSIS
+
+
+def safe_dedup_key(dedup_key: str) -> str:
+    """`dedup_key` within PagerDuty's 255 characters, stable and still unique.
+
+    A plain cut would merge two long keys that share a prefix into one incident, so a key
+    that is too long keeps a prefix and ends in a hash of the whole key.
+    """
+    if len(dedup_key) <= MAX_DEDUP_KEY:
+        return dedup_key
+    digest = hashlib.sha256(dedup_key.encode("utf-8")).hexdigest()[:32]
+    return dedup_key[: MAX_DEDUP_KEY - len(digest) - 1] + "~" + digest
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,74 @@
-"""The tick scheduler: per-rollout cadence, no overlapping ticks, removal, immediate ticks."""
+"""The tick scheduler: per-rollout cadence, no overlapping ticks, removal, immediate ticks.
+
+Every test runs on virtual time: the scheduler's clock is a `VirtualClock`, and so is the
+event loop's, whose timers (the scheduler's waits, `asyncio.sleep` in the ticks and in the
+tests) fire in order without real waiting. Time moves only when every task waits, straight
+to the next timer, so tick times are exact, whatever the machine's load.
+
+Intervals and durations are binary fractions (0.25, 0.5, 1, 10), exact in floating point.
+"""
 
 import asyncio
-import time
-from collections.abc import Hashable
+import logging
+import selectors
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any
+
+import pytest
 
 from canaryguard.runtime.scheduler import Scheduler
 
 
+class VirtualClock:
+    """Seconds since the test began, moved only by the event loop's selector."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls without blocking; where the loop would block until its next timer, the clock
+    jumps to that timer instead."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:
+            raise RuntimeError("deadlock: every task waits and no timer is set")
+        self._clock.now += timeout
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose `time()` is `clock`: `asyncio.sleep(5)` returns at once with
+    the clock 5 s later."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        super().__init__(_JumpingSelector(clock))
+
+    def time(self) -> float:
+        return self.clock.now
+
+
+def run_virtual(main: Callable[[VirtualClock], Coroutine[Any, Any, None]]) -> VirtualClock:
+    """Run `main(clock)` on a virtual-time loop; return the clock (at the end time)."""
+    clock = VirtualClock()
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(clock)) as runner:
+        runner.run(main(clock))
+    return clock
+
+
 async def run_for(scheduler: Scheduler, seconds: float) -> None:
+    """Run the scheduler for `seconds` of virtual time, then stop it."""
     stop = asyncio.Event()
     runner = asyncio.create_task(scheduler.run(stop))
     await asyncio.sleep(seconds)
@@ -15,89 +76,260 @@ async def run_for(scheduler: Scheduler, seconds: float) -> None:
     await runner
 
 
-def test_each_key_ticks_at_its_own_interval() -> None:
-    calls: dict[Hashable, list[float]] = {"fast": [], "slow": []}
+def recorder(
+    clock: VirtualClock, duration: float = 0.0
+) -> tuple[dict[Hashable, list[float]], Callable[[Hashable], Awaitable[None]]]:
+    """A tick function that records each tick's start time per key and lasts `duration`."""
+    calls: dict[Hashable, list[float]] = {}
 
     async def tick(key: Hashable) -> None:
-        calls[key].append(time.monotonic())
+        calls.setdefault(key, []).append(clock())
+        if duration:
+            await asyncio.sleep(duration)
 
-    async def main() -> None:
-        s = Scheduler(tick)
-        s.upsert("fast", 0.05)
-        s.upsert("slow", 0.25)
-        await run_for(s, 0.6)
-
-    asyncio.run(main())
-    # 0.6 s at 0.05 s is 12-13 ticks and at 0.25 s 3 ticks; allow for a loaded machine.
-    assert 8 <= len(calls["fast"]) <= 13
-    assert 2 <= len(calls["slow"]) <= 3
-    gaps = [b - a for a, b in zip(calls["slow"], calls["slow"][1:], strict=False)]
-    assert all(g > 0.2 for g in gaps)
+    return calls, tick
 
 
-def test_a_slow_tick_is_never_overlapped_and_others_keep_going() -> None:
+def grid(start: float, step: float, count: int) -> list[float]:
+    return [start + i * step for i in range(count)]
+
+
+def test_the_virtual_clock_moves_only_through_timers() -> None:
+    async def main(clock: VirtualClock) -> None:
+        assert clock() == 0.0
+        await asyncio.sleep(2.5)
+        assert clock() == 2.5
+        await asyncio.gather(asyncio.sleep(1.0), asyncio.sleep(0.5))
+        assert clock() == 3.5
+
+    assert run_virtual(main)() == 3.5
+
+
+def test_each_key_ticks_at_its_own_interval_from_when_it_was_added() -> None:
+    calls: dict[Hashable, list[float]] = {}
+
+    async def main(clock: VirtualClock) -> None:
+        nonlocal calls
+        calls, tick = recorder(clock)
+        s = Scheduler(tick, clock=clock)
+        s.upsert("fast", 0.25)
+        s.upsert("slow", 1.0)
+
+        async def add_late() -> None:
+            await asyncio.sleep(0.5)
+            s.upsert("late", 1.0)
+
+        adder = asyncio.create_task(add_late())
+        await run_for(s, 2.1)
+        await adder
+
+    run_virtual(main)
+    assert calls["fast"] == grid(0.0, 0.25, 9)  # 0, 0.25, ... 2.0
+    assert calls["slow"] == [0.0, 1.0, 2.0]
+    assert calls["late"] == [0.5, 1.5]
+
+
+def test_an_interval_below_50ms_is_raised_to_50ms() -> None:
+    calls: dict[Hashable, list[float]] = {}
+
+    async def main(clock: VirtualClock) -> None:
+        nonlocal calls
+        calls, tick = recorder(clock)
+        s = Scheduler(tick, clock=clock)
+        s.upsert("x", 0.0)
+        await run_for(s, 0.52)
+
+    run_virtual(main)
+    assert calls["x"] == pytest.approx(grid(0.0, 0.05, 11))
+
+
+def test_a_slow_tick_is_never_overlapped_keeps_its_grid_and_others_keep_going() -> None:
+    calls: dict[Hashable, list[float]] = {}
     running = {"slow": 0, "max": 0}
-    fast_ticks = []
 
-    async def tick(key: Hashable) -> None:
-        if key == "slow":
-            running["slow"] += 1
-            running["max"] = max(running["max"], running["slow"])
-            await asyncio.sleep(0.3)
-            running["slow"] -= 1
-        else:
-            fast_ticks.append(key)
+    async def main(clock: VirtualClock) -> None:
+        async def tick(key: Hashable) -> None:
+            calls.setdefault(key, []).append(clock())
+            if key == "slow":
+                running["slow"] += 1
+                running["max"] = max(running["max"], running["slow"])
+                await asyncio.sleep(0.75)  # three intervals
+                running["slow"] -= 1
 
-    async def main() -> None:
-        s = Scheduler(tick, concurrency=4)
-        s.upsert("slow", 0.05)
-        s.upsert("fast", 0.05)
-        await run_for(s, 0.5)
+        s = Scheduler(tick, concurrency=4, clock=clock)
+        s.upsert("slow", 0.25)
+        s.upsert("fast", 0.25)
+        await run_for(s, 2.1)
 
-    asyncio.run(main())
+    run_virtual(main)
     assert running["max"] == 1
-    assert len(fast_ticks) >= 6
+    # Each slow tick ends at +0.75: the ticks due meanwhile are skipped, and the next one is
+    # on the original grid (not 0.75 after the end, which would drift).
+    assert calls["slow"] == [0.0, 1.0, 2.0]
+    assert calls["fast"] == grid(0.0, 0.25, 9)
+
+
+def test_a_tick_a_little_late_does_not_move_the_grid() -> None:
+    calls: dict[Hashable, list[float]] = {}
+
+    async def main(clock: VirtualClock) -> None:
+        nonlocal calls
+        calls, tick = recorder(clock, duration=0.5)  # half an interval
+        s = Scheduler(tick, clock=clock)
+        s.upsert("x", 1.0)
+        await run_for(s, 3.1)
+
+    run_virtual(main)
+    assert calls["x"] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_ticks_in_flight_are_bounded_by_the_concurrency() -> None:
+    calls: dict[Hashable, list[float]] = {}
+
+    async def main(clock: VirtualClock) -> None:
+        nonlocal calls
+        calls, tick = recorder(clock, duration=0.5)
+        s = Scheduler(tick, concurrency=2, clock=clock)
+        for key in ("a", "b", "c", "d"):
+            s.upsert(key, 10.0)
+        await run_for(s, 2.0)
+
+    run_virtual(main)
+    # Two run at once; the other two wait for a slot, then start as the first two end.
+    # (`calls` records the start inside the slot.)
+    starts = sorted(t for times in calls.values() for t in times)
+    assert starts == [0.0, 0.0, 0.5, 0.5]
 
 
 def test_removed_key_stops_and_immediate_upsert_ticks_at_once() -> None:
-    calls: list[tuple[Hashable, float]] = []
+    calls: dict[Hashable, list[float]] = {}
 
-    async def tick(key: Hashable) -> None:
-        calls.append((key, time.monotonic()))
-
-    async def main() -> None:
-        s = Scheduler(tick)
+    async def main(clock: VirtualClock) -> None:
+        nonlocal calls
+        calls, tick = recorder(clock)
+        s = Scheduler(tick, clock=clock)
         stop = asyncio.Event()
         runner = asyncio.create_task(s.run(stop))
         s.upsert("a", 10.0)
-        await asyncio.sleep(0.05)
-        assert [k for k, _ in calls] == ["a"]
-        started = time.monotonic()
-        s.upsert("a", 10.0, now=True)
-        await asyncio.sleep(0.05)
-        assert [k for k, _ in calls] == ["a", "a"]
-        assert calls[1][1] - started < 0.05
+        await asyncio.sleep(1.0)
+        assert calls == {"a": [0.0]}
+        s.upsert("a", 10.0, now=True)  # a spec change: tick now, not at 10
+        await asyncio.sleep(1.0)
+        assert calls == {"a": [0.0, 1.0]}
         s.remove("a")
-        assert "a" not in s
-        await asyncio.sleep(0.05)
-        assert len(calls) == 2
+        assert "a" not in s and len(s) == 0
+        await asyncio.sleep(30.0)  # past the next two due times (11, 21)
+        assert calls == {"a": [0.0, 1.0]}
         stop.set()
         await runner
 
-    asyncio.run(main())
+    run_virtual(main)
 
 
-def test_a_failing_tick_does_not_stop_the_schedule() -> None:
-    calls = []
+def test_an_immediate_upsert_moves_the_grid_to_now() -> None:
+    calls: dict[Hashable, list[float]] = {}
 
-    async def tick(key: Hashable) -> None:
-        calls.append(key)
-        raise RuntimeError("boom")
+    async def main(clock: VirtualClock) -> None:
+        nonlocal calls
+        calls, tick = recorder(clock)
+        s = Scheduler(tick, clock=clock)
+        s.upsert("a", 10.0)
 
-    async def main() -> None:
-        s = Scheduler(tick)
-        s.upsert("x", 0.05)
-        await run_for(s, 0.3)
+        async def edit() -> None:
+            await asyncio.sleep(4.0)
+            s.upsert("a", 10.0, now=True)
 
-    asyncio.run(main())
-    assert len(calls) >= 3
+        editor = asyncio.create_task(edit())
+        await run_for(s, 25.0)
+        await editor
+
+    run_virtual(main)
+    assert calls["a"] == [0.0, 4.0, 14.0, 24.0]
+
+
+def test_an_immediate_upsert_during_a_tick_reruns_it_right_after() -> None:
+    calls: dict[Hashable, list[float]] = {}
+    ends: list[float] = []
+
+    async def main(clock: VirtualClock) -> None:
+        async def tick(key: Hashable) -> None:
+            calls.setdefault(key, []).append(clock())
+            await asyncio.sleep(1.0)
+            ends.append(clock())
+
+        s = Scheduler(tick, clock=clock)
+        s.upsert("a", 10.0)
+
+        async def edit() -> None:
+            await asyncio.sleep(0.5)  # while the first tick runs
+            s.upsert("a", 10.0, now=True)
+
+        editor = asyncio.create_task(edit())
+        await run_for(s, 12.0)
+        await editor
+
+    run_virtual(main)
+    # Never two at once: the rerun starts when the running tick ends, and the grid
+    # continues from it.
+    assert calls["a"] == [0.0, 1.0, 11.0]
+    assert ends[:2] == [1.0, 2.0]
+
+
+def test_a_new_interval_without_now_applies_after_the_tick_already_due() -> None:
+    calls: dict[Hashable, list[float]] = {}
+
+    async def main(clock: VirtualClock) -> None:
+        nonlocal calls
+        calls, tick = recorder(clock)
+        s = Scheduler(tick, clock=clock)
+        s.upsert("a", 10.0)
+
+        async def edit() -> None:
+            await asyncio.sleep(0.5)
+            s.upsert("a", 1.0)
+
+        editor = asyncio.create_task(edit())
+        await run_for(s, 12.5)
+        await editor
+
+    run_virtual(main)
+    assert calls["a"] == [0.0, 10.0, 11.0, 12.0]
+
+
+def test_a_failing_tick_does_not_stop_the_schedule(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[float] = []
+
+    async def main(clock: VirtualClock) -> None:
+        async def tick(key: Hashable) -> None:
+            calls.append(clock())
+            raise RuntimeError("boom")
+
+        s = Scheduler(tick, clock=clock)
+        s.upsert("x", 0.25)
+        await run_for(s, 1.1)
+
+    with caplog.at_level(logging.ERROR, logger="canaryguard.runtime.scheduler"):
+        run_virtual(main)
+    assert calls == grid(0.0, 0.25, 5)
+    failures = [r for r in caplog.records if r.getMessage() == "tick failed rollout=x"]
+    assert len(failures) == 5
+    assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in failures)
+
+
+def test_stopping_waits_for_the_ticks_in_flight() -> None:
+    ends: list[float] = []
+    stopped: list[float] = []
+
+    async def main(clock: VirtualClock) -> None:
+        async def tick(key: Hashable) -> None:
+            await asyncio.sleep(1.0)
+            ends.append(clock())
+
+        s = Scheduler(tick, clock=clock)
+        s.upsert("x", 10.0)
+        await run_for(s, 0.5)
+        stopped.append(clock())
+
+    run_virtual(main)
+    assert ends == [1.0]
+    assert stopped == [1.0]

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from canaryguard.cli.commands import _api_error, explain, render_detail, render_table
+from canaryguard.cli.cluster import _api_error
+from canaryguard.cli.explain import explain
 from canaryguard.cli.main import build_parser, main
+from canaryguard.cli.status import render_detail, render_table
 from canaryguard.core.status import HistoryEntry, PageStatus, Rollback, SloStatus, Status
 
 NOW = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)

@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
-from canaryguard.cli import commands as cli_commands
-from canaryguard.cli.commands import CliError, Cluster, Conflict, explain, render_detail
+from canaryguard.cli import requests as cli_requests
+from canaryguard.cli.cluster import Cluster, Conflict
+from canaryguard.cli.errors import CliError
+from canaryguard.cli.explain import explain
 from canaryguard.cli.main import build_parser, main
+from canaryguard.cli.status import render_detail
 from canaryguard.core.manual import REQUEST_ANNOTATION, ManualRequest, parse_request
 from canaryguard.core.status import LastRequest, Rollback, Status
 from tests.unit.scenario import spec_dict
@@ -197,7 +200,7 @@ def test_a_conflict_is_retried_with_a_fresh_read_and_gives_up_in_the_end() -> No
 
 
 def test_wait_reports_what_the_operator_did(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_commands, "WAIT_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(cli_requests, "WAIT_POLL_SECONDS", 0.0)
     cluster = FakeCluster(rollout(RUNNING))
     cluster.after_write = Status(last_request=LastRequest("x", NOW, "RolledBack"))
     assert run(cluster, "abort", "--wait") == "CanaryRollout ml/scorer RolledBack: m"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from canaryguard.cli.commands import new_request_id
+from canaryguard.cli.requests import new_request_id
 from canaryguard.core.manual import (
     REQUEST_ANNOTATION,
     InvalidRequest,

@@ -1,0 +1,172 @@
+"""The argument parser: `run` and its flags, and the commands people run against a cluster."""
+
+from __future__ import annotations
+
+import argparse
+
+from canaryguard.cli.explain import cmd_explain
+from canaryguard.cli.requests import cmd_request, cmd_set_paused
+from canaryguard.cli.status import cmd_status
+from canaryguard.core.manual import REQUEST_ANNOTATION
+
+
+def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Safe canary rollouts for ML services on Istio, judged on Prometheus.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator", description="Run the operator.")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable); default: all namespaces",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then KUBECONFIG)")
+    run.add_argument(
+        "--liveness",
+        type=_address,
+        default=("0.0.0.0", 8080),  # noqa: S104
+        metavar="HOST:PORT",
+        help="kopf's liveness endpoint, served at /healthz (default 0.0.0.0:8080; off)",
+    )
+    run.add_argument(
+        "--metrics",
+        type=_address,
+        default=("0.0.0.0", 9095),  # noqa: S104
+        metavar="HOST:PORT",
+        help="Prometheus metrics endpoint, served at /metrics (default 0.0.0.0:9095; off)",
+    )
+    run.add_argument("--log-format", choices=("json", "text"), default="json")
+    run.add_argument(
+        "--concurrency", type=int, default=32, help="ticks in flight at once (default 32)"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_cluster_commands(sub)
+    return parser
+
+
+def _address(text: str) -> tuple[str, int] | None:
+    """`host:port`, or `off`."""
+    if text == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or off, got {text!r}")
+    return host or "0.0.0.0", int(port)  # noqa: S104 - in a pod, probes come from outside
+
+
+def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add status, explain, pause, resume, promote and abort."""
+    status = sub.add_parser(
+        "status",
+        help="show rollouts (a table, or one in detail)",
+        description=(
+            "Without NAME: a table of the rollouts in the namespace (or all, with -A): phase, "
+            "step, canary weight and what each is doing. With NAME: that rollout in detail, "
+            "with each SLO's baseline and canary values, samples, verdict and breach start, "
+            "the rollback and page if any, conditions and recent decisions."
+        ),
+    )
+    status.add_argument("name", nargs="?", help="a CanaryRollout (default: all of them)")
+    _connection_flags(status, all_namespaces=True)
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or the resource(s) as JSON",
+    )
+    status.set_defaults(handler=cmd_status)
+
+    explain = sub.add_parser(
+        "explain",
+        help="say in words why the last decisions were taken",
+        description=(
+            "Explain a rollout from its status: where it is and what it waits for, why it "
+            "was rolled back (SLO, values, margin, window) and whether on-call was paged, "
+            "then its latest decisions, newest first."
+        ),
+    )
+    explain.add_argument("name", help="the CanaryRollout")
+    _connection_flags(explain)
+    explain.add_argument(
+        "--last", type=int, default=5, metavar="N", help="decisions to explain (default 5)"
+    )
+    explain.set_defaults(handler=cmd_explain)
+
+    for verb, paused, blurb in (
+        ("pause", True, "stop progression: weights hold (a sustained breach still rolls back)"),
+        ("resume", False, "let a paused rollout progress again"),
+    ):
+        cmd = sub.add_parser(
+            verb,
+            help=blurb,
+            description=f"Set spec.paused={str(paused).lower()}: {blurb}.",
+        )
+        cmd.add_argument("name", help="the CanaryRollout")
+        _connection_flags(cmd)
+        cmd.set_defaults(handler=cmd_set_paused, paused=paused)
+
+    promote = sub.add_parser(
+        "promote",
+        help="skip the remaining steps: all traffic to the canary, phase Promoted",
+        description=(
+            "Ask the operator to promote the rollout now: the canary gets 100% of the "
+            "traffic and the phase becomes Promoted, skipping the remaining steps and their "
+            f"analysis. The request is the annotation {REQUEST_ANNOTATION}; the operator "
+            "carries it out once, as soon as it sees it, and records it in status.lastRequest."
+        ),
+    )
+    abort = sub.add_parser(
+        "abort",
+        help="roll back now: all traffic to the baseline, phase RolledBack (no page unless --page)",
+        description=(
+            "Ask the operator to roll the rollout back now: the baseline gets 100% of the "
+            "traffic, the phase becomes RolledBack with reason Manual, and on-call is paged "
+            f"only with --page. The request is the annotation {REQUEST_ANNOTATION}; the "
+            "operator carries it out once, as soon as it sees it, and records it in "
+            "status.lastRequest."
+        ),
+    )
+    abort.add_argument(
+        "--page", action="store_true", help="also page on-call (spec.paging) about the abort"
+    )
+    for cmd in (promote, abort):
+        cmd.add_argument("name", help="the CanaryRollout")
+        _connection_flags(cmd)
+        cmd.add_argument("--reason", default="", help="why, for the record (events, status, page)")
+        cmd.add_argument(
+            "--wait",
+            action="store_true",
+            help="wait until the operator has carried the request out, and print the outcome",
+        )
+        cmd.add_argument(
+            "--timeout",
+            default="1m",
+            metavar="DURATION",
+            help="how long --wait waits (default 1m)",
+        )
+    promote.set_defaults(handler=cmd_request, action="promote", page=False)
+    abort.set_defaults(handler=cmd_request, action="abort")
+
+
+def _connection_flags(parser: argparse.ArgumentParser, all_namespaces: bool = False) -> None:
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)"
+    )
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+    parser.add_argument(
+        "-n", "--namespace", help="namespace (default: the context's, else default)"
+    )
+    if all_namespaces:
+        parser.add_argument(
+            "-A", "--all-namespaces", action="store_true", help="rollouts of every namespace"
+        )

@@ -26,6 +26,9 @@ finished rollout, or when made for another revision or object, it is recorded wi
 Events name every decision and the same decisions are kept in the bounded status history.
 A tick that changes nothing returns an equal status and no actions, with one deliberate
 exception: while a rollback's page is Pending, every tick asks for it to be sent again.
+
+This module decides; the words of each decision (events, conditions, status messages, the
+page's summary and details) come from `messages`.
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from canaryguard.core import messages
 from canaryguard.core.actions import Action, EmitEvent, EventType, Page, SetWeights
 from canaryguard.core.durations import format_duration
 from canaryguard.core.judge import BaselineReference, judge, take_reference
 from canaryguard.core.manual import ManualRequest, RequestAction
+from canaryguard.core.messages import NoEffect, ResumeReason
 from canaryguard.core.observations import Observations, SloObservation
-from canaryguard.core.paging import safe_dedup_key, safe_summary
+from canaryguard.core.paging import safe_dedup_key
 from canaryguard.core.spec import Slo, Spec
 from canaryguard.core.status import (
     FINISHED,
@@ -51,7 +56,6 @@ from canaryguard.core.status import (
     Rollback,
     SloStatus,
     Status,
-    format_time,
     round_value,
     truncate_time,
 )
@@ -71,8 +75,6 @@ __all__ = [
     "request_due",
     "tick",
 ]
-
-MAX_TEXT = 1024  # messages and errors kept in status and events
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
         status = _start(spec, replace(status, revision=revision), log)
     else:
         status = _analyse(spec, status, observations, log)
-    status = status.with_condition("SpecValid", "True", "Valid", "the spec is valid", log.now)
+    status = status.with_condition("SpecValid", "True", "Valid", messages.SPEC_VALID, log.now)
     return log.result(status)
 
 
@@ -117,16 +119,19 @@ def invalid(status: Status, error: str, now: datetime, generation: int | None = 
     that changes. The next valid tick picks up where the rollout was.
     """
     log = _Log(truncate_time(now))
-    error = _clip(error)
+    error = messages.clip(error)
     if generation is not None:
         status = replace(status, observed_generation=generation)
     old = status.condition("SpecValid")
     status = status.with_condition("SpecValid", "False", "InvalidSpec", error, log.now)
     if status.phase not in FINISHED:
-        status = replace(status, phase="Invalid", paused_reason=None, message=f"invalid: {error}")
+        status = replace(
+            status, phase="Invalid", paused_reason=None, message=messages.invalid_spec(error)
+        )
         status = status.with_condition("Progressing", "False", "InvalidSpec", error, log.now)
     if old is None or old.status != "False" or old.message != error:
-        log.decide(status, "Warning", "InvalidSpec", "InvalidSpec", f"invalid spec: {error}")
+        message = messages.invalid_spec_event(error)
+        log.decide(status, "Warning", "InvalidSpec", "InvalidSpec", message)
     return log.result(status)
 
 
@@ -154,19 +159,19 @@ def record_page_result(
         page = replace(
             page, state="Delivered", attempts=attempts, delivered_at=now, last_error=None
         )
-        message = f"PagerDuty accepted the trigger (dedup key {page.dedup_key})"
+        message = messages.page_delivered(page.dedup_key)
         status = replace(status, page=page).with_condition(
             "Paged", "True", "Delivered", message, now
         )
         return status.with_history([_entry(status, now, "PageDelivered", "Delivered", message)])
-    detail = _clip(error or "unknown error")
+    detail = messages.page_error(error)
     if permanent_failure:
         page = replace(page, state="Failed", attempts=attempts, last_error=detail)
-        message = f"PagerDuty rejected the trigger, not retried: {detail}"
+        message = messages.page_rejected(detail)
         status = replace(status, page=page).with_condition("Paged", "False", "Failed", message, now)
         return status.with_history([_entry(status, now, "PageFailed", "Rejected", message)])
     page = replace(page, attempts=attempts, last_error=detail)
-    message = f"attempt {attempts} failed, retrying: {detail}"
+    message = messages.page_retrying(attempts, detail)
     return replace(status, page=page).with_condition("Paged", "False", "Pending", message, now)
 
 
@@ -242,13 +247,8 @@ def _restart(status: Status, revision: str, log: _Log) -> Status:
         last_request=status.last_request,
         history=status.history,
     )
-    log.decide(
-        status,
-        "Normal",
-        "RevisionChanged",
-        "NewRevision",
-        f"revision {old} -> {revision}: the schedule starts again at step 1",
-    )
+    message = messages.revision_changed(old, revision)
+    log.decide(status, "Normal", "RevisionChanged", "NewRevision", message)
     return status
 
 
@@ -256,7 +256,7 @@ def _manual(spec: Spec, status: Status, log: _Log) -> tuple[Status, bool]:
     """Handle a manual request not handled before; True when it decided this tick."""
     bad = spec.invalid_request
     if bad is not None and not _handled(status, bad.id):
-        message = _clip(f"request ignored: {bad.problem}")
+        message = messages.request_rejected(bad.problem)
         status = _record_request(status, bad.id, None, "", "Rejected", message, log.now)
         log.decide(status, "Warning", "InvalidRequest", "InvalidRequest", message)
         return status, False
@@ -265,7 +265,7 @@ def _manual(spec: Spec, status: Status, log: _Log) -> tuple[Status, bool]:
         return status, False
     why_not = _no_effect(spec, status, request)
     if why_not is not None:
-        message = _clip(f"{request.action} {request.who()} (request {request.id}) {why_not}")
+        message = messages.request_ignored(spec, status, request, why_not)
         status = _record_request(
             status, request.id, request.action, request.by, "NoEffect", message, log.now
         )
@@ -281,18 +281,14 @@ def _handled(status: Status, request_id: str) -> bool:
     return status.last_request is not None and status.last_request.id == request_id
 
 
-def _no_effect(spec: Spec, status: Status, request: ManualRequest) -> str | None:
+def _no_effect(spec: Spec, status: Status, request: ManualRequest) -> NoEffect | None:
     """Why a request cannot act on this rollout, or None when it is carried out."""
     if request.uid is not None and spec.uid is not None and request.uid != spec.uid:
-        return f"has no effect: it was made for another object of this name (uid {request.uid})"
-    revision = spec.effective_revision()
-    if request.revision is not None and request.revision != revision:
-        return (
-            f"has no effect: it was made for revision {request.revision}; "
-            f"the rollout is at revision {revision}"
-        )
+        return "OtherObject"
+    if request.revision is not None and request.revision != spec.effective_revision():
+        return "OtherRevision"
     if status.phase in FINISHED:
-        return f"has no effect: the rollout has already finished ({status.phase})"
+        return "Finished"
     return None
 
 
@@ -313,15 +309,7 @@ def _manual_promote(spec: Spec, status: Status, request: ManualRequest, log: _Lo
     """Skip the remaining steps: all traffic to the canary, phase Promoted."""
     last = len(spec.steps) - 1
     before = status.canary_weight or 0
-    where = (
-        "before the first step"
-        if status.step_index is None
-        else f"at step {status.step_index + 1}/{len(spec.steps)}"
-    )
-    message = _clip(
-        f"manual promote {request.who()}: {request.why()} (request {request.id}); canary "
-        f"{before}% -> 100% {where}, the rest of the schedule and its analysis skipped"
-    )
+    message = messages.manual_promote(spec, status, request)
     status = replace(
         status,
         phase="Promoted",
@@ -329,7 +317,7 @@ def _manual_promote(spec: Spec, status: Status, request: ManualRequest, log: _Lo
         step_index=last,
         canary_weight=100,
         step_started_at=status.step_started_at if before == 100 else log.now,
-        message=_clip(f"promoted by hand ({request.who()}): canary at 100%"),
+        message=messages.promoted_by_hand(request),
     )
     status = _record_request(
         status, request.id, request.action, request.by, "Promoted", message, log.now
@@ -342,15 +330,7 @@ def _manual_promote(spec: Spec, status: Status, request: ManualRequest, log: _Lo
 
 def _manual_abort(spec: Spec, status: Status, request: ManualRequest, log: _Log) -> Status:
     """A rollback that a person asked for; it pages only when asked to."""
-    if not request.page:
-        paging = "on-call not paged (not asked)"
-    elif spec.paging is None:
-        paging = "a page was asked for, but spec.paging is not set"
-    else:
-        paging = "paging on-call as asked"
-    message = _clip(
-        f"manual abort {request.who()}: {request.why()} (request {request.id}); {paging}"
-    )
+    message = messages.manual_abort(spec, request)
     rollback = Rollback(at=log.now, reason="Manual", message=message)
     status = _record_request(
         status, request.id, request.action, request.by, "RolledBack", message, log.now
@@ -367,7 +347,7 @@ def _start(spec: Spec, status: Status, log: _Log) -> Status:
             # Restarted while paused: the new revision gets no traffic until it starts.
             status = replace(status, canary_weight=0)
             log.act(SetWeights(100, 0))
-        message = "paused before the first step (spec.paused)"
+        message = messages.PAUSED_BEFORE_START
         status = replace(status, message=message)
         status = status.with_condition("Progressing", "False", "Paused", message, now)
         if before != ("Paused", "Spec"):
@@ -384,17 +364,10 @@ def _start(spec: Spec, status: Status, log: _Log) -> Status:
         metrics_outage_since=None,
     )
     log.act(SetWeights(100 - first.weight, first.weight))
-    message = _step_message(spec, status)
+    message = messages.holding(spec, status)
     status = replace(status, message=message)
     status = status.with_condition("Progressing", "True", "Holding", message, now)
-    log.decide(
-        status,
-        "Normal",
-        "Started",
-        "Started",
-        f"started: step 1/{len(spec.steps)}, canary at {first.weight}% "
-        f"for {format_duration(first.hold)}",
-    )
+    log.decide(status, "Normal", "Started", "Started", messages.started(spec))
     return status
 
 
@@ -428,12 +401,11 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
     status = replace(status, slos=slos, metrics_outage_since=outage_since)
 
     if unavailable and outage_before is None:
-        log.decide(status, "Warning", "MetricsOutage", "QueryFailed", _outage_message(spec, status))
+        message = messages.outage(spec, status)
+        log.decide(status, "Warning", "MetricsOutage", "QueryFailed", message)
     elif not unavailable and outage_before is not None:
-        lasted = format_duration(now - outage_before)
-        log.decide(
-            status, "Normal", "MetricsRecovered", "QueriesSucceeded", f"metrics back after {lasted}"
-        )
+        message = messages.metrics_recovered(now - outage_before)
+        log.decide(status, "Normal", "MetricsRecovered", "QueriesSucceeded", message)
 
     sustained = [
         (slo, state)
@@ -480,7 +452,7 @@ def _slo_status(
     return SloStatus(
         name=slo.name,
         verdict=judgement.verdict,
-        reason=_clip(judgement.reason),
+        reason=messages.clip(judgement.reason),
         baseline=round_value(seen.baseline) if seen else None,
         canary=round_value(seen.canary) if seen else None,
         baseline_samples=round_value(seen.baseline_samples) if seen else None,
@@ -528,21 +500,16 @@ def _pause_or_resume(spec: Spec, status: Status, outage_pause: bool, log: _Log) 
     if (status.phase, status.paused_reason) == before:
         return status
     if status.paused_reason == "Spec":
-        log.decide(
-            status,
-            "Normal",
-            "Paused",
-            "Spec",
-            "paused by spec.paused: weights hold; a sustained breach still rolls back",
-        )
+        log.decide(status, "Normal", "Paused", "Spec", messages.PAUSED_BY_SPEC)
     elif status.paused_reason == "MetricsOutage":
-        log.decide(status, "Warning", "Paused", "MetricsOutage", _outage_message(spec, status))
+        log.decide(status, "Warning", "Paused", "MetricsOutage", messages.outage(spec, status))
     else:
-        why = {
-            "Spec": ("Spec", "spec.paused is false"),
-            "MetricsOutage": ("MetricsRecovered", "metrics are available again"),
-        }.get(before[1] or "", ("SpecValid", "the spec is valid again"))
-        log.decide(status, "Normal", "Resumed", why[0], f"resumed: {why[1]}")
+        reason: ResumeReason = "SpecValid"  # out of phase Invalid
+        if before[1] == "Spec":
+            reason = "Spec"
+        elif before[1] == "MetricsOutage":
+            reason = "MetricsRecovered"
+        log.decide(status, "Normal", "Resumed", reason, messages.resumed(reason))
     return status
 
 
@@ -562,16 +529,8 @@ def _progress(spec: Spec, status: Status, log: _Log) -> Status:
         return _apply_step(spec, status, index, "SpecChanged", log)
     if index == len(spec.steps) - 1:
         status = replace(status, phase="Promoted")
-        log.decide(
-            status,
-            "Normal",
-            "Promoted",
-            "AllHealthy",
-            _clip(
-                f"promoted: canary at {step.weight}% for {format_duration(now - started)} "
-                f"with {_all_healthy(status)}"
-            ),
-        )
+        message = messages.promoted(step, now - started, status, _baseline_idle(status))
+        log.decide(status, "Normal", "Promoted", "AllHealthy", message)
         return status
     return _apply_step(spec, status, index + 1, "HoldElapsed", log)
 
@@ -581,14 +540,8 @@ def _apply_step(spec: Spec, status: Status, index: int, reason: str, log: _Log) 
     before = status.canary_weight
     status = replace(status, step_index=index, canary_weight=step.weight, step_started_at=log.now)
     log.act(SetWeights(100 - step.weight, step.weight))
-    log.decide(
-        status,
-        "Normal",
-        "StepAdvanced",
-        reason,
-        f"step {index + 1}/{len(spec.steps)}: canary {before}% -> {step.weight}% for "
-        f"{format_duration(step.hold)}; all {len(status.slos)} SLOs healthy",
-    )
+    message = messages.step_advanced(spec, status, before)
+    log.decide(status, "Normal", "StepAdvanced", reason, message)
     return status
 
 
@@ -602,16 +555,11 @@ def _breach_rollback(
     records is the reference the canary was judged against (None: judged by limit only)."""
     slo, state = sustained[0]
     since = state.breaching_since or now
-    message = (
-        f"SLO {slo.name} breached for {format_duration(now - since)} (window "
-        f"{format_duration(slo.window)}) since {format_time(since)}: {state.reason}"
-    )
-    if len(sustained) > 1:
-        message += "; also breaching: " + ", ".join(other.name for other, _ in sustained[1:])
+    others = [other.name for other, _ in sustained[1:]]
     return Rollback(
         at=now,
         reason="SLOBreach",
-        message=_clip(message),
+        message=messages.breach_rollback(slo, state, since, now, others),
         slo=slo.name,
         baseline=state.baseline_reference if baseline_idle else state.baseline,
         canary=state.canary,
@@ -626,17 +574,12 @@ def _outage_rollback(
     spec: Spec, status: Status, unavailable: Sequence[SloStatus], now: datetime
 ) -> Rollback:
     since = status.metrics_outage_since or now
-    limit = format_duration(spec.analysis.max_metrics_outage)
-    errors = "; ".join(f"{slo.name}: {slo.reason}" for slo in unavailable)
     return Rollback(
         at=now,
         reason="MetricsOutage",
-        message=_clip(
-            f"metrics unavailable for {format_duration(now - since)} (maxMetricsOutage {limit}) "
-            f"since {format_time(since)}: {errors}"
-        ),
+        message=messages.outage_rollback(spec, since, now, unavailable),
         slo=", ".join(slo.name for slo in unavailable),
-        window=limit,
+        window=format_duration(spec.analysis.max_metrics_outage),
         breaching_since=since,
     )
 
@@ -657,14 +600,12 @@ def _rollback(
         paused_reason=None,
         canary_weight=0,
         rollback=rollback,
-        message=_short_rollback(rollback),
+        message=messages.rolled_back(rollback),
     )
     log.act(SetWeights(100, 0))
     if page and spec.paging is not None:
         status = replace(status, page=PageStatus(dedup_key(spec, status.revision or "")))
-        status = status.with_condition(
-            "Paged", "False", "Pending", "the page has not been delivered yet", log.now
-        )
+        status = status.with_condition("Paged", "False", "Pending", messages.PAGE_PENDING, log.now)
         trigger = _page(spec, status)
         if trigger is not None:
             log.act(trigger)
@@ -672,67 +613,20 @@ def _rollback(
     return _describe(spec, status, log.now)
 
 
-def _short_rollback(rollback: Rollback) -> str:
-    if rollback.reason == "SLOBreach":
-        return f"rolled back: {rollback.slo} {_versus(rollback)} for {rollback.window}"
-    if rollback.reason == "Manual":
-        return _clip(f"rolled back: {rollback.message}")
-    return f"rolled back: metrics unavailable for {rollback.window}"
-
-
-def _versus(rollback: Rollback) -> str:
-    """The values of a breach rollback: canary against baseline, or against the reference."""
-    canary = f"canary {_num(rollback.canary)}"
-    if rollback.baseline is None:
-        return f"{canary} (no baseline reference; judged by limit only)"
-    if rollback.baseline_reference_at is not None:
-        return (
-            f"{canary} vs baseline reference {_num(rollback.baseline)} "
-            f"(from {format_time(rollback.baseline_reference_at)})"
-        )
-    return f"{canary} vs baseline {_num(rollback.baseline)}"
-
-
 def _page(spec: Spec, status: Status) -> Page | None:
     """The page for the status's rollback; rebuilt the same way after a restart."""
     rollback, page, paging = status.rollback, status.page, spec.paging
     if rollback is None or page is None or paging is None:
         return None
-    who = f"{spec.namespace}/{spec.name}" if spec.name else "a CanaryRollout"
-    since = format_time(rollback.breaching_since)
-    if rollback.reason == "SLOBreach":
-        cause = (
-            f"SLO {rollback.slo} {_versus(rollback)}, beyond {rollback.margin} for "
-            f"{rollback.window} (since {since})"
-        )
-    elif rollback.reason == "Manual":
-        cause = rollback.message  # "manual abort by alice: <reason> ..."
-    else:
-        cause = f"metrics unavailable for {rollback.window} (since {since}): {rollback.slo}"
-    summary = f"canaryguard rolled back {who} revision {status.revision}: {cause}"
-    details = {
-        "rollout": who,
-        "revision": status.revision,
-        "reason": rollback.reason,
-        "slo": rollback.slo,
-        "baseline": rollback.baseline,
-        "canary": rollback.canary,
-        "margin": rollback.margin,
-        "window": rollback.window,
-        "breachingSince": since,
-        "baselineReferenceAt": format_time(rollback.baseline_reference_at),
-        "rolledBackAt": format_time(rollback.at),
-        "stepIndex": status.step_index,
-        "explanation": rollback.message,
-        "slos": status.to_dict()["slos"],
-        "virtualService": spec.virtual_service.name,
-        "baselineDestination": str(spec.baseline),
-        "canaryDestination": str(spec.canary),
-    }
-    return Page(page.dedup_key, safe_summary(summary), paging.pager_duty.severity, details)
+    return Page(
+        page.dedup_key,
+        messages.page_summary(spec, status, rollback),
+        paging.pager_duty.severity,
+        messages.page_details(spec, status, rollback),
+    )
 
 
-# --- messages and conditions ------------------------------------------------------------------
+# --- conditions ----------------------------------------------------------------------------
 
 
 def _describe(spec: Spec, status: Status, now: datetime) -> Status:
@@ -744,118 +638,55 @@ def _describe(spec: Spec, status: Status, now: datetime) -> Status:
 
     if breaching:
         status = status.with_condition(
-            "Healthy", "False", "Breach", _list(breaching, with_since=True), now
+            "Healthy", "False", "Breach", messages.slo_list(breaching, with_since=True), now
         )
     elif unsure:
         reason = "MetricsUnavailable" if unavailable else "Inconclusive"
-        status = status.with_condition("Healthy", "Unknown", reason, _list(unsure), now)
+        status = status.with_condition("Healthy", "Unknown", reason, messages.slo_list(unsure), now)
     else:
-        status = status.with_condition("Healthy", "True", "AllHealthy", _all_healthy(status), now)
+        healthy = messages.all_healthy(slos, _baseline_idle(status))
+        status = status.with_condition("Healthy", "True", "AllHealthy", healthy, now)
     if unavailable:
         status = status.with_condition(
-            "MetricsAvailable", "False", "QueryFailed", _list(unavailable), now
+            "MetricsAvailable", "False", "QueryFailed", messages.slo_list(unavailable), now
         )
     else:
         status = status.with_condition(
-            "MetricsAvailable", "True", "QueriesSucceeded", "every SLO query answered", now
+            "MetricsAvailable", "True", "QueriesSucceeded", messages.METRICS_ANSWERED, now
         )
 
     progressing: tuple[ConditionStatus, str, str]
     if status.phase == "RolledBack" and status.rollback is not None:
         progressing = ("False", "RolledBack", status.rollback.message)
     elif status.phase == "Promoted":
-        status = replace(status, message="promoted: canary at 100%")
-        progressing = ("False", "Promoted", "every step held with all SLOs healthy")
+        status = replace(status, message=messages.PROMOTED)
+        progressing = ("False", "Promoted", messages.PROMOTED_CONDITION)
     elif status.phase == "Paused":
-        message = _paused_message(spec, status)
+        message = messages.paused(spec, status)
         status = replace(status, message=message)
         progressing = ("False", "Paused", message)
     else:
-        reason, message = _progress_message(spec, status, now)
+        reason, message = _progressing(spec, status, now)
         status = replace(status, message=message)
         progressing = ("True", reason, message)
     flag, reason, message = progressing
     return status.with_condition("Progressing", flag, reason, message, now)
 
 
-def _all_healthy(status: Status) -> str:
-    """`all N SLOs healthy`; with the baseline idle, also what each was judged against."""
-    text = f"all {len(status.slos)} SLOs healthy"
-    if _baseline_idle(status) and status.slos:
-        text += f"; baseline idle (no traffic at 100%): {_list(status.slos)}"
-    return _clip(text)
-
-
-def _progress_message(spec: Spec, status: Status, now: datetime) -> tuple[str, str]:
+def _progressing(spec: Spec, status: Status, now: datetime) -> tuple[str, str]:
     """Why a Progressing rollout is where it is: (condition reason, one-line message)."""
     if status.metrics_outage_since is not None:
-        return "WaitingForMetrics", _outage_message(spec, status)
+        return "WaitingForMetrics", messages.outage(spec, status)
     by_name = {slo.name: slo for slo in spec.analysis.slos}
     for slo in status.slos:
         if slo.verdict == "breach" and slo.breaching_since is not None:
-            deadline = format_time(slo.breaching_since + by_name[slo.name].window)
-            return (
-                "Breaching",
-                f"{slo.name} breaching since {format_time(slo.breaching_since)}; "
-                f"rollback at {deadline} if it persists",
-            )
+            window = by_name[slo.name].window
+            return "Breaching", messages.breaching(slo, slo.breaching_since, window)
     index = status.step_index or 0
     started = status.step_started_at or now
-    hold_end = started + spec.steps[index].hold
-    if now < hold_end:
-        return "Holding", _step_message(spec, status)
+    if now < started + spec.steps[index].hold:
+        return "Holding", messages.holding(spec, status)
     unsure = [slo for slo in status.slos if slo.verdict != "healthy"]
-    where = f"step {index + 1}/{len(spec.steps)} at {status.canary_weight}%"
     if unsure:
-        return "WaitingForEvidence", f"{where}: waiting for evidence: {_list(unsure[:1])}"
-    return "Holding", f"{where}: hold done, next step at the next tick"
-
-
-def _step_message(spec: Spec, status: Status) -> str:
-    index = status.step_index or 0
-    started = status.step_started_at
-    until = format_time(started + spec.steps[index].hold) if started is not None else "?"
-    return f"step {index + 1}/{len(spec.steps)} at {status.canary_weight}%: holding until {until}"
-
-
-def _paused_message(spec: Spec, status: Status) -> str:
-    if status.paused_reason == "MetricsOutage":
-        return _outage_message(spec, status)
-    index = status.step_index or 0
-    return (
-        f"paused (spec.paused) at step {index + 1}/{len(spec.steps)}, "
-        f"canary {status.canary_weight}%"
-    )
-
-
-def _outage_message(spec: Spec, status: Status) -> str:
-    since = status.metrics_outage_since
-    if since is None:
-        return "metrics available"
-    policy = spec.analysis.on_metrics_outage
-    at = format_time(since + spec.analysis.max_metrics_outage)
-    if status.phase == "Paused" and status.paused_reason == "MetricsOutage":
-        tail = "paused until they are back"
-    else:
-        tail = f"weights held; {policy} at {at} if it lasts"
-    return f"metrics unavailable since {format_time(since)}: {tail}"
-
-
-def _list(slos: Sequence[SloStatus], with_since: bool = False) -> str:
-    parts = []
-    for slo in slos:
-        since = (
-            f" (since {format_time(slo.breaching_since)})"
-            if with_since and slo.breaching_since
-            else ""
-        )
-        parts.append(f"{slo.name}{since}: {slo.reason}")
-    return _clip("; ".join(parts))
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+        return "WaitingForEvidence", messages.waiting_for_evidence(spec, status, unsure[0])
+    return "Holding", messages.hold_done(spec, status)

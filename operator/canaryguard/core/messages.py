@@ -1,0 +1,346 @@
+"""The engine's words: event, condition and status messages, rollback explanations, pages.
+
+The engine decides (`engine.py` holds the transitions); this module only says in words what
+it decided, from the values it is handed. Every function is pure and decides nothing: which
+message applies is the engine's choice, except where the wording alone depends on the state
+(a paused rollout's message names why it is paused).
+
+Texts kept in status and events are clipped to `MAX_TEXT` characters; a page's summary fits
+PagerDuty's limit (`paging.safe_summary`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
+
+from canaryguard.core.durations import format_duration
+from canaryguard.core.manual import ManualRequest
+from canaryguard.core.paging import safe_summary
+from canaryguard.core.spec import Slo, Spec, Step
+from canaryguard.core.status import Rollback, SloStatus, Status, format_time
+
+MAX_TEXT: Final = 1024  # messages and errors kept in status and events
+
+# Why a manual request cannot act on this rollout (the engine's finding, in `request_ignored`).
+NoEffect = Literal["OtherObject", "OtherRevision", "Finished"]
+# Why a paused rollout resumes (the condition reason, in `resumed`).
+ResumeReason = Literal["Spec", "MetricsRecovered", "SpecValid"]
+
+SPEC_VALID: Final = "the spec is valid"
+PAGE_PENDING: Final = "the page has not been delivered yet"
+METRICS_ANSWERED: Final = "every SLO query answered"
+PROMOTED: Final = "promoted: canary at 100%"
+PROMOTED_CONDITION: Final = "every step held with all SLOs healthy"
+PAUSED_BEFORE_START: Final = "paused before the first step (spec.paused)"
+PAUSED_BY_SPEC: Final = "paused by spec.paused: weights hold; a sustained breach still rolls back"
+
+
+def clip(text: str) -> str:
+    """`text` cut to `MAX_TEXT` characters, ending in `...` when cut."""
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+
+
+# --- the spec and its revision ----------------------------------------------------------------
+
+
+def invalid_spec(error: str) -> str:
+    """The status message of a rollout whose spec does not parse."""
+    return f"invalid: {error}"
+
+
+def invalid_spec_event(error: str) -> str:
+    return f"invalid spec: {error}"
+
+
+def revision_changed(old: str | None, new: str) -> str:
+    return f"revision {old} -> {new}: the schedule starts again at step 1"
+
+
+# --- manual requests ------------------------------------------------------------------------
+
+
+def request_rejected(problem: str) -> str:
+    """A request annotation that does not parse."""
+    return clip(f"request ignored: {problem}")
+
+
+def request_ignored(spec: Spec, status: Status, request: ManualRequest, why: NoEffect) -> str:
+    """A request recorded without effect, and why."""
+    if why == "OtherObject":
+        text = f"has no effect: it was made for another object of this name (uid {request.uid})"
+    elif why == "OtherRevision":
+        text = (
+            f"has no effect: it was made for revision {request.revision}; "
+            f"the rollout is at revision {spec.effective_revision()}"
+        )
+    else:
+        text = f"has no effect: the rollout has already finished ({status.phase})"
+    return clip(f"{request.action} {request.who()} (request {request.id}) {text}")
+
+
+def manual_promote(spec: Spec, status: Status, request: ManualRequest) -> str:
+    """A manual promote, from the status before it: the weight it moved from and where."""
+    before = status.canary_weight or 0
+    where = (
+        "before the first step"
+        if status.step_index is None
+        else f"at step {status.step_index + 1}/{len(spec.steps)}"
+    )
+    return clip(
+        f"manual promote {request.who()}: {request.why()} (request {request.id}); canary "
+        f"{before}% -> 100% {where}, the rest of the schedule and its analysis skipped"
+    )
+
+
+def promoted_by_hand(request: ManualRequest) -> str:
+    """The status message after a manual promote."""
+    return clip(f"promoted by hand ({request.who()}): canary at 100%")
+
+
+def manual_abort(spec: Spec, request: ManualRequest) -> str:
+    """A manual abort, and whether it pages."""
+    if not request.page:
+        paging = "on-call not paged (not asked)"
+    elif spec.paging is None:
+        paging = "a page was asked for, but spec.paging is not set"
+    else:
+        paging = "paging on-call as asked"
+    return clip(f"manual abort {request.who()}: {request.why()} (request {request.id}); {paging}")
+
+
+# --- steps and progress ---------------------------------------------------------------------
+
+
+def started(spec: Spec) -> str:
+    first = spec.steps[0]
+    return (
+        f"started: step 1/{len(spec.steps)}, canary at {first.weight}% "
+        f"for {format_duration(first.hold)}"
+    )
+
+
+def step_advanced(spec: Spec, status: Status, before: int | None) -> str:
+    """The step `status` is now at, reached from canary weight `before`."""
+    index = status.step_index or 0
+    step = spec.steps[index]
+    return (
+        f"step {index + 1}/{len(spec.steps)}: canary {before}% -> {step.weight}% for "
+        f"{format_duration(step.hold)}; all {len(status.slos)} SLOs healthy"
+    )
+
+
+def promoted(step: Step, held: timedelta, status: Status, baseline_idle: bool) -> str:
+    """The last step held healthy for `held`."""
+    return clip(
+        f"promoted: canary at {step.weight}% for {format_duration(held)} "
+        f"with {all_healthy(status.slos, baseline_idle)}"
+    )
+
+
+def holding(spec: Spec, status: Status) -> str:
+    """A step whose hold is not over."""
+    index = status.step_index or 0
+    started = status.step_started_at
+    until = format_time(started + spec.steps[index].hold) if started is not None else "?"
+    return f"step {index + 1}/{len(spec.steps)} at {status.canary_weight}%: holding until {until}"
+
+
+def hold_done(spec: Spec, status: Status) -> str:
+    return f"{_where(spec, status)}: hold done, next step at the next tick"
+
+
+def waiting_for_evidence(spec: Spec, status: Status, unsure: SloStatus) -> str:
+    """The hold is over, but `unsure` (the first SLO not healthy) holds the next step back."""
+    return f"{_where(spec, status)}: waiting for evidence: {slo_list([unsure])}"
+
+
+def breaching(slo: SloStatus, since: datetime, window: timedelta) -> str:
+    """An SLO breaching since `since`, not yet for its whole window."""
+    return (
+        f"{slo.name} breaching since {format_time(since)}; "
+        f"rollback at {format_time(since + window)} if it persists"
+    )
+
+
+def paused(spec: Spec, status: Status) -> str:
+    """The status message of a paused rollout: by the spec, or by a metrics outage."""
+    if status.paused_reason == "MetricsOutage":
+        return outage(spec, status)
+    index = status.step_index or 0
+    return (
+        f"paused (spec.paused) at step {index + 1}/{len(spec.steps)}, "
+        f"canary {status.canary_weight}%"
+    )
+
+
+def resumed(reason: ResumeReason) -> str:
+    why = {
+        "Spec": "spec.paused is false",
+        "MetricsRecovered": "metrics are available again",
+        "SpecValid": "the spec is valid again",
+    }[reason]
+    return f"resumed: {why}"
+
+
+def _where(spec: Spec, status: Status) -> str:
+    return f"step {(status.step_index or 0) + 1}/{len(spec.steps)} at {status.canary_weight}%"
+
+
+# --- metrics outage -------------------------------------------------------------------------
+
+
+def outage(spec: Spec, status: Status) -> str:
+    """Since when metrics are unavailable, and what happens if they stay so."""
+    since = status.metrics_outage_since
+    if since is None:
+        return "metrics available"
+    policy = spec.analysis.on_metrics_outage
+    at = format_time(since + spec.analysis.max_metrics_outage)
+    if status.phase == "Paused" and status.paused_reason == "MetricsOutage":
+        tail = "paused until they are back"
+    else:
+        tail = f"weights held; {policy} at {at} if it lasts"
+    return f"metrics unavailable since {format_time(since)}: {tail}"
+
+
+def metrics_recovered(lasted: timedelta) -> str:
+    return f"metrics back after {format_duration(lasted)}"
+
+
+# --- SLOs -----------------------------------------------------------------------------------
+
+
+def slo_list(slos: Sequence[SloStatus], with_since: bool = False) -> str:
+    """`name: reason` per SLO (`name (since T): reason` with `with_since`), joined by `; `."""
+    parts = []
+    for slo in slos:
+        since = (
+            f" (since {format_time(slo.breaching_since)})"
+            if with_since and slo.breaching_since
+            else ""
+        )
+        parts.append(f"{slo.name}{since}: {slo.reason}")
+    return clip("; ".join(parts))
+
+
+def all_healthy(slos: Sequence[SloStatus], baseline_idle: bool) -> str:
+    """`all N SLOs healthy`; with the baseline idle, also what each was judged against."""
+    text = f"all {len(slos)} SLOs healthy"
+    if baseline_idle and slos:
+        text += f"; baseline idle (no traffic at 100%): {slo_list(slos)}"
+    return clip(text)
+
+
+# --- rollback and the page ------------------------------------------------------------------
+
+
+def breach_rollback(
+    slo: Slo, state: SloStatus, since: datetime, now: datetime, others: Sequence[str]
+) -> str:
+    """Why `slo` rolled the canary back; `others` name the other SLOs breached as long."""
+    message = (
+        f"SLO {slo.name} breached for {format_duration(now - since)} (window "
+        f"{format_duration(slo.window)}) since {format_time(since)}: {state.reason}"
+    )
+    if others:
+        message += "; also breaching: " + ", ".join(others)
+    return clip(message)
+
+
+def outage_rollback(
+    spec: Spec, since: datetime, now: datetime, unavailable: Sequence[SloStatus]
+) -> str:
+    """Why a metrics outage rolled the canary back, with each failed query's error."""
+    limit = format_duration(spec.analysis.max_metrics_outage)
+    errors = "; ".join(f"{slo.name}: {slo.reason}" for slo in unavailable)
+    return clip(
+        f"metrics unavailable for {format_duration(now - since)} (maxMetricsOutage {limit}) "
+        f"since {format_time(since)}: {errors}"
+    )
+
+
+def rolled_back(rollback: Rollback) -> str:
+    """The one-line status message of a rolled back rollout."""
+    if rollback.reason == "SLOBreach":
+        return f"rolled back: {rollback.slo} {_versus(rollback)} for {rollback.window}"
+    if rollback.reason == "Manual":
+        return clip(f"rolled back: {rollback.message}")
+    return f"rolled back: metrics unavailable for {rollback.window}"
+
+
+def page_summary(spec: Spec, status: Status, rollback: Rollback) -> str:
+    """The page's one line: the rollout, its revision and the cause, within PagerDuty's limit."""
+    since = format_time(rollback.breaching_since)
+    if rollback.reason == "SLOBreach":
+        cause = (
+            f"SLO {rollback.slo} {_versus(rollback)}, beyond {rollback.margin} for "
+            f"{rollback.window} (since {since})"
+        )
+    elif rollback.reason == "Manual":
+        cause = rollback.message  # "manual abort by alice: <reason> ..."
+    else:
+        cause = f"metrics unavailable for {rollback.window} (since {since}): {rollback.slo}"
+    return safe_summary(f"canaryguard rolled back {_who(spec)} revision {status.revision}: {cause}")
+
+
+def page_details(spec: Spec, status: Status, rollback: Rollback) -> dict[str, Any]:
+    """The page's custom details: the rollback's evidence and every SLO's last status."""
+    return {
+        "rollout": _who(spec),
+        "revision": status.revision,
+        "reason": rollback.reason,
+        "slo": rollback.slo,
+        "baseline": rollback.baseline,
+        "canary": rollback.canary,
+        "margin": rollback.margin,
+        "window": rollback.window,
+        "breachingSince": format_time(rollback.breaching_since),
+        "baselineReferenceAt": format_time(rollback.baseline_reference_at),
+        "rolledBackAt": format_time(rollback.at),
+        "stepIndex": status.step_index,
+        "explanation": rollback.message,
+        "slos": status.to_dict()["slos"],
+        "virtualService": spec.virtual_service.name,
+        "baselineDestination": str(spec.baseline),
+        "canaryDestination": str(spec.canary),
+    }
+
+
+def page_error(error: str | None) -> str:
+    """What a failed delivery reported, as kept in the page's status."""
+    return clip(error or "unknown error")
+
+
+def page_delivered(dedup_key: str) -> str:
+    return f"PagerDuty accepted the trigger (dedup key {dedup_key})"
+
+
+def page_rejected(error: str) -> str:
+    return f"PagerDuty rejected the trigger, not retried: {error}"
+
+
+def page_retrying(attempts: int, error: str) -> str:
+    return f"attempt {attempts} failed, retrying: {error}"
+
+
+def _who(spec: Spec) -> str:
+    return f"{spec.namespace}/{spec.name}" if spec.name else "a CanaryRollout"
+
+
+def _versus(rollback: Rollback) -> str:
+    """The values of a breach rollback: canary against baseline, or against the reference."""
+    canary = f"canary {_num(rollback.canary)}"
+    if rollback.baseline is None:
+        return f"{canary} (no baseline reference; judged by limit only)"
+    if rollback.baseline_reference_at is not None:
+        return (
+            f"{canary} vs baseline reference {_num(rollback.baseline)} "
+            f"(from {format_time(rollback.baseline_reference_at)})"
+        )
+    return f"{canary} vs baseline {_num(rollback.baseline)}"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

@@ -14,6 +14,7 @@ import pytest
 from canaryguard.core import engine
 from canaryguard.core.actions import SetWeights
 from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.paging import safe_dedup_key
 from canaryguard.core.status import Status
 from tests.unit.scenario import (
     BREACH,
@@ -622,6 +623,16 @@ def test_dedup_key_is_stable_and_bounded() -> None:
     long_key = engine.dedup_key(spec, "x" * 300)
     assert len(long_key) <= 255
     assert long_key.startswith("canaryguard/")
+
+
+def test_a_long_dedup_key_reaches_pagerduty_as_the_status_records_it() -> None:
+    spec = make_spec()
+    long_key = engine.dedup_key(spec, "x" * 300)
+
+    # The adapter fits keys the same way, so it sends the key the status holds, unchanged.
+    assert safe_dedup_key(long_key) == long_key
+    assert long_key.startswith(f"canaryguard/{spec.namespace}/{spec.name}/x")
+    assert engine.dedup_key(spec, "x" * 300 + "y") != long_key
 
 
 def test_page_attempts_count_every_call_of_every_delivery() -> None:

@@ -11,6 +11,7 @@ bin_dir=${CANARYGUARD_BIN_DIR:-$HOME/.cache/canaryguard/bin}
 # versions.env: plain KEY=value lines; copied beside the binaries for the test bed to read.
 KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' "$hack_dir/versions.env")
 ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$hack_dir/versions.env")
+ISTIO_API_VERSION=$(sed -n 's/^ISTIO_API_VERSION=//p' "$hack_dir/versions.env")
 
 # Never let a go.mod's toolchain line download another Go; build with the one installed.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly
@@ -90,7 +91,22 @@ build kube-apiserver "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kube-apiserver \
 build kubectl "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kubectl \
   "$kube_tags" "$kube_ldflags" version --client
 build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "-s -w" --version
-# The test bed (canaryguard_testbed.bins) reads what was built from here, not from a checkout.
+# Istio's real CRDs, as Istio generates them, from the istio.io/api module.
+istio_crds="$bin_dir/istio-api-$ISTIO_API_VERSION/customresourcedefinitions.gen.yaml"
+if [[ ! -s "$istio_crds" ]]; then
+  ensure_go
+  module_dir=$(go mod download -json "istio.io/api@$ISTIO_API_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  if [[ ! -s "$module_dir/kubernetes/customresourcedefinitions.gen.yaml" ]]; then
+    echo "bins: istio.io/api@$ISTIO_API_VERSION has no kubernetes/customresourcedefinitions.gen.yaml" >&2
+    exit 1
+  fi
+  mkdir -p "$(dirname "$istio_crds")"
+  install -m 0644 "$module_dir/kubernetes/customresourcedefinitions.gen.yaml" "$istio_crds.tmp.$$"
+  tmp_files+=("$istio_crds.tmp.$$")
+  mv -f "$istio_crds.tmp.$$" "$istio_crds"
+  echo "bins: Istio CRDs $ISTIO_API_VERSION at $istio_crds"
+fi
+# The test bed (canaryguard_testbed.bins) reads the pins from here, not from a checkout.
 install -m 0644 "$hack_dir/versions.env" "$bin_dir/versions.env"
-install -m 0644 "$hack_dir/istio-crds.yaml" "$bin_dir/istio-crds.yaml"
 echo "bins: done in $((SECONDS - total_start)) s ($bin_dir)"

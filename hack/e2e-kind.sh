@@ -8,7 +8,7 @@
 #
 # Needs docker, kind and kubectl on PATH. What it does:
 #   1. creates the kind cluster $CLUSTER (reuses it if it exists);
-#   2. installs Istio's networking CRDs (hack/istio-crds.yaml; no istiod, no Envoy);
+#   2. installs Istio's own CRDs (istio.io/api, fetched by `make bins`; no istiod, no Envoy);
 #   3. builds the operator image, loads it into kind, applies manifests/ and waits for the
 #      operator to be available;
 #   4. deploys, in namespace e2e, Prometheus, the local PagerDuty receiver and, per service,
@@ -98,7 +98,7 @@ main() {
   trap cleanup EXIT
 
   log "installing Istio's networking CRDs"
-  "${KUBECTL[@]}" apply --server-side -f hack/istio-crds.yaml
+  "${KUBECTL[@]}" apply --server-side -f "$(python3 -c 'from canaryguard_testbed.bins import istio_crds; print(istio_crds())')"
   "${KUBECTL[@]}" wait --for=condition=Established --timeout=60s \
     crd/virtualservices.networking.istio.io crd/destinationrules.networking.istio.io
 

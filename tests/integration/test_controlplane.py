@@ -175,7 +175,8 @@ def test_virtualservice_weights_patch_and_status(
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        ("/spec/http/1/route/0/weight", -1, "should be greater than or equal to 0"),
+        # Istio's schema types the weight (int32) but sets no minimum: a negative weight is
+        # refused by istiod's validating webhook, which does not run here.
         ("/spec/http/1/route/0/weight", "ninety", 'Invalid value: "string"'),
         ("/spec/http/1/timeout", "soon", "must be a valid duration"),
         ("/spec/http/0/match/0/uri", {"exact": "/a", "prefix": "/"}, "oneOf"),

@@ -20,8 +20,12 @@ def test_versions_file_pins_both_components() -> None:
 
 def test_versions_file_parsing(tmp_path: Path) -> None:
     path = tmp_path / "versions.env"
-    path.write_text("# comment\n\nKUBE_VERSION=v1.2.3\n ETCD_VERSION = v3.4.5 \n")
-    assert bins.read_versions(path) == bins.Versions(kube="v1.2.3", etcd="v3.4.5")
+    path.write_text(
+        "# comment\n\nKUBE_VERSION=v1.2.3\n ETCD_VERSION = v3.4.5 \nISTIO_API_VERSION=v1.32.0\n"
+    )
+    assert bins.read_versions(path) == bins.Versions(
+        kube="v1.2.3", etcd="v3.4.5", istio_api="v1.32.0"
+    )
     path.write_text("KUBE_VERSION=v1.2.3\n")
     with pytest.raises(ValueError, match="ETCD_VERSION"):
         bins.read_versions(path)
@@ -37,12 +41,12 @@ def test_layout_follows_bin_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_missing_binary_says_make_bins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CANARYGUARD_BIN_DIR", str(tmp_path))
     with pytest.raises(bins.MissingBinaryError, match=r"kube-apiserver v1\.2\.3.*`make bins`"):
-        bins.find_binaries(bins.Versions(kube="v1.2.3", etcd="v3.4.5"))
+        bins.find_binaries(bins.Versions(kube="v1.2.3", etcd="v3.4.5", istio_api="v1.32.0"))
 
 
 def test_present_binaries_are_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CANARYGUARD_BIN_DIR", str(tmp_path))
-    versions = bins.Versions(kube="v1.2.3", etcd="v3.4.5")
+    versions = bins.Versions(kube="v1.2.3", etcd="v3.4.5", istio_api="v1.32.0")
     for name, version in (("kube-apiserver", "v1.2.3"), ("kubectl", "v1.2.3"), ("etcd", "v3.4.5")):
         path = tmp_path / f"{name}-{version}" / name
         path.parent.mkdir()

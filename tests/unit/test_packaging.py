@@ -3,6 +3,7 @@ only the operator, and the test bed's wheel holds the test bed and its data."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,10 +15,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def build_wheel(source: Path, out: Path) -> zipfile.ZipFile:
-    """`pip wheel` of one distribution, without its dependencies; the built archive."""
+def build_wheel(source: Path, out: Path, parts: list[str]) -> zipfile.ZipFile:
+    """`pip wheel` of one distribution (its `parts` copied out first, so the build leaves no
+    build/ folder in the checkout), without its dependencies; the built archive."""
+    tree = out / "src"
+    for part in parts:
+        if (source / part).is_dir():
+            shutil.copytree(
+                source / part,
+                tree / part,
+                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"),
+            )
+        else:
+            tree.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / part, tree / part)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(tree)],
         check=True,
         timeout=300,
     )
@@ -37,7 +50,9 @@ def requirements(archive: zipfile.ZipFile) -> set[str]:
 
 @pytest.fixture(scope="module")
 def operator_wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    return build_wheel(ROOT, tmp_path_factory.mktemp("operator-wheel"))
+    return build_wheel(
+        ROOT, tmp_path_factory.mktemp("operator-wheel"), ["pyproject.toml", "README.md", "operator"]
+    )
 
 
 def test_the_operator_wheel_holds_the_operator_and_nothing_of_the_test_bed(
@@ -64,7 +79,9 @@ def test_the_operator_needs_none_of_the_test_beds_libraries(
 def test_the_test_bed_wheel_carries_its_scenarios_and_depends_on_the_operator(
     tmp_path: Path,
 ) -> None:
-    archive = build_wheel(ROOT / "tests" / "testbed", tmp_path)
+    archive = build_wheel(
+        ROOT / "tests" / "testbed", tmp_path, ["pyproject.toml", "canaryguard_testbed"]
+    )
     names = archive.namelist()
     packages = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert packages == {"canaryguard_testbed"}

@@ -28,6 +28,7 @@ class Versions:
 
     kube: str
     etcd: str
+    istio_api: str
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,11 @@ def read_versions(path: Path | None = None) -> Versions:
             raise ValueError(f"{path}: malformed line {raw!r} (expected KEY=value)")
         values[key.strip()] = value.strip()
     try:
-        return Versions(kube=values["KUBE_VERSION"], etcd=values["ETCD_VERSION"])
+        return Versions(
+            kube=values["KUBE_VERSION"],
+            etcd=values["ETCD_VERSION"],
+            istio_api=values["ISTIO_API_VERSION"],
+        )
     except KeyError as exc:
         raise ValueError(f"{path}: {exc.args[0]} is not set") from exc
 
@@ -87,9 +92,10 @@ def find_binary(component: str, version: str) -> Path:
     return path
 
 
-def istio_crds() -> Path:
-    """Istio's CRDs as `make bins` placed them beside the binaries."""
-    path = bin_dir() / "istio-crds.yaml"
+def istio_crds(versions: Versions | None = None) -> Path:
+    """Istio's own CRDs (from the istio.io/api module) as `make bins` placed them."""
+    v = versions or read_versions()
+    path = bin_dir() / f"istio-api-{v.istio_api}" / "customresourcedefinitions.gen.yaml"
     if not path.is_file():
         raise MissingBinaryError(f"{path} is missing; run `make bins`")
     return path

@@ -3,41 +3,44 @@ due is decided without waiting on Prometheus."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
+from collections.abc import Hashable
 from typing import Any
 
 from canaryguard.core.manual import REQUEST_ANNOTATION
-from canaryguard.core.spec import Spec, parse_spec
 from canaryguard.runtime.controller import Controller
-from tests.unit.scenario import Rollout, at, spec_dict, weights
+from canaryguard.runtime.scheduler import Scheduler
+from tests.unit.fakes import FakeRouter, World, rollout_body, virtual_service
+from tests.unit.scenario import Rollout
 
 
-class RecordingScheduler:
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, float, bool]] = []
+class RecordingScheduler(Scheduler):
+    """The real scheduler, recording what the controller asks of it."""
 
-    def upsert(self, key: Any, interval: float, now: bool = False) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[Hashable, float, bool]] = []
+
+    def upsert(self, key: Hashable, interval: float, now: bool = False) -> None:
         self.calls.append((key, interval, now))
+        super().upsert(key, interval, now)
 
 
 def body(version: int, generation: int = 1, request: str | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": "scorer",
-        "namespace": "ml",
-        "generation": generation,
-        "resourceVersion": str(version),
-    }
-    if request is not None:
-        metadata["annotations"] = {REQUEST_ANNOTATION: request}
-    return {"metadata": metadata, "spec": spec_dict()}
+    data = rollout_body(
+        annotations=None if request is None else {REQUEST_ANNOTATION: request},
+        generation=generation,
+    )
+    data["metadata"]["resourceVersion"] = str(version)
+    return data
 
 
 def test_a_new_request_or_spec_ticks_at_once_a_status_write_does_not() -> None:
-    controller = Controller(kube=None, virtual_services=None)  # type: ignore[arg-type]
-    scheduler = RecordingScheduler()
-    controller.scheduler = scheduler  # type: ignore[assignment]
+    world = World()
+    controller = Controller(
+        world.kube, world.router, world.metrics, world.pager, scheduler_factory=RecordingScheduler
+    )
     abort = json.dumps({"action": "abort", "id": "a1"})
 
     controller.seen("ADDED", body(1))
@@ -49,33 +52,27 @@ def test_a_new_request_or_spec_ticks_at_once_a_status_write_does_not() -> None:
     controller.seen("MODIFIED", body(5, generation=2, request=abort))
     controller.seen("MODIFIED", body(6, generation=2))  # the annotation removed
 
+    scheduler = controller.scheduler
+    assert isinstance(scheduler, RecordingScheduler)
     assert [now for _, _, now in scheduler.calls] == [True, False, True, False, True, True]
     assert {interval for _, interval, _ in scheduler.calls} == {30.0}
-
-
-class FakeVirtualServices:
-    async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        dests = [{"destination": {"host": "scorer", "subset": s}} for s in ("v1", "v2")]
-        return {
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"http": [{"route": dests}]},
-        }
+    assert len(scheduler) == 1
 
 
 def test_a_due_request_is_decided_without_querying_prometheus() -> None:
-    controller = Controller(kube=None, virtual_services=FakeVirtualServices())  # type: ignore[arg-type]
-
-    async def no_prometheus(spec: Spec) -> Any:
-        raise AssertionError("Prometheus was queried")
-
-    controller._prometheus = no_prometheus  # type: ignore[method-assign]
     running = Rollout()
     running.started()
     running.tick(30)
-    data = body(1, request=json.dumps({"action": "abort", "id": "a1"}))
-    spec = parse_spec(data)
+    world = World()
+    world.router = FakeRouter(virtual_service(90, 10), journal=world.journal)
+    stored = json.loads(json.dumps(running.status.to_dict()))
+    abort = json.dumps({"action": "abort", "id": "a1"})
+    world.kube.create(rollout_body(status=stored, annotations={REQUEST_ANNOTATION: abort}))
+    controller = world.controller()
 
-    result = asyncio.run(controller._decide(spec, running.status, at(45)))
+    world.tick(controller, 45)
 
-    assert result.status.phase == "RolledBack"
-    assert weights(result.actions) == [(100, 0)]
+    assert world.metrics.connections == [] and world.metrics.queries == []
+    assert world.kube.status()["phase"] == "RolledBack"
+    assert world.router.writes == [(100, 0)]
+    assert world.router.weights() == [(100, 0)]

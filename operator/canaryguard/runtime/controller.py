@@ -40,7 +40,7 @@ from canaryguard.core.spec import Spec, SpecError, parse_spec
 from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
 from canaryguard.runtime.observe import QueryRejected, observe
-from canaryguard.runtime.scheduler import Scheduler
+from canaryguard.runtime.scheduler import Scheduler, TickFn
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ class Controller:
         pager: Pager,
         settings: Settings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        scheduler_factory: Callable[[TickFn, int], Scheduler] = Scheduler,
     ) -> None:
+        """`scheduler_factory(tick, concurrency)` builds the scheduler (tests record it)."""
         self._kube = kube
         self._vs = router
         self._metrics = metrics_connector
@@ -80,7 +82,7 @@ class Controller:
         self._settings = settings or Settings()
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
-        self.scheduler = Scheduler(self._tick_key, concurrency=self._settings.concurrency)
+        self.scheduler = scheduler_factory(self._tick_key, self._settings.concurrency)
 
     # --- the watch side ------------------------------------------------------------------
 

@@ -170,6 +170,11 @@ def add_query_slo(template: str, samples: str | None = None) -> Edit:
         ),
         (set_in("metrics.prometheus.timeout", "0s"), "spec.metrics.prometheus.timeout: must be at"),
         (set_in("metrics.versionLabel", "1x"), "spec.metrics.versionLabel: invalid value"),
+        (set_in("metrics.versionLabel", "version\n"), "spec.metrics.versionLabel: invalid value"),
+        (
+            set_in("metrics.prometheus.address", "http://prom:9090/\nX-Injected: 1"),
+            "spec.metrics.prometheus.address: invalid value",
+        ),
         (set_in("analysis.interval", "0s"), "spec.analysis.interval: must be at least 1s"),
         (set_in("analysis.onMetricsOutage", "panic"), "spec.analysis.onMetricsOutage: must be one"),
         (set_in("analysis.minRequests", -1), "spec.analysis.minRequests: must be >= 0, got -1"),

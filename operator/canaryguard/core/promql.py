@@ -36,7 +36,7 @@ def escape_regex(value: str) -> str:
 
 def label_name(name: str) -> str:
     """Return `name` if it is a valid Prometheus label name, else raise ValueError."""
-    if not LABEL_NAME.match(name):
+    if not LABEL_NAME.fullmatch(name):
         raise ValueError(f"invalid Prometheus label name {name!r}")
     return name
 

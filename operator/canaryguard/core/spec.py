@@ -32,7 +32,7 @@ MAX_SELECTOR_LABELS = 16
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_URL = re.compile(r"^https?://[^\s/]+")
+_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _MS = timedelta(milliseconds=1)
 _SECOND = timedelta(seconds=1)
@@ -390,7 +390,7 @@ class _Reader:
             raise SpecError(self.at(key), "must not be empty")
         if len(value) > max_length:
             raise SpecError(self.at(key), f"must be at most {max_length} characters")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise SpecError(self.at(key), f"invalid value {value!r}{': ' + hint if hint else ''}")
         return value
 
@@ -547,7 +547,7 @@ def _selector(r: _Reader) -> dict[str, str]:
     result = {}
     for label, value in entries:
         path = r.at(str(label))
-        if not isinstance(label, str) or not LABEL_NAME.match(label):
+        if not isinstance(label, str) or not LABEL_NAME.fullmatch(label):
             raise SpecError(path, "not a Prometheus label name")
         if not isinstance(value, str) or len(value) > 253:
             raise SpecError(path, "must be a string of at most 253 characters")

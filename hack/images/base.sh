@@ -20,7 +20,10 @@ start=$SECONDS
 rootfs=$WORK_DIR/debian-python
 trap 'rm -rf "$rootfs" "$rootfs.debootstrap.log"' EXIT
 make_rootfs "$rootfs" python3,python3-venv,ca-certificates
+# An imported image has no environment; without PATH, a Dockerfile's ENV PATH=...:${PATH}
+# would end in an empty entry (the working directory).
 import_rootfs "$rootfs" "$BASE_IMAGE" \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'CMD ["python3"]'
 log "built $BASE_IMAGE in $((SECONDS - start)) s, $(image_size "$BASE_IMAGE")"

@@ -103,3 +103,35 @@ import_rootfs() { # DIR IMAGE [docker import --change ...]
   shift 2
   tar --numeric-owner -C "$dir" -c . | docker import "$@" - "$image" >/dev/null
 }
+
+# Wheels of a Python project and all it needs, and of its build backend, into DIR, built by
+# the host's pip (its index and certificates; the image sees neither). The interpreter must be
+# the base image's minor version, so compiled wheels fit it.
+build_wheelhouse() { # DIR PROJECT_DIR...
+  local dir=$1 src want have
+  shift
+  want=$(docker run --rm --network none "$BASE_IMAGE" python3 -c \
+    'import sys; print("%d.%d" % sys.version_info[:2])')
+  have=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  [[ $have == "$want" ]] ||
+    die "$PYTHON is Python $have but $BASE_IMAGE has $want; set PYTHON=python$want"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  # Build from a copy: pip would write build/ and *.egg-info into the checkout.
+  src=$(mktemp -d "$WORK_DIR.src.XXXXXX")
+  local projects=() project
+  for project in "$@"; do
+    mkdir -p "$src/$(basename "$project")"
+    tar -C "$project" --exclude='*.egg-info' --exclude=__pycache__ --exclude=build \
+      --exclude=dist --exclude=.venv -c . | tar -C "$src/$(basename "$project")" -x
+    projects+=("$src/$(basename "$project")")
+  done
+  log "pip wheel ${*##*/} and dependencies (Python $have) into ${dir#"$ROOT"/}"
+  if ! "$PYTHON" -m pip wheel --quiet --wheel-dir "$dir" "${projects[@]}" \
+    "setuptools>=77" wheel; then
+    rm -rf "$src"
+    die "pip wheel failed"
+  fi
+  rm -rf "$src"
+  log "wheelhouse: $(find "$dir" -name '*.whl' | wc -l) wheels, $(du -sh "$dir" | cut -f1)"
+}

@@ -122,8 +122,11 @@ build_wheelhouse() { # DIR PROJECT_DIR...
   local projects=() project
   for project in "$@"; do
     mkdir -p "$src/$(basename "$project")"
-    tar -C "$project" --exclude='*.egg-info' --exclude=__pycache__ --exclude=build \
-      --exclude=dist --exclude=.venv -c . | tar -C "$src/$(basename "$project")" -x
+    # Top-level local state (the checkout's tests/ too), then caches and metadata anywhere.
+    tar -C "$project" --anchored --exclude=./.git --exclude=./.venv --exclude=./tests \
+      --exclude=./build --exclude=./dist --exclude='./.*cache' --exclude=./.hypothesis \
+      --no-anchored --exclude='*.egg-info' --exclude=__pycache__ -c . |
+      tar -C "$src/$(basename "$project")" -x
     projects+=("$src/$(basename "$project")")
   done
   log "pip wheel ${*##*/} and dependencies (Python $have) into ${dir#"$ROOT"/}"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# canaryguard/testbed:<version>: the test bed's router, model servers, load generator and
+# PagerDuty receiver for a real cluster, FROM the local Debian base (base.sh), installed from
+# wheels built here on the host (hack/images/testbed.Dockerfile); no network in the build.
+#
+#   bash hack/images/testbed.sh
+set -euo pipefail
+# shellcheck source=hack/images/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+need_docker
+bash "$IMAGES_DIR/base.sh"
+
+version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/tests/testbed/pyproject.toml" | head -n 1)
+IMAGE=${CANARYGUARD_TESTBED_IMAGE:-canaryguard/testbed:${version:?no version in tests/testbed/pyproject.toml}}
+PYTHON=${PYTHON:-python3}
+# The build context: the wheelhouse and the Dockerfile, nothing else.
+context=$WORK_DIR/testbed-context
+
+start=$SECONDS
+trap 'rm -rf "$context"' EXIT
+build_wheelhouse "$context" "$ROOT" "$ROOT/tests/testbed"
+cp "$IMAGES_DIR/testbed.Dockerfile" "$context/Dockerfile"
+wheels_done=$SECONDS
+
+log "docker build $IMAGE (FROM $BASE_IMAGE, no network)"
+docker build --quiet --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" "$context" \
+  >/dev/null
+log "built $IMAGE in $((SECONDS - start)) s (wheels $((wheels_done - start)) s," \
+  "docker build $((SECONDS - wheels_done)) s), $(image_size "$IMAGE")"
+
+# Each server's command line parses, as 65532 on a read-only root.
+run=(docker run --rm --read-only --user 65532:65532 --network none)
+for server in router modelserver loadgen pagerduty_receiver; do
+  "${run[@]}" "$IMAGE" python3 -m "canaryguard_testbed.$server" --help >/dev/null ||
+    die "python3 -m canaryguard_testbed.$server --help failed in $IMAGE"
+done
+log "checked $IMAGE: router, modelserver, loadgen, pagerduty_receiver --help as 65532 on a read-only root"

@@ -89,7 +89,7 @@ clean_rootfs() { # DIR
   local dir=$1
   rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb \
     "$dir"/var/log/* "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/info/* \
-    "$dir"/tmp/* "$dir"/var/tmp/* "$dir"/root/.cache
+    "$dir"/usr/share/locale/* "$dir"/tmp/* "$dir"/var/tmp/* "$dir"/root/.cache
   # The image must not name this machine's mirror; apt inside gets its source at build time.
   rm -f "$dir"/etc/apt/sources.list "$dir"/etc/apt/sources.list.d/*
   : >"$dir/etc/apt/sources.list"

@@ -99,9 +99,14 @@ clean_rootfs() { # DIR
 }
 
 import_rootfs() { # DIR IMAGE [docker import --change ...]
-  local dir=$1 image=$2
+  local dir=$1 image=$2 old
   shift 2
+  old=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   tar --numeric-owner -C "$dir" -c . | docker import "$@" - "$image" >/dev/null
+  # A rebuild leaves the image the tag pointed to untagged; remove it unless still in use.
+  if [[ -n $old && $old != "$(docker image inspect --format '{{.Id}}' "$image")" ]]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
 }
 
 # Wheels of a Python project and all it needs, and of its build backend, into DIR, built by
@@ -137,4 +142,21 @@ build_wheelhouse() { # DIR PROJECT_DIR...
   fi
   rm -rf "$src"
   log "wheelhouse: $(find "$dir" -name '*.whl' | wc -l) wheels, $(du -sh "$dir" | cut -f1)"
+}
+
+# docker build, leaving no untagged images behind: the classic builder keeps each earlier
+# stage as an untagged image and the image a rebuilt tag pointed to; both are removed here.
+build_image() { # IMAGE CONTEXT [docker build options...]
+  local image=$1 context=$2 old new
+  shift 2
+  old=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+  docker build --quiet --force-rm "$@" -t "$image" "$context" >/dev/null
+  # The build stage again (from cache, instantly), under a name, so it can be removed by name.
+  docker build --quiet --force-rm "$@" --target build -t "$image-build-stage" "$context" \
+    >/dev/null
+  docker rmi "$image-build-stage" >/dev/null
+  new=$(docker image inspect --format '{{.Id}}' "$image")
+  if [[ -n $old && $old != "$new" ]]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
 }

@@ -25,8 +25,7 @@ build_wheelhouse "$wheelhouse" "$ROOT"
 wheels_done=$SECONDS
 
 log "docker build $IMAGE (FROM $BASE_IMAGE, no network)"
-docker build --quiet --network none --build-arg "PYTHON_IMAGE=$BASE_IMAGE" -t "$IMAGE" "$ROOT" \
-  >/dev/null
+build_image "$IMAGE" "$ROOT" --network none --build-arg "PYTHON_IMAGE=$BASE_IMAGE"
 log "built $IMAGE in $((SECONDS - start)) s (wheels $((wheels_done - start)) s," \
   "docker build $((SECONDS - wheels_done)) s), $(image_size "$IMAGE")"
 

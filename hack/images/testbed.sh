@@ -24,8 +24,7 @@ cp "$IMAGES_DIR/testbed.Dockerfile" "$context/Dockerfile"
 wheels_done=$SECONDS
 
 log "docker build $IMAGE (FROM $BASE_IMAGE, no network)"
-docker build --quiet --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" "$context" \
-  >/dev/null
+build_image "$IMAGE" "$context" --network none --build-arg "BASE_IMAGE=$BASE_IMAGE"
 log "built $IMAGE in $((SECONDS - start)) s (wheels $((wheels_done - start)) s," \
   "docker build $((SECONDS - wheels_done)) s), $(image_size "$IMAGE")"
 

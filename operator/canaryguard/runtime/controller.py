@@ -39,6 +39,7 @@ from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError, parse_spec
 from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
+from canaryguard.runtime.conflicts import RouteClaims
 from canaryguard.runtime.observe import QueryRejected, observe
 from canaryguard.runtime.scheduler import Scheduler, TickFn
 
@@ -82,6 +83,7 @@ class Controller:
         self._settings = settings or Settings()
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
+        self._claims = RouteClaims()  # two rollouts never drive one route
         self.scheduler = scheduler_factory(self._tick_key, self._settings.concurrency)
 
     # --- the watch side ------------------------------------------------------------------
@@ -92,6 +94,7 @@ class Controller:
         key: Key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
             self._bodies.pop(key, None)
+            self._claims.forget(key)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
             self._count_phases()
@@ -100,6 +103,7 @@ class Controller:
         if previous is not None and _resource_version(body) < _resource_version(previous):
             return  # the watch is behind a status this operator already wrote
         self._bodies[key] = dict(body)
+        self._claims.note(key, self._bodies[key])
         metrics.record_rollout(key[0], key[1], status_from_dict(body.get("status")))
         # A spec edit or a new manual request is acted on at once, not at the next interval
         # (annotations do not bump the generation).
@@ -147,7 +151,9 @@ class Controller:
     async def _decide(self, spec: Spec, status: Status, now: datetime) -> engine.TickResult:
         namespace = spec.namespace
         vs = await self._vs.get(namespace, spec.virtual_service.name)
-        plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
+        routes = plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
+        if (conflict := self._claims.conflict(spec, status.phase, vs, routes)) is not None:
+            raise RouteError(conflict)
         observations = Observations()
         # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before

@@ -19,7 +19,7 @@ from canaryguard.core.durations import format_duration, parse_duration
 from canaryguard.core.manual import InvalidRequest, ManualRequest, parse_request
 from canaryguard.core.paging import SEVERITIES, Severity
 from canaryguard.core.promql import LABEL_NAME
-from canaryguard.core.templates import template_problem, wrapped_problem
+from canaryguard.core.templates import regex_problem, template_problem, wrapped_problem
 
 Direction = Literal["HigherIsWorse", "LowerIsWorse"]
 OutagePolicy = Literal["rollback", "pause"]
@@ -34,7 +34,9 @@ MAX_SELECTOR_LABELS = 16
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+# No userinfo, query or fragment: credentials go in Secrets, and the address shows in pages.
+_URL = re.compile(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
+_URL_HINT = "an http(s) URL without credentials, query or fragment"
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _MS = timedelta(milliseconds=1)
 _SECOND = timedelta(seconds=1)
@@ -477,8 +479,10 @@ def _virtual_service(r: _Reader) -> VirtualServiceRef:
 
 def _destination(r: _Reader) -> Destination:
     return Destination(
-        host=r.string("host"),
-        subset=r.string("subset", required=False, max_length=63),
+        host=r.string("host", pattern=_OBJECT_NAME, hint="a DNS name"),
+        subset=r.string(
+            "subset", required=False, max_length=63, pattern=_DNS_LABEL, hint="a DNS label"
+        ),
     )
 
 
@@ -491,7 +495,7 @@ def _secret_ref(r: _Reader) -> SecretKeyRef:
 
 def _prometheus(r: _Reader) -> PrometheusSpec:
     return PrometheusSpec(
-        address=r.string("address", max_length=1024, pattern=_URL, hint="an http(s) URL"),
+        address=r.string("address", max_length=1024, pattern=_URL, hint=_URL_HINT),
         timeout=r.duration("timeout", default=timedelta(seconds=5), minimum=_MS),
         headers_secret_ref=r.optional_nested("headersSecretRef", _secret_ref),
     )
@@ -506,8 +510,9 @@ def _selector(r: _Reader) -> dict[str, str]:
         path = r.at(str(label))
         if not isinstance(label, str) or not LABEL_NAME.fullmatch(label):
             raise SpecError(path, "not a Prometheus label name")
-        if not isinstance(value, str) or len(value) > 253:
-            raise SpecError(path, "must be a string of at most 253 characters")
+        # An empty value would also match every series without the label.
+        if not isinstance(value, str) or not 1 <= len(value) <= 253:
+            raise SpecError(path, "must be a string of 1 to 253 characters")
         result[label] = value
     return result
 
@@ -547,10 +552,8 @@ def _margin(r: _Reader) -> Margin:
 
 def _error_rate(r: _Reader) -> ErrorRate:
     codes = r.string("codes", default="5..", max_length=64)
-    try:
-        re.compile(codes)
-    except re.error as exc:
-        raise SpecError(r.at("codes"), f"invalid regular expression: {exc}") from None
+    if (problem := regex_problem(codes)) is not None:
+        raise SpecError(r.at("codes"), f"invalid regular expression: {problem}")
     return ErrorRate(codes=codes)
 
 
@@ -628,7 +631,7 @@ def _pager_duty(r: _Reader) -> PagerDuty:
     return PagerDuty(
         routing_key_secret_ref=r.nested("routingKeySecretRef", _secret_ref),
         severity=r.choice("severity", SEVERITIES, "critical"),
-        url=r.string("url", required=False, max_length=1024, pattern=_URL, hint="an http(s) URL"),
+        url=r.string("url", required=False, max_length=1024, pattern=_URL, hint=_URL_HINT),
     )
 
 

@@ -13,6 +13,8 @@ The operator renders it once per version and wraps each rendering as
 - the wrapped query does not parse, or parses into anything but the two wrapped copies of
   the template's own expression, whole: `x) or vector(1) or (y` parses once wrapped, into a
   query the operator never meant to send.
+The errorRate codes, the other PromQL users write, are checked by the same parser
+(`regex_problem`): Prometheus takes RE2, which Python's `re` is not.
 """
 
 from __future__ import annotations
@@ -105,6 +107,16 @@ def wrapped_problem(template: str, baseline: str, canary: str, lookback: float) 
             "breaks out of the query canaryguard builds around it "
             "(label_replace((template), ...) per version): it must be one complete expression"
         )
+    return None
+
+
+def regex_problem(regex: str) -> str | None:
+    """Why `regex` is not a regular expression Prometheus takes in a matcher (RE2 syntax:
+    no lookaround, no backreferences), in the parser's words; or None."""
+    try:
+        promql_parser.parse(f'x{{l=~"{promql.escape_string(regex)}"}}')
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

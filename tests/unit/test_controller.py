@@ -118,7 +118,6 @@ def test_crash_after_the_rollback_weights_a_continued_breach_rolls_back_again() 
     assert world.pager.dedup_keys == [dedup_key(world)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: fail-safe traffic")
 @pytest.mark.parametrize(
     "after",
     [
@@ -129,10 +128,10 @@ def test_crash_after_the_rollback_weights_a_continued_breach_rolls_back_again() 
 def test_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary(
     after: SloObservation,
 ) -> None:
-    """(a) As above, but the next tick does not see the breach again. Today the controller
-    re-asserts the stored 50% (inconclusive: "weights were changed outside canaryguard")
-    or even advances to 100% (healthy, hold elapsed): traffic goes back to the canary that
-    was just rolled back. DESIGN.md 8: a failed write after a rollback never does that."""
+    """(a) As above, but the next tick does not see the breach again. The stored status
+    still says 50%, yet the canary's share is not re-asserted (inconclusive) nor advanced
+    (healthy, hold elapsed): DESIGN.md 8, a failed write after a rollback never sends
+    traffic back to the canary. The rollout holds, saying why."""
     world = World()
     controller = breached(world)
     world.kube.fail_patches(1)
@@ -140,8 +139,16 @@ def test_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary
         world.tick(controller, 150, obs(BREACH))
 
     world.tick(controller, 180, obs(after))
+    world.tick(controller, 210, obs(after))
 
     assert world.router.weights() == [(100, 0)]
+    stored = world.kube.status()
+    assert stored["phase"] == "Progressing"
+    progressing = {c["type"]: c for c in stored["conditions"]}["Progressing"]
+    assert progressing["reason"] == "WeightsLowered"
+    assert [r for r in world.kube.reasons() if r[1] == "WeightsLowered"] == [
+        ("Warning", "WeightsLowered")
+    ]
 
 
 def test_crash_before_the_page_is_sent_a_restarted_operator_sends_it_once() -> None:

@@ -69,7 +69,6 @@ __all__ = [
     "SloObservation",
     "TickResult",
     "dedup_key",
-    "desired_weights",
     "invalid",
     "record_page_result",
     "request_due",
@@ -104,9 +103,10 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     elif status.phase in FINISHED:
         status = _finished(spec, status, log)
     elif status.phase == "Pending" or status.step_index is None:
-        status = _start(spec, replace(status, revision=revision), log)
+        status = _start(spec, replace(status, revision=revision), observations, log)
     else:
         status = _analyse(spec, status, observations, log)
+    status = _guard_traffic(status, observations.routed_canary, log)
     status = status.with_condition("SpecValid", "True", "Valid", messages.SPEC_VALID, log.now)
     return log.result(status)
 
@@ -186,14 +186,6 @@ def request_due(spec: Spec, status: Status) -> bool:
     return _no_effect(spec, status, request) is None
 
 
-def desired_weights(status: Status) -> SetWeights | None:
-    """The weights the VirtualService should have according to the status (None before the
-    first step). Lets the operator repair weights after a crash between patches."""
-    if status.canary_weight is None:
-        return None
-    return SetWeights(baseline=100 - status.canary_weight, canary=status.canary_weight)
-
-
 def dedup_key(spec: Spec, revision: str) -> str:
     """The page's dedup key: `canaryguard/<namespace>/<name>/<revision>`, stable per revision.
 
@@ -216,6 +208,10 @@ class _Log:
 
     def act(self, action: Action) -> None:
         self.actions.append(action)
+
+    def sets_weights(self) -> bool:
+        """Whether this tick's decision already sets the weights."""
+        return any(isinstance(a, SetWeights) for a in self.actions)
 
     def decide(
         self, status: Status, type_: EventType, action: str, reason: str, message: str
@@ -338,7 +334,7 @@ def _manual_abort(spec: Spec, status: Status, request: ManualRequest, log: _Log)
     return _rollback(spec, status, rollback, log, page=request.page, event="ManualAbort")
 
 
-def _start(spec: Spec, status: Status, log: _Log) -> Status:
+def _start(spec: Spec, status: Status, observations: Observations, log: _Log) -> Status:
     now = log.now
     if spec.paused:
         before = (status.phase, status.paused_reason)
@@ -353,6 +349,13 @@ def _start(spec: Spec, status: Status, log: _Log) -> Status:
         if before != ("Paused", "Spec"):
             log.decide(status, "Normal", "Paused", "Spec", message)
         return status
+    blind = [
+        slo.name
+        for slo in spec.analysis.slos
+        if (seen := observations.slos.get(slo.name)) is None or seen.unavailable
+    ]
+    if blind:
+        return _wait_for_metrics(spec, status, blind, log)
     first = spec.steps[0]
     status = replace(
         status,
@@ -368,6 +371,23 @@ def _start(spec: Spec, status: Status, log: _Log) -> Status:
     status = replace(status, message=message)
     status = status.with_condition("Progressing", "True", "Holding", message, now)
     log.decide(status, "Normal", "Started", "Started", messages.started(spec))
+    return status
+
+
+def _wait_for_metrics(spec: Spec, status: Status, blind: Sequence[str], log: _Log) -> Status:
+    """Not started while any SLO's query fails: no traffic goes to a canary whose metrics
+    cannot be read. The outage is recorded (and posted once); the start waits for metrics."""
+    now = log.now
+    before = status.metrics_outage_since
+    since = before or now
+    message = messages.waiting_to_start(blind, since)
+    status = replace(status, phase="Pending", metrics_outage_since=since, message=message)
+    status = status.with_condition(
+        "MetricsAvailable", "False", "QueryFailed", messages.blind_slos(blind), now
+    )
+    status = status.with_condition("Progressing", "False", "WaitingForMetrics", message, now)
+    if before is None:
+        log.decide(status, "Warning", "MetricsOutage", "NotStarted", message)
     return status
 
 
@@ -423,9 +443,48 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
         return _rollback(spec, status, _outage_rollback(spec, status, unavailable, now), log)
 
     status = _pause_or_resume(spec, status, outage_over_limit, log)
-    if status.phase == "Progressing":
+    lowered = _lowered(status, observations.routed_canary)
+    if status.phase == "Progressing" and lowered is None:
         status = _progress(spec, status, log)
-    return _describe(spec, status, now)
+    return _describe(spec, status, now, lowered)
+
+
+def _lowered(status: Status, routed: float | None) -> float | None:
+    """The routed canary share when it is below the weight decided last (someone lowered it:
+    a person, or a rollback whose status write was lost), else None."""
+    wanted = status.canary_weight
+    if routed is None or wanted is None or routed > wanted - _WEIGHT_SLACK:
+        return None
+    return routed
+
+
+# Shares are computed from weights that need not sum to 100; half a point is "the same".
+_WEIGHT_SLACK = 0.5
+
+
+def _guard_traffic(status: Status, routed: float | None, log: _Log) -> Status:
+    """Traffic is fail-safe (DESIGN.md, rule 8). When this tick decided no weights, the
+    routed share is compared with the weight decided last: a canary share above it is set
+    back down; one below it is respected (never raised again), recorded in the Traffic
+    condition and posted once; the rollout holds until a person restores the weight or
+    decides (promote, abort), and a sustained breach still rolls it back."""
+    wanted = status.canary_weight
+    if routed is None or wanted is None or log.sets_weights():
+        return status
+    now = log.now
+    if routed > wanted + _WEIGHT_SLACK:
+        log.act(SetWeights(100 - wanted, wanted))
+        message = messages.weights_reasserted(routed, wanted)
+        log.decide(status, "Warning", "WeightsReasserted", "RaisedOutside", message)
+        return status.with_condition("Traffic", "True", "Reasserted", message, now)
+    if routed < wanted - _WEIGHT_SLACK:
+        old = status.condition("Traffic")
+        message = messages.weights_lowered(routed, wanted, status.phase)
+        status = status.with_condition("Traffic", "False", "LoweredOutside", message, now)
+        if old is None or old.reason != "LoweredOutside" or old.message != message:
+            log.decide(status, "Warning", "WeightsLowered", "LoweredOutside", message)
+        return status
+    return status.with_condition("Traffic", "True", "AsDecided", messages.TRAFFIC_AS_DECIDED, now)
 
 
 def _baseline_idle(status: Status) -> bool:
@@ -629,7 +688,7 @@ def _page(spec: Spec, status: Status) -> Page | None:
 # --- conditions ----------------------------------------------------------------------------
 
 
-def _describe(spec: Spec, status: Status, now: datetime) -> Status:
+def _describe(spec: Spec, status: Status, now: datetime, lowered: float | None = None) -> Status:
     """Set the one-line message and the conditions from this tick's state."""
     slos = status.slos
     breaching = [slo for slo in slos if slo.verdict == "breach"]
@@ -665,6 +724,10 @@ def _describe(spec: Spec, status: Status, now: datetime) -> Status:
         message = messages.paused(spec, status)
         status = replace(status, message=message)
         progressing = ("False", "Paused", message)
+    elif lowered is not None:
+        message = messages.held_lowered(lowered, status)
+        status = replace(status, message=message)
+        progressing = ("False", "WeightsLowered", message)
     else:
         reason, message = _progressing(spec, status, now)
         status = replace(status, message=message)

@@ -15,11 +15,11 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryguard.adapters.istio import plan_routes
+from canaryguard.adapters.istio import plan_routes, read_weights
 from canaryguard.adapters.kube import merge_patch
 from canaryguard.core import engine
 from canaryguard.core.actions import EmitEvent, Page, SetWeights
@@ -34,6 +34,7 @@ from canaryguard.core.ports import (
     RouteError,
     Router,
     SecretError,
+    canary_share,
 )
 from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError, parse_spec
@@ -147,7 +148,9 @@ class Controller:
     async def _decide(self, spec: Spec, status: Status, now: datetime) -> engine.TickResult:
         namespace = spec.namespace
         vs = await self._vs.get(namespace, spec.virtual_service.name)
-        plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
+        routes = plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
+        # What the router has now: the engine never raises the canary's share but by a decision.
+        routed = canary_share(read_weights(vs, routes, spec.baseline, spec.canary))
         observations = Observations()
         # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before
@@ -159,7 +162,7 @@ class Controller:
             for slo in observations.slos.values():
                 if slo.unavailable:
                     metrics.QUERY_ERRORS.labels(kind="unavailable").inc()
-        return engine.tick(spec, status, observations, now)
+        return engine.tick(spec, status, replace(observations, routed_canary=routed), now)
 
     async def _metrics_source(self, spec: Spec) -> MetricsSource:
         prom = spec.metrics.prometheus
@@ -190,10 +193,12 @@ class Controller:
         status = result.status
         pages = [a for a in result.actions if isinstance(a, Page)]
         if spec is not None:
-            await self._apply_weights(body, spec, status, result)
+            await self._apply_weights(spec, result)
         for action in result.actions:
             if isinstance(action, EmitEvent):
                 metrics.DECISIONS.labels(action=action.type, reason=action.reason).inc()
+                if action.reason == "WeightsReasserted":
+                    metrics.WEIGHT_REASSERTS.inc()
                 log.info("decision rollout=%s reason=%s %s", rollout, action.reason, action.message)
                 await self._event(body, action.type, action.reason, action.message)
         body = await self._write(body, before, status)
@@ -204,16 +209,15 @@ class Controller:
             body = await self._write(body, status, after)
             status = after
 
-    async def _apply_weights(
-        self, body: Mapping[str, Any], spec: Spec, status: Status, result: engine.TickResult
-    ) -> None:
-        """Carry out SetWeights; otherwise re-assert the status's weights if someone moved
-        them (an Invalid rollout's traffic is left as it is)."""
+    async def _apply_weights(self, spec: Spec, result: engine.TickResult) -> None:
+        """Carry out the tick's SetWeights, if any. The engine alone decides weights: a
+        setting back after an outside change is one of its decisions, and it never raises
+        the canary's share but by a judged step or a manual promote."""
         commanded = [a for a in result.actions if isinstance(a, SetWeights)]
-        wanted = commanded[-1] if commanded else engine.desired_weights(status)
-        if wanted is None or status.phase == "Invalid":
+        if not commanded:
             return
-        change = await self._vs.set_weights(
+        wanted = commanded[-1]
+        await self._vs.set_weights(
             spec.namespace,
             spec.virtual_service.name,
             spec.virtual_service.routes,
@@ -222,15 +226,6 @@ class Controller:
             wanted.baseline,
             wanted.canary,
         )
-        if change.changed and not commanded:
-            found = ", ".join(f"{w.baseline}/{w.canary or 0}" for w in change.before)
-            message = (
-                f"VirtualService {spec.virtual_service.name} weights were changed outside "
-                f"canaryguard ({found}); set back to {wanted.baseline}/{wanted.canary}"
-            )
-            metrics.WEIGHT_REASSERTS.inc()
-            log.warning("weights reasserted rollout=%s/%s %s", spec.namespace, spec.name, message)
-            await self._event(body, "Warning", "WeightsReasserted", message)
 
     async def _write(
         self, body: Mapping[str, Any], before: Status, after: Status

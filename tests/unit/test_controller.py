@@ -8,14 +8,17 @@ The scenario's rollout: steps 10% (hold 60 s), 50% (120 s), 100% (120 s); one SL
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from prometheus_client import REGISTRY
 
 from canaryguard.core.observations import SloObservation
 from canaryguard.core.paging import DEFAULT_EVENTS_URL
 from canaryguard.core.ports import Sample
 from canaryguard.runtime.controller import Controller
 from tests.unit.fakes import FakePager, InjectedFault, World, refused
-from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, obs
+from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, at, obs
 
 
 def at_half(world: World) -> Controller:
@@ -263,3 +266,62 @@ def test_a_bug_in_the_metrics_source_is_raised_not_reported_as_an_outage() -> No
     assert "metricsOutageSince" not in world.kube.status()
     assert ("Warning", "MetricsOutage") not in world.kube.reasons()
     assert world.router.writes == [(90, 10)]
+
+
+class Forbidden(Exception):
+    """What the Kubernetes client raises for a 403, as far as the controller can tell."""
+
+    status = 403
+    reason = "Forbidden"
+
+
+def test_a_failed_tick_is_recorded_on_the_rollout_and_counted_not_blamed_on_prometheus() -> None:
+    """The VirtualService write is refused (403) while moving to 50%: the tick ends without
+    a decision, the rollout says why (condition and one Warning, however many ticks fail),
+    canaryguard_tick_errors_total counts it, and no outage starts."""
+    world = World()
+    controller = world.controller()
+    key = ("ml", "scorer")
+    world.tick(controller, 0, obs(HEALTHY))
+    world.tick(controller, 30, obs(HEALTHY))
+    before = tick_errors("api_403")
+    world.router.fail_writes(2, Forbidden("forbidden"))
+    for second in (60, 90):
+        world.now = at(second)
+        controller.seen("MODIFIED", world.kube.get())
+        asyncio.run(controller.tick_key(key))
+
+    status = world.kube.status()
+    failed = {c["type"]: c for c in status["conditions"]}["TickSucceeded"]
+    assert (failed["status"], failed["reason"]) == ("False", "api_403")
+    assert "HTTP 403 Forbidden" in failed["message"]
+    assert [r for r in world.kube.reasons() if r[1] == "TickFailed"] == [("Warning", "TickFailed")]
+    assert tick_errors("api_403") - before == 2
+    assert status.get("metricsOutageSince") is None
+    assert world.router.weights() == [(90, 10)]
+
+    world.tick(controller, 120, obs(HEALTHY))  # the write goes through: step 2, recovered
+    assert world.router.weights() == [(50, 50)]
+    recovered = {c["type"]: c for c in world.kube.status()["conditions"]}["TickSucceeded"]
+    assert (recovered["status"], recovered["reason"]) == ("True", "Recovered")
+    assert ("Normal", "TickRecovered") in world.kube.reasons()
+
+
+def test_a_bug_in_a_tick_is_labelled_bug() -> None:
+    world = World()
+    controller = world.controller()
+    world.tick(controller, 0, obs(HEALTHY))
+    world.metrics.answer = lambda text: {}["missing"]  # a KeyError inside the tick
+    before = tick_errors("bug")
+    world.now = at(30)
+    asyncio.run(controller.tick_key(("ml", "scorer")))
+    assert tick_errors("bug") - before == 1
+    failed = {c["type"]: c for c in world.kube.status()["conditions"]}["TickSucceeded"]
+    assert failed["reason"] == "bug"
+    assert "KeyError" in failed["message"]
+    assert world.kube.status().get("metricsOutageSince") is None
+
+
+def tick_errors(reason: str) -> float:
+    value = REGISTRY.get_sample_value("canaryguard_tick_errors_total", {"reason": reason})
+    return value or 0.0

@@ -1,13 +1,27 @@
 """Fail-safe traffic (DESIGN.md rule 8), tick by tick: the canary's share rises only by a
 judged step or a manual promote; a share raised outside is set back, one lowered outside is
-respected and reported; and no traffic goes to a canary whose metrics cannot be read."""
+respected and reported; and no traffic goes to a canary whose metrics cannot be read. Also
+failures made visible: page retries that back off across ticks, failed ticks said once."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from canaryguard.core import engine
 from canaryguard.core.observations import Observations
-from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, Rollout, cond, events, obs, weights
+from tests.unit.scenario import (
+    BREACH,
+    DOWN,
+    FEW,
+    HEALTHY,
+    Rollout,
+    at,
+    cond,
+    events,
+    obs,
+    pages,
+    weights,
+)
 
 
 def routed(share: float, observations: Observations | None = None) -> Observations:
@@ -108,3 +122,48 @@ def test_a_rolled_back_canary_given_traffic_by_hand_is_set_back_to_zero() -> Non
     result = r.tick(120, routed(25))
     assert weights(result.actions) == [(100, 0)]
     assert events(result.actions) == [("Warning", "WeightsReasserted")]
+
+
+def test_page_retries_back_off_across_ticks_to_a_cap() -> None:
+    assert [engine.page_retry_delay(n).total_seconds() for n in (1, 2, 3, 4, 6, 7, 50)] == [
+        5,
+        10,
+        20,
+        40,
+        160,
+        300,
+        300,
+    ]
+
+
+def test_an_undelivered_page_is_sent_again_only_when_its_retry_is_due() -> None:
+    r = Rollout()
+    r.started()
+    r.tick(30, obs(BREACH))
+    assert len(pages(r.tick(90, obs(BREACH)).actions)) == 1  # rolled back, paged
+    r.status = engine.record_page_result(r.status, False, False, "HTTP 503", at(91))
+    assert r.status.page is not None
+    assert (r.status.page.failures, r.status.page.retry_at) == (1, at(96))
+    assert pages(r.tick(95).actions) == []
+    assert len(pages(r.tick(96).actions)) == 1
+    r.status = engine.record_page_result(r.status, False, False, "timeout", at(100))
+    assert r.status.page is not None and r.status.page.retry_at == at(110)
+    assert pages(r.tick(105).actions) == []
+    assert len(pages(r.tick(111).actions)) == 1
+    r.status = engine.record_page_result(r.status, True, False, None, at(112))
+    assert r.status.page is not None and r.status.page.state == "Delivered"
+    assert pages(r.tick(400).actions) == []
+
+
+def test_a_failed_tick_is_said_once_and_its_recovery_once() -> None:
+    r = Rollout()
+    r.started()
+    first = engine.tick_failed(r.status, "api_503", "ApiException: HTTP 503", at(30))
+    assert events(first.actions) == [("Warning", "TickFailed")]
+    again = engine.tick_failed(first.status, "api_503", "ApiException: HTTP 503", at(60))
+    assert again.actions == ()
+    r.status = again.status
+    recovered = r.tick(90)
+    assert ("Normal", "TickRecovered") in events(recovered.actions)
+    assert cond(r.status, "TickSucceeded").status == "True"
+    assert ("Normal", "TickRecovered") not in events(r.tick(120).actions)

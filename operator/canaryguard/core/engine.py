@@ -25,7 +25,8 @@ finished rollout, or when made for another revision or object, it is recorded wi
 
 Events name every decision and the same decisions are kept in the bounded status history.
 A tick that changes nothing returns an equal status and no actions, with one deliberate
-exception: while a rollback's page is Pending, every tick asks for it to be sent again.
+exception: while a rollback's page is Pending, a tick asks for it to be sent again once its
+retry is due (failed deliveries back off: 5 s, doubling, at most 5 min).
 
 This module decides; the words of each decision (events, conditions, status messages, the
 page's summary and details) come from `messages`.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from canaryguard.core import messages
 from canaryguard.core.actions import Action, EmitEvent, EventType, Page, SetWeights
@@ -70,9 +71,11 @@ __all__ = [
     "TickResult",
     "dedup_key",
     "invalid",
+    "page_retry_delay",
     "record_page_result",
     "request_due",
     "tick",
+    "tick_failed",
 ]
 
 
@@ -107,6 +110,7 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     else:
         status = _analyse(spec, status, observations, log)
     status = _guard_traffic(status, observations.routed_canary, log)
+    status = _tick_recovered(status, log)
     status = status.with_condition("SpecValid", "True", "Valid", messages.SPEC_VALID, log.now)
     return log.result(status)
 
@@ -133,6 +137,31 @@ def invalid(status: Status, error: str, now: datetime, generation: int | None = 
         message = messages.invalid_spec_event(error)
         log.decide(status, "Warning", "InvalidSpec", "InvalidSpec", message)
     return log.result(status)
+
+
+def tick_failed(status: Status, reason: str, error: str, now: datetime) -> TickResult:
+    """Record a tick that could not run to a decision (the API server refused or failed a
+    call, a network error, a bug): nothing is decided and nothing moves, the TickSucceeded
+    condition says why, and a Warning event is emitted when that changes. Progression stops
+    while ticks fail; it is never blamed on Prometheus."""
+    log = _Log(truncate_time(now))
+    message = messages.tick_failed(reason, error)
+    old = status.condition("TickSucceeded")
+    status = status.with_condition("TickSucceeded", "False", reason, message, log.now)
+    if old is None or old.status != "False" or old.message != message:
+        log.decide(status, "Warning", "TickFailed", reason, message)
+    return log.result(status)
+
+
+def _tick_recovered(status: Status, log: _Log) -> Status:
+    old = status.condition("TickSucceeded")
+    if old is None or old.status == "True":
+        return status
+    status = status.with_condition(
+        "TickSucceeded", "True", "Recovered", messages.TICK_RECOVERED, log.now
+    )
+    log.decide(status, "Normal", "TickRecovered", "Recovered", messages.TICK_RECOVERED)
+    return status
 
 
 def record_page_result(
@@ -170,9 +199,21 @@ def record_page_result(
         message = messages.page_rejected(detail)
         status = replace(status, page=page).with_condition("Paged", "False", "Failed", message, now)
         return status.with_history([_entry(status, now, "PageFailed", "Rejected", message)])
-    page = replace(page, attempts=attempts, last_error=detail)
-    message = messages.page_retrying(attempts, detail)
+    failures = page.failures + 1
+    retry_at = now + page_retry_delay(failures)
+    page = replace(page, attempts=attempts, last_error=detail, failures=failures, retry_at=retry_at)
+    message = messages.page_retrying(attempts, detail, retry_at)
     return replace(status, page=page).with_condition("Paged", "False", "Pending", message, now)
+
+
+PAGE_RETRY_FIRST = timedelta(seconds=5)
+PAGE_RETRY_MAX = timedelta(minutes=5)
+
+
+def page_retry_delay(failures: int) -> timedelta:
+    """How long after its `failures`-th failed delivery a page is sent again: 5 s, doubling,
+    at most 5 min, so an endpoint that hangs or refuses is not hammered every tick."""
+    return min(PAGE_RETRY_MAX, PAGE_RETRY_FIRST * (1 << min(max(failures - 1, 0), 16)))
 
 
 def request_due(spec: Spec, status: Status) -> bool:
@@ -392,8 +433,12 @@ def _wait_for_metrics(spec: Spec, status: Status, blind: Sequence[str], log: _Lo
 
 
 def _finished(spec: Spec, status: Status, log: _Log) -> Status:
-    """Promoted or RolledBack: nothing moves, but an undelivered page is asked for again."""
-    if status.page is not None and status.page.state == "Pending":
+    """Promoted or RolledBack: nothing moves, but an undelivered page is asked for again
+    once its retry is due."""
+    due = status.page is not None and (
+        status.page.retry_at is None or log.now >= status.page.retry_at
+    )
+    if status.page is not None and status.page.state == "Pending" and due:
         page = _page(spec, status)
         if page is not None:
             log.act(page)

@@ -35,6 +35,7 @@ PROMOTED: Final = "promoted: canary at 100%"
 PROMOTED_CONDITION: Final = "every step held with all SLOs healthy"
 PAUSED_BEFORE_START: Final = "paused before the first step (spec.paused)"
 PAUSED_BY_SPEC: Final = "paused by spec.paused: weights hold; a sustained breach still rolls back"
+TICK_RECOVERED: Final = "ticks run to a decision again"
 TRAFFIC_AS_DECIDED: Final = "the routed weights are the ones canaryguard decided"
 
 
@@ -222,6 +223,13 @@ def waiting_to_start(names: Sequence[str], since: datetime) -> str:
     )
 
 
+def tick_failed(reason: str, error: str) -> str:
+    return clip(
+        f"tick failed ({reason}): {error}; nothing was decided and weights are unchanged, "
+        "retried at the next interval"
+    )
+
+
 # --- traffic ---------------------------------------------------------------------------------
 
 
@@ -371,8 +379,8 @@ def page_rejected(error: str) -> str:
     return f"PagerDuty rejected the trigger, not retried: {error}"
 
 
-def page_retrying(attempts: int, error: str) -> str:
-    return f"attempt {attempts} failed, retrying: {error}"
+def page_retrying(attempts: int, error: str, retry_at: datetime) -> str:
+    return f"attempt {attempts} failed, retrying at {format_time(retry_at)}: {error}"
 
 
 def _who(spec: Spec) -> str:

@@ -83,7 +83,7 @@ class Controller:
         self._settings = settings or Settings()
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
-        self.scheduler = scheduler_factory(self._tick_key, self._settings.concurrency)
+        self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
 
     # --- the watch side ------------------------------------------------------------------
 
@@ -118,7 +118,8 @@ class Controller:
 
     # --- one tick ---------------------------------------------------------------------------
 
-    async def _tick_key(self, key: Hashable) -> None:
+    async def tick_key(self, key: Hashable) -> None:
+        """What the scheduler runs: one tick of a tracked rollout, any failure recorded on it."""
         assert isinstance(key, tuple)
         body = self._bodies.get(key)
         if body is None:
@@ -126,8 +127,31 @@ class Controller:
         started = time.monotonic()
         try:
             await self.tick(body)
+        except Exception as exc:  # any failure short of cancellation is shown on the rollout
+            await self._tick_failed(body, exc)
         finally:
             metrics.TICK_SECONDS.observe(time.monotonic() - started)
+
+    async def _tick_failed(self, body: Mapping[str, Any], exc: Exception) -> None:
+        """A tick that failed before its decision: counted, logged, and recorded on the
+        rollout (condition TickSucceeded, a Warning event when it changes), best effort."""
+        meta = body.get("metadata", {})
+        reason = failure_reason(exc)
+        metrics.TICK_ERRORS.labels(reason=reason).inc()
+        log.error(
+            "tick failed rollout=%s/%s reason=%s error=%s",
+            meta.get("namespace"),
+            meta.get("name"),
+            reason,
+            describe_failure(exc),
+            exc_info=reason == "bug",
+        )
+        status = status_from_dict(body.get("status"))
+        result = engine.tick_failed(status, reason, describe_failure(exc), self._clock())
+        try:
+            await self._carry_out(body, status, result, None)
+        except Exception as again:  # the API server may be what failed
+            log.warning("tick failure not recorded error=%s", describe_failure(again))
 
     async def tick(self, body: Mapping[str, Any]) -> None:
         """Run one analysis tick for the rollout `body`."""
@@ -311,6 +335,27 @@ class Controller:
             await self._kube.post_event(body, type_, reason, msg)
         except Exception as exc:  # an Event is best effort; the decision is in the status
             log.warning("event not posted reason=%s error=%s", reason, exc)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short, bounded label for a failed tick: the API server's HTTP status, a network
+    error or timeout, or a bug (anything else)."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and 100 <= status <= 599:
+        return f"api_{status}"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError):
+        return "network"
+    return "bug"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line about the failure, without the response body an API error carries."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return f"{type(exc).__name__}: HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _urgent_fields(body: Mapping[str, Any]) -> tuple[Any, Any]:

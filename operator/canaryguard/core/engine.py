@@ -109,7 +109,7 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
         status = _start(spec, replace(status, revision=revision), observations, log)
     else:
         status = _analyse(spec, status, observations, log)
-    status = _guard_traffic(status, observations.routed_canary, log)
+    status = _guard_traffic(spec, status, observations.routed_canary, log)
     status = _tick_recovered(status, log)
     status = status.with_condition("SpecValid", "True", "Valid", messages.SPEC_VALID, log.now)
     return log.result(status)
@@ -507,7 +507,7 @@ def _lowered(status: Status, routed: float | None) -> float | None:
 _WEIGHT_SLACK = 0.5
 
 
-def _guard_traffic(status: Status, routed: float | None, log: _Log) -> Status:
+def _guard_traffic(spec: Spec, status: Status, routed: float | None, log: _Log) -> Status:
     """Traffic is fail-safe (DESIGN.md, rule 8). When this tick decided no weights, the
     routed share is compared with the weight decided last: a canary share above it is set
     back down; one below it is respected (never raised again), recorded in the Traffic
@@ -519,12 +519,12 @@ def _guard_traffic(status: Status, routed: float | None, log: _Log) -> Status:
     now = log.now
     if routed > wanted + _WEIGHT_SLACK:
         log.act(SetWeights(100 - wanted, wanted))
-        message = messages.weights_reasserted(routed, wanted)
+        message = messages.weights_reasserted(spec, routed, wanted)
         log.decide(status, "Warning", "WeightsReasserted", "RaisedOutside", message)
         return status.with_condition("Traffic", "True", "Reasserted", message, now)
     if routed < wanted - _WEIGHT_SLACK:
         old = status.condition("Traffic")
-        message = messages.weights_lowered(routed, wanted, status.phase)
+        message = messages.weights_lowered(spec, routed, wanted, status.phase)
         status = status.with_condition("Traffic", "False", "LoweredOutside", message, now)
         if old is None or old.reason != "LoweredOutside" or old.message != message:
             log.decide(status, "Warning", "WeightsLowered", "LoweredOutside", message)

@@ -237,14 +237,14 @@ def _share(value: float) -> str:
     return f"{value:.4g}%"
 
 
-def weights_reasserted(routed: float, wanted: int) -> str:
+def weights_reasserted(spec: Spec, routed: float, wanted: int) -> str:
     return (
-        f"the canary's share was raised outside canaryguard to {_share(routed)}; "
-        f"set back to the decided {wanted}%"
+        f"VirtualService {spec.virtual_service.name}: the canary's share was raised outside "
+        f"canaryguard to {_share(routed)}; set back to the decided {wanted}%"
     )
 
 
-def weights_lowered(routed: float, wanted: int, phase: str) -> str:
+def weights_lowered(spec: Spec, routed: float, wanted: int, phase: str) -> str:
     """A lowered canary share, respected: what was found and what happens now."""
     if phase == "Promoted":
         then = "left as it is (canaryguard never raises it again)"
@@ -254,7 +254,8 @@ def weights_lowered(routed: float, wanted: int, phase: str) -> str:
             "a person promotes or aborts; a sustained breach still rolls back"
         )
     return (
-        f"the canary's share is {_share(routed)}, below the decided {wanted}% "
+        f"VirtualService {spec.virtual_service.name}: the canary's share is {_share(routed)}, "
+        f"below the decided {wanted}% "
         f"(lowered outside canaryguard, by a person or a rollback whose status was not "
         f"recorded): {then}"
     )

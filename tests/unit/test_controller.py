@@ -128,21 +128,23 @@ def test_crash_after_the_rollback_weights_a_continued_breach_rolls_back_again() 
         pytest.param(HEALTHY, id="healthy"),  # the canary's errors stopped with its traffic
     ],
 )
-def test_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary(
+def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary(
     after: SloObservation,
 ) -> None:
-    """(a) As above, but the next tick does not see the breach again. The stored status
-    still says 50%, yet the canary's share is not re-asserted (inconclusive) nor advanced
-    (healthy, hold elapsed): DESIGN.md 8, a failed write after a rollback never sends
-    traffic back to the canary. The rollout holds, saying why."""
+    """(a) As above, but the operator dies before the status is written, and the next
+    tick (a new operator) does not see the breach again. The stored status still says
+    50%, yet the canary's share is not re-asserted (inconclusive) nor advanced (healthy,
+    hold elapsed): DESIGN.md 8, a failed write after a rollback never sends traffic back to
+    the canary. The rollout holds, saying why."""
     world = World()
     controller = breached(world)
     world.kube.fail_patches(1)
     with pytest.raises(InjectedFault):
         world.tick(controller, 150, obs(BREACH))
 
-    world.tick(controller, 180, obs(after))
-    world.tick(controller, 210, obs(after))
+    restarted = world.controller()
+    world.tick(restarted, 180, obs(after))
+    world.tick(restarted, 210, obs(after))
 
     assert world.router.weights() == [(100, 0)]
     stored = world.kube.status()
@@ -152,6 +154,27 @@ def test_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary
     assert [r for r in world.kube.reasons() if r[1] == "WeightsLowered"] == [
         ("Warning", "WeightsLowered")
     ]
+
+
+@pytest.mark.parametrize("after", [pytest.param(FEW, id="inconclusive"), HEALTHY])
+def test_a_failed_rollback_status_write_is_written_at_the_next_tick(after: SloObservation) -> None:
+    """The rollback's status write fails but the operator lives: it decides the next tick
+    from the rollback it could not write, so the rollback is recorded and paged once even
+    when the breach is no longer seen, and the weights stay 100/0."""
+    world = World()
+    controller = breached(world)
+    world.kube.fail_patches(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 150, obs(BREACH))
+    assert world.kube.status()["phase"] == "Progressing"
+
+    world.tick(controller, 180, obs(after))
+
+    assert world.router.weights() == [(100, 0)]
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    assert status["rollback"]["reason"] == "SLOBreach"
+    assert world.pager.dedup_keys == [dedup_key(world)]
 
 
 def test_crash_before_the_page_is_sent_a_restarted_operator_sends_it_once() -> None:
@@ -181,8 +204,9 @@ def test_crash_before_the_page_is_sent_a_restarted_operator_sends_it_once() -> N
 
 
 def test_crash_after_the_page_is_sent_it_is_sent_again_with_the_same_dedup_key() -> None:
-    """Delivery is at least once: the page is sent, the Delivered status write fails, so the
-    next tick sends it again; the same dedup key makes it one incident."""
+    """Delivery is at least once: the page is sent, the operator dies before the Delivered
+    status write, so the next operator sends it again; the same dedup key makes it one
+    incident."""
     world = World()
     controller = breached(world)
     world.kube.fail_patches(1, skip=1)  # RolledBack/Pending is written, Delivered is not
@@ -190,9 +214,22 @@ def test_crash_after_the_page_is_sent_it_is_sent_again_with_the_same_dedup_key()
         world.tick(controller, 150, obs(BREACH))
     assert world.kube.status()["page"]["state"] == "Pending"
 
-    world.tick(controller, 180, obs(BREACH))
+    world.tick(world.controller(), 180, obs(BREACH))
 
     assert world.pager.dedup_keys == [dedup_key(world)] * 2
+    assert world.kube.status()["page"]["state"] == "Delivered"
+
+
+def test_a_failed_delivered_write_is_written_next_tick_without_sending_again() -> None:
+    world = World()
+    controller = breached(world)
+    world.kube.fail_patches(1, skip=1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 150, obs(BREACH))
+
+    world.tick(controller, 180, obs(BREACH))
+
+    assert world.pager.dedup_keys == [dedup_key(world)]
     assert world.kube.status()["page"]["state"] == "Delivered"
 
 

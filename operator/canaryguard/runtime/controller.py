@@ -83,16 +83,17 @@ class Controller:
         self._settings = settings or Settings()
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
+        self._unwritten: dict[Key, Status] = {}
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
 
     # --- the watch side ------------------------------------------------------------------
 
     def seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Take a watch event: track, update or forget the rollout."""
-        meta = body.get("metadata", {})
-        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
+        key = _key(body)
         if event_type == "DELETED":
             self._bodies.pop(key, None)
+            self._unwritten.pop(key, None)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
             self._count_phases()
@@ -148,15 +149,22 @@ class Controller:
         )
         status = status_from_dict(body.get("status"))
         result = engine.tick_failed(status, reason, describe_failure(exc), self._clock())
+        unwritten = self._unwritten.get(_key(body))
         try:
             await self._carry_out(body, status, result, None)
         except Exception as again:  # the API server may be what failed
             log.warning("tick failure not recorded error=%s", describe_failure(again))
+        finally:
+            if unwritten is not None:  # recording the failure does not write that decision
+                self._unwritten[_key(body)] = unwritten
 
     async def tick(self, body: Mapping[str, Any]) -> None:
         """Run one analysis tick for the rollout `body`."""
         generation = body.get("metadata", {}).get("generation")
-        status = status_from_dict(body.get("status"))
+        stored = status_from_dict(body.get("status"))
+        # A status decided but not written (its write failed after its weights were applied,
+        # e.g. a rollback's) is where the rollout is: decide from it, and write it this tick.
+        status = self._unwritten.get(_key(body), stored)
         now = self._clock()
         try:
             spec = parse_spec(body)
@@ -165,9 +173,9 @@ class Controller:
             if isinstance(exc, QueryRejected):
                 metrics.QUERY_ERRORS.labels(kind="rejected").inc()
             result = engine.invalid(status, str(exc), now, generation)
-            await self._carry_out(body, status, result, None)
+            await self._carry_out(body, stored, result, None)
             return
-        await self._carry_out(body, status, result, spec)
+        await self._carry_out(body, stored, result, spec)
 
     async def _decide(self, spec: Spec, status: Status, now: datetime) -> engine.TickResult:
         namespace = spec.namespace
@@ -255,12 +263,17 @@ class Controller:
         self, body: Mapping[str, Any], before: Status, after: Status
     ) -> Mapping[str, Any]:
         """Patch only what changed; keep the answer so the next tick starts from it."""
+        key = _key(body)
         patch = merge_patch(before.to_dict(), after.to_dict())
         if not patch:
+            self._unwritten.pop(key, None)
             return body
-        meta = body.get("metadata", {})
-        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
-        updated = await self._kube.patch_status(key[0], key[1], patch)
+        try:
+            updated = await self._kube.patch_status(key[0], key[1], patch)
+        except Exception:
+            self._unwritten[key] = after
+            raise
+        self._unwritten.pop(key, None)
         if updated and key in self._bodies:
             self.seen("MODIFIED", updated)
         return updated or body
@@ -335,6 +348,11 @@ class Controller:
             await self._kube.post_event(body, type_, reason, msg)
         except Exception as exc:  # an Event is best effort; the decision is in the status
             log.warning("event not posted reason=%s error=%s", reason, exc)
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return str(meta.get("namespace")), str(meta.get("name"))
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -265,6 +265,8 @@ class Controller:
         """Patch only what changed; keep the answer so the next tick starts from it."""
         key = _key(body)
         patch = merge_patch(before.to_dict(), after.to_dict())
+        if "phase" not in (body.get("status") or {}):
+            patch["phase"] = after.phase  # a new rollout's Pending is shown, not implied
         if not patch:
             self._unwritten.pop(key, None)
             return body

@@ -154,7 +154,9 @@ class Operator(OperatorProcess):
         return int(self.metric(TICKS) or 0)
 
     def tracked(self) -> int:
-        """How many rollouts its scheduler tracks (its liveness probe)."""
+        """How many rollouts its scheduler tracks (its liveness probe). kopf keeps a probe's
+        answer for 10 s, so this may be up to 10 s old: wait for a value, never assert one
+        read once."""
         _, body = fetch(self.liveness_url)
         count: int = json.loads(body)["rollouts"]
         return count

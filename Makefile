@@ -10,7 +10,8 @@ export CANARYGUARD_BIN_DIR ?= $(HOME)/.cache/canaryguard/bin
 # The test bed installs the project's CRDs, RBAC and examples from this checkout.
 export CANARYGUARD_PROJECT_DIR := $(CURDIR)
 
-.PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind reference clean
+.PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind reference clean \
+	docker-engine images kind kind-images
 
 # The operator (with its dev tools) and the test bed, a distribution of its own.
 $(VENV)/.installed: pyproject.toml tests/testbed/pyproject.toml
@@ -55,6 +56,25 @@ test: venv stack-deps lint
 # make demo [SCENARIO=healthy|error-spike|latency|business-drop|drift] [ARGS="--keep --plain"]
 demo: venv stack-deps
 	$(PY) -m canaryguard_testbed.demo $(if $(SCENARIO),--scenario=$(SCENARIO)) $(ARGS)
+
+# A Docker engine for the kind tier: the one that answers, else Debian's docker.io started here.
+docker-engine:
+	bash hack/docker-engine.sh start
+
+# Images built without a registry (hack/images/README.md).
+images: docker-engine
+	bash hack/images/base.sh
+	bash hack/images/operator.sh
+	bash hack/images/testbed.sh
+	bash hack/images/prometheus.sh
+
+# kind from its Go module, cached like the control-plane binaries.
+kind:
+	bash hack/kind/build.sh
+
+kind-images: docker-engine
+	bash hack/images/kind-base.sh
+	bash hack/images/pause.sh
 
 # End-to-end on a kind cluster, for machines with Docker, kind and kubectl (not run by CI).
 e2e-kind:

@@ -2,13 +2,16 @@
 ServiceAccount that `manifests/rbac/` ship, so a missing or excess permission shows.
 
 Each test gets its own operator watching only the test's namespace, so a test can kill
-(SIGKILL) and restart it without touching any other test.
+(SIGKILL) and restart it without touching any other test. The operator's /metrics make its
+ticks observable: `Operator.wait_ticks(n)` returns once it has run `n` more ticks, which is
+what a test waits for before asserting that something did *not* happen.
 """
 
 import json
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,27 +20,20 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from canaryguard_testbed.childproc import ChildProcessError
 from canaryguard_testbed.controlplane import ControlPlane
-from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
-from canaryguard_testbed.prometheus_server import PrometheusServer
 from canaryguard_testbed.stack import OperatorProcess
 
-__all__ = [
-    "Operator",
-    "Rollout",
-    "operator",
-    "operator_kubeconfig",
-    "rollout",
-    "wait_for",
-]
+__all__ = ["Operator", "Rollout", "operator", "operator_kubeconfig", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[2]
 RBAC_DIR = ROOT / "manifests" / "rbac"
 OPERATOR_NAMESPACE = "canaryguard-system"
-ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # 32 characters, like a real one
+TICKS = "canaryguard_tick_duration_seconds_count"  # one sample per tick, at its end
 T = TypeVar("T")
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def ts(text: str) -> datetime:
@@ -45,12 +41,27 @@ def ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    """The status condition of that type; fails the test when there is none."""
-    for cond in status.get("conditions", []):
+def condition(
+    status: dict[str, Any], type_: str, default: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The status condition of that type; `default` when there is none, and without a
+    default that fails the test."""
+    for cond in status.get("conditions") or []:
         if cond.get("type") == type_:
             return dict(cond)
+    if default is not None:
+        return default
     raise AssertionError(f"no condition {type_} in {status.get('conditions')}")
+
+
+def slo_of(status: dict[str, Any], name: str) -> dict[str, Any]:
+    """The status of the SLO `name` ({} before its first verdict)."""
+    return next((s for s in status.get("slos") or [] if s.get("name") == name), {})
+
+
+def history(status: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    """The status history entries of that action, oldest first."""
+    return [h for h in status.get("history") or [] if h["action"] == action]
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.25) -> T:
@@ -65,17 +76,25 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval:
     pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
+def fetch(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+        return resp.status, resp.read().decode()
+
+
 @pytest.fixture(scope="session")
 def operator_kubeconfig(control_plane: ControlPlane) -> Path:
     """A kubeconfig of the operator's ServiceAccount, bound to the shipped ClusterRole."""
     control_plane.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     control_plane.kubectl("apply", "-f", str(RBAC_DIR))
+    # Manual requests are checked by the shipped admission policy, as on a cluster.
+    control_plane.kubectl("apply", "-f", str(ROOT / "manifests" / "admission"))
     return control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "canaryguard")
 
 
 class Operator(OperatorProcess):
     """The operator process of one test's namespace (the demo's launcher), with what tests
-    need on top: SIGKILL, a failing start that fails the test, and the log."""
+    need on top: SIGKILL, a failing start that fails the test, its log, and readers of its
+    /metrics and liveness endpoints."""
 
     def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
         super().__init__(kubeconfig, [namespace], log_path)
@@ -113,6 +132,59 @@ class Operator(OperatorProcess):
                     continue
         return out
 
+    # --- what it exposes ------------------------------------------------------------------
+
+    def metrics(self) -> Samples:
+        """Its /metrics as {(sample name, labels): value}."""
+        status, text = fetch(self.metrics_url)
+        assert status == 200
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of its /metrics; None when the series does not exist."""
+        return self.metrics().get((name, frozenset(labels.items())))
+
+    def ticks(self) -> int:
+        """How many ticks (of any rollout) it has finished since it started: the count of
+        its tick-duration histogram, observed when a tick's writes and page are done."""
+        return int(self.metric(TICKS) or 0)
+
+    def tracked(self) -> int:
+        """How many rollouts its scheduler tracks (its liveness probe). kopf keeps a probe's
+        answer for 10 s, so this may be up to 10 s old: wait for a value, never assert one
+        read once."""
+        _, body = fetch(self.liveness_url)
+        count: int = json.loads(body)["rollouts"]
+        return count
+
+    def wait_ticks(
+        self,
+        n: int,
+        *,
+        rollouts: int = 1,
+        check: Callable[[], object] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Wait until it has run `n` whole ticks of each of its `rollouts` rollouts that all
+        began after this call: a tick of each may be in flight now, so that is
+        `rollouts * (n + 1)` more ticks. `check`, if given, runs at every poll and once
+        after the last tick (to assert that something holds all along)."""
+        target = self.ticks() + rollouts * (n + 1)
+        seconds = timeout if timeout is not None else 15.0 + 2.0 * (n + 1)
+
+        def done() -> bool:
+            if check is not None:
+                check()
+            return self.ticks() >= target
+
+        wait_for(f"{n} more tick(s) of {rollouts} rollout(s)", done, timeout=seconds)
+        if check is not None:
+            check()
+
 
 @pytest.fixture
 def operator(
@@ -136,12 +208,14 @@ def operator(
 
 @dataclass
 class Rollout:
-    """A CanaryRollout under test, with readers for what the tests assert on."""
+    """A CanaryRollout under test and the VirtualService it was created with, with readers
+    and waits for what the tests assert on."""
 
     cp: ControlPlane
     namespace: str
     name: str
     body: dict[str, Any] = field(default_factory=dict)
+    virtual_service: str = "fraud-model"
 
     def apply(self) -> None:
         self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(self.body))
@@ -169,12 +243,20 @@ class Rollout:
     def phase(self) -> str | None:
         return self.status().get("phase")
 
+    def slo(self, name: str) -> dict[str, Any]:
+        return slo_of(self.status(), name)
+
+    def vs(self) -> dict[str, Any]:
+        """The VirtualService as the API server has it."""
+        out = self.cp.kubectl(
+            "get", "virtualservice", self.virtual_service, "-n", self.namespace, "-o=json"
+        )
+        data: dict[str, Any] = json.loads(out.stdout)
+        return data
+
     def weights(self, route: str = "primary") -> tuple[int, int]:
         """(baseline, canary) weights of the driven route, in Istio's semantics."""
-        out = self.cp.kubectl(
-            "get", "virtualservice", "fraud-model", "-n", self.namespace, "-o=json"
-        )
-        vs = json.loads(out.stdout)
+        vs = self.vs()
         for http in vs["spec"]["http"]:
             if http.get("name") == route:
                 dests = http["route"]
@@ -187,15 +269,13 @@ class Rollout:
 
     def set_weights(self, baseline: int, canary: int, route: str = "primary") -> None:
         """Edit the VirtualService by hand, as a person with kubectl would."""
-        out = self.cp.kubectl(
-            "get", "virtualservice", "fraud-model", "-n", self.namespace, "-o=json"
-        )
-        vs = json.loads(out.stdout)
+        vs = self.vs()
+        host = vs["spec"]["hosts"][0]
         for http in vs["spec"]["http"]:
             if http.get("name") == route:
                 http["route"] = [
-                    {"destination": {"host": "fraud-model", "subset": "v1"}, "weight": baseline},
-                    {"destination": {"host": "fraud-model", "subset": "v2"}, "weight": canary},
+                    {"destination": {"host": host, "subset": "v1"}, "weight": baseline},
+                    {"destination": {"host": host, "subset": "v2"}, "weight": canary},
                 ]
         self.cp.kubectl("replace", "-f", "-", input=json.dumps(vs))
 
@@ -214,128 +294,43 @@ class Rollout:
     def event_reasons(self) -> list[str]:
         return [e["reason"] for e in self.events()]
 
+    def events_with(self, reason: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e["reason"] == reason]
 
-def fraud_virtual_service(namespace: str) -> dict[str, Any]:
-    """The service's VirtualService as users have it before a rollout: all traffic on v1,
-    behind a header-match route the operator must leave alone."""
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": "fraud-model", "namespace": namespace},
-        "spec": {
-            "hosts": ["fraud-model"],
-            "http": [
-                {
-                    "name": "qa",
-                    "match": [{"headers": {"x-qa": {"exact": "canary"}}}],
-                    "route": [{"destination": {"host": "fraud-model", "subset": "v2"}}],
-                },
-                {
-                    "name": "primary",
-                    "timeout": "5s",
-                    "route": [{"destination": {"host": "fraud-model", "subset": "v1"}}],
-                },
-            ],
-        },
-    }
+    # --- waits ------------------------------------------------------------------------------
 
-
-def rollout_body(
-    namespace: str,
-    prometheus_url: str,
-    pagerduty_url: str,
-    *,
-    steps: list[dict[str, Any]] | None = None,
-    slos: list[dict[str, Any]] | None = None,
-    analysis: dict[str, Any] | None = None,
-    **spec: Any,
-) -> dict[str, Any]:
-    """A CanaryRollout for the local fraud-model mesh with accelerated time: 1 s ticks,
-    windows of seconds. Keyword arguments override spec fields."""
-    return {
-        "apiVersion": "canaryguard.io/v1alpha1",
-        "kind": "CanaryRollout",
-        "metadata": {"name": "fraud-model", "namespace": namespace},
-        "spec": {
-            "virtualService": {"name": "fraud-model", "routes": ["primary"]},
-            "baseline": {"host": "fraud-model", "subset": "v1"},
-            "canary": {"host": "fraud-model", "subset": "v2"},
-            "metrics": {
-                "prometheus": {"address": prometheus_url, "timeout": "2s"},
-                "selector": {
-                    "destination_service_name": "fraud-model",
-                    "destination_service_namespace": namespace,
-                },
-                "baselineVersion": "v1",
-                "canaryVersion": "v2",
-            },
-            "steps": steps
-            or [
-                {"weight": 20, "hold": "6s"},
-                {"weight": 50, "hold": "6s"},
-                {"weight": 100, "hold": "6s"},
-            ],
-            "analysis": {
-                "interval": "1s",
-                "minRequests": 20,
-                "maxMetricsOutage": "8s",
-                "onMetricsOutage": "rollback",
-                "slos": slos
-                or [
-                    {
-                        "name": "error-rate",
-                        "errorRate": {},
-                        "margin": {"absolute": 0.02},
-                        "window": "6s",
-                        "lookback": "10s",
-                    }
-                ],
-                **(analysis or {}),
-            },
-            "paging": {
-                "pagerDuty": {
-                    "routingKeySecretRef": {"name": "pagerduty", "key": "routing-key"},
-                    "severity": "critical",
-                    "url": pagerduty_url,
-                }
-            },
-            **spec,
-        },
-    }
-
-
-@pytest.fixture
-def rollout(
-    control_plane: ControlPlane,
-    namespace: str,
-    prometheus: PrometheusServer,
-    pagerduty: PagerDutyReceiver,
-) -> Callable[..., Rollout]:
-    """`rollout(**overrides)` creates the VirtualService (all traffic on v1), the PagerDuty
-    Secret and a CanaryRollout for this namespace; the operator is started separately."""
-
-    def make(*, create: bool = True, **overrides: Any) -> Rollout:
-        control_plane.kubectl(
-            "apply", "-f", "-", input=json.dumps(fraud_virtual_service(namespace))
+    def wait_weights(self, baseline: int, canary: int, timeout: float = 20) -> None:
+        wait_for(
+            f"weights {baseline}/{canary}",
+            lambda: self.weights() == (baseline, canary),
+            timeout=timeout,
         )
-        control_plane.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "pagerduty",
-            "-n",
-            namespace,
-            f"--from-literal=routing-key={ROUTING_KEY}",
-            check=False,
-        )
-        r = Rollout(
-            control_plane,
-            namespace,
-            "fraud-model",
-            rollout_body(namespace, prometheus.url, pagerduty.url, **overrides),
-        )
-        if create:
-            r.apply()
-        return r
 
-    return make
+    def wait_phase(self, phase: str, timeout: float = 60) -> dict[str, Any]:
+        """Wait for the phase; return the status that has it."""
+
+        def probe() -> dict[str, Any] | None:
+            status = self.status()
+            return status if status.get("phase") == phase else None
+
+        return wait_for(f"phase {phase}", probe, timeout=timeout)
+
+    def wait_healthy(self, *names: str, timeout: float = 30) -> dict[str, Any]:
+        """Wait for a healthy verdict on the SLOs `names` (on every SLO when none is named);
+        return the status that has them."""
+
+        def probe() -> dict[str, Any] | None:
+            status = self.status()
+            slos = [slo_of(status, n) for n in names] if names else status.get("slos") or []
+            return status if slos and all(s.get("verdict") == "healthy" for s in slos) else None
+
+        return wait_for(f"healthy verdicts on {', '.join(names) or 'every SLO'}", probe, timeout)
+
+    def wait_page(self, state: str, timeout: float = 40) -> dict[str, Any]:
+        """Wait for the page's state (Pending, Delivered, Failed); return the status."""
+
+        def probe() -> dict[str, Any] | None:
+            status = self.status()
+            return status if (status.get("page") or {}).get("state") == state else None
+
+        return wait_for(f"page {state}", probe, timeout=timeout)

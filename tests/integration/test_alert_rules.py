@@ -117,6 +117,18 @@ CASES: list[dict[str, Any]] = [
         "firing": {"CanaryguardPrometheusQueryErrors": []},
     },
     {
+        "name": "ticks failing on a refused VirtualService write",
+        "series": {'canaryguard_tick_errors_total{reason="api_403"}': "0+2x30"},
+        "at": "20m",
+        "firing": {"CanaryguardTickErrors": [{"severity": "warning", "reason": "api_403"}]},
+    },
+    {
+        "name": "one failed tick",
+        "series": {'canaryguard_tick_errors_total{reason="network"}': "0 1 1x30"},
+        "at": "20m",
+        "firing": {"CanaryguardTickErrors": []},
+    },
+    {
         "name": "a page that could not be delivered",
         "series": {
             'canaryguard_pages_total{result="exhausted"}': "0 0 0 1 1 1",

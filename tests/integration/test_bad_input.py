@@ -16,25 +16,14 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from canaryguard_testbed.controlplane import ControlPlane
-from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
-from canaryguard_testbed.prometheus_server import PrometheusServer
-from tests.integration.fixtures_mesh import MeshFactory
-from tests.integration.fixtures_operator import (
-    Operator,
-    Rollout,
-    condition,
-    fraud_virtual_service,
-    rollout_body,
-    wait_for,
-)
+from tests.integration.fixtures_e2e import EndToEnd, fraud_virtual_service, rollout_body
+from tests.integration.fixtures_operator import Rollout, condition, wait_for
 from tests.integration.traffic import Traffic
 
 CORPUS = Path(__file__).parent / "data" / "bad-rollouts.yaml"
@@ -267,30 +256,21 @@ def test_the_corpus_has_what_the_issue_lists() -> None:
         assert topic in names, topic
 
 
-def test_every_malformed_rollout_is_refused_or_invalid_naming_the_field(
-    control_plane: ControlPlane,
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    prometheus: PrometheusServer,
-    pagerduty: PagerDutyReceiver,
-) -> None:
-    m = mesh(namespace, scenario="healthy")
-    healthy = rollout(steps=HEALTHY_STEPS)
-    target = fraud_virtual_service(namespace)
-    target["metadata"]["name"] = TARGET
+def test_every_malformed_rollout_is_refused_or_invalid_naming_the_field(e2e: EndToEnd) -> None:
+    control_plane, namespace = e2e.cp, e2e.namespace
+    healthy = e2e.rollout(steps=HEALTHY_STEPS)
+    target = fraud_virtual_service(namespace, TARGET)
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(target))
     base = rollout_body(
         namespace,
-        prometheus.url,
-        pagerduty.url,
+        e2e.prometheus.url,
+        e2e.pagerduty.url,
         virtualService={"name": TARGET, "routes": ["primary"]},
     )
     cases = corpus()
     outcomes = {c.name: Outcome(c) for c in cases}
-    with Traffic(m, rate=60, max_seconds=400):
-        op = operator()
+    with Traffic(e2e.mesh, rate=60, max_seconds=400):
+        op = e2e.operator()
         wait_for(
             "the healthy rollout at 90/10",
             lambda: healthy.phase() == "Progressing" and healthy.weights() == (90, 10),
@@ -364,4 +344,4 @@ def test_every_malformed_rollout_is_refused_or_invalid_naming_the_field(
         control_plane.kubectl("get", "virtualservice", TARGET, "-n", namespace, "-o=json").stdout
     )
     assert vs["spec"] == target["spec"]
-    assert pagerduty.events() == []
+    assert e2e.pagerduty.events() == []

@@ -4,16 +4,13 @@ the admin; the operator carries it out once, moves the VirtualService (and so th
 records `status.lastRequest`, and pages only when asked."""
 
 import time
-from collections.abc import Callable
 
 import pytest
 
 from canaryguard.cli.main import main
 from canaryguard_testbed.controlplane import ControlPlane
-from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
-from tests.integration.fixtures_mesh import MeshFactory
-from tests.integration.fixtures_operator import Operator, Rollout, wait_for
-from tests.integration.traffic import Traffic
+from tests.integration.fixtures_e2e import EndToEnd
+from tests.integration.fixtures_operator import Rollout, wait_for
 
 LONG_STEPS = [
     {"weight": 20, "hold": "60s"},
@@ -49,31 +46,24 @@ def manual_decisions(r: Rollout) -> list[str]:
     ]
 
 
-def test_abort_mid_rollout_rolls_back_at_once_without_a_page(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-    cli: Cli,
-) -> None:
-    m = mesh(namespace, scenario="healthy")
+def test_abort_mid_rollout_rolls_back_at_once_without_a_page(e2e: EndToEnd, cli: Cli) -> None:
     # A 30 s interval: only the watch (not the schedule) can make the abort quick.
-    r = rollout(steps=LONG_STEPS, analysis={"interval": "30s"})
-    with Traffic(m, rate=40):
-        operator()
-        wait_for("step 1 weights 80/20", lambda: r.weights() == (80, 20), timeout=20)
-        m.wait_route({"v1": 0.8, "v2": 0.2})
+    r = e2e.rollout(steps=LONG_STEPS, analysis={"interval": "30s"})
+    with e2e.traffic(rate=40):
+        op = e2e.operator()
+        r.wait_weights(80, 20)
+        e2e.mesh.wait_route({"v1": 0.8, "v2": 0.2})
+        ticks_before = op.ticks()
         began = time.monotonic()
         code, out, err = cli(
-            "abort", "fraud-model", "-n", namespace, "--reason", "offline eval regressed",
+            "abort", "fraud-model", "-n", r.namespace, "--reason", "offline eval regressed",
             "--wait", "--timeout", "20s",
         )  # fmt: skip
         took = time.monotonic() - began
         assert code == 0, err
-        m.wait_route({"v1": 1.0, "v2": 0.0})
+        e2e.mesh.wait_route({"v1": 1.0, "v2": 0.0})
     assert out.startswith(
-        f"CanaryRollout {namespace}/fraud-model RolledBack: manual abort by admin: "
+        f"CanaryRollout {r.namespace}/fraud-model RolledBack: manual abort by admin: "
         "offline eval regressed (request "
     ), out
     assert out.endswith("; on-call not paged (not asked)")
@@ -88,41 +78,31 @@ def test_abort_mid_rollout_rolls_back_at_once_without_a_page(
     assert (last["action"], last["outcome"], last["by"]) == ("abort", "RolledBack", "admin")
     reasons = r.event_reasons()
     assert "ManualAbort" in reasons and "RolledBack" not in reasons
-    time.sleep(2)
-    assert pagerduty.events() == []
+    # The tick that carried out the abort has ended (and with it any page it would send):
+    # the next one is 30 s away, and nothing else ticks this operator meanwhile.
+    wait_for("the abort's tick to end", lambda: op.ticks() > ticks_before, timeout=10)
+    assert e2e.pagerduty.events() == []
     assert manual_decisions(r) == ["ManualAbort"]
 
 
-def test_abort_with_page_pages_once_as_a_manual_abort(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-    cli: Cli,
-) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=LONG_STEPS)
-    with Traffic(m, rate=40):
-        operator()
-        wait_for("step 1 weights 80/20", lambda: r.weights() == (80, 20), timeout=20)
+def test_abort_with_page_pages_once_as_a_manual_abort(e2e: EndToEnd, cli: Cli) -> None:
+    r = e2e.rollout(steps=LONG_STEPS)
+    with e2e.traffic(rate=40):
+        op = e2e.operator()
+        r.wait_weights(80, 20)
         code, out, err = cli(
-            "abort", "fraud-model", "-n", namespace, "--page", "--reason", "customer reports"
+            "abort", "fraud-model", "-n", r.namespace, "--page", "--reason", "customer reports"
         )
         assert code == 0, err
         assert "sends all traffic back to the baseline, pages on-call" in out
-        wait_for("RolledBack", lambda: r.phase() == "RolledBack", timeout=20)
-        wait_for(
-            "page delivered",
-            lambda: r.status().get("page", {}).get("state") == "Delivered",
-            timeout=20,
-        )
-        time.sleep(3)  # a few more 1 s ticks: the page is never sent again
+        r.wait_phase("RolledBack", timeout=20)
+        r.wait_page("Delivered", timeout=20)
+        op.wait_ticks(3)  # a few more 1 s ticks: the page is never sent again
     assert r.weights() == (100, 0)
     status = r.status()
-    events = pagerduty.events()
+    events = e2e.pagerduty.events()
     assert len(events) == 1, events
-    assert len(pagerduty.incidents()) == 1
+    assert len(e2e.pagerduty.incidents()) == 1
     event = events[0]["event"]
     assert event["event_action"] == "trigger"
     assert event["dedup_key"] == status["page"]["dedupKey"]
@@ -133,18 +113,13 @@ def test_abort_with_page_pages_once_as_a_manual_abort(
 
 
 def test_promote_skips_the_schedule_and_sends_all_traffic_to_the_canary(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-    cli: Cli,
+    e2e: EndToEnd, cli: Cli
 ) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=LONG_STEPS)
-    with Traffic(m, rate=40):
-        operator()
-        wait_for("step 1 weights 80/20", lambda: r.weights() == (80, 20), timeout=20)
+    r = e2e.rollout(steps=LONG_STEPS)
+    namespace = r.namespace
+    with e2e.traffic(rate=40):
+        op = e2e.operator()
+        r.wait_weights(80, 20)
         code, out, err = cli(
             "promote", "fraud-model", "-n", namespace, "--reason", "validated offline", "--wait"
         )
@@ -153,8 +128,8 @@ def test_promote_skips_the_schedule_and_sends_all_traffic_to_the_canary(
             f"CanaryRollout {namespace}/fraud-model Promoted: manual promote by admin: "
             "validated offline"
         ), out
-        m.wait_route({"v1": 0.0, "v2": 1.0})
-        time.sleep(3)  # a few more 1 s ticks: the request is not carried out again
+        e2e.mesh.wait_route({"v1": 0.0, "v2": 1.0})
+        op.wait_ticks(3)  # a few more 1 s ticks: the request is not carried out again
         code, out, _ = cli("promote", "fraud-model", "-n", namespace)
         assert (code, out) == (
             0,
@@ -166,7 +141,7 @@ def test_promote_skips_the_schedule_and_sends_all_traffic_to_the_canary(
     assert status["lastRequest"]["outcome"] == "Promoted"
     assert "ManualPromote" in r.event_reasons()
     assert manual_decisions(r) == ["ManualPromote"]
-    assert pagerduty.events() == []
+    assert e2e.pagerduty.events() == []
     code, _, err = cli("abort", "fraud-model", "-n", namespace)
     assert code == 1
     assert "was promoted: the canary has all the traffic" in err

@@ -8,21 +8,20 @@ on what the status records, never a sleep.
 """
 
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
-from canaryguard_testbed.mesh import Mesh
-from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
 from canaryguard_testbed.prometheus_server import PrometheusServer
-from tests.integration.fixtures_mesh import MeshFactory
-from tests.integration.fixtures_operator import Operator, Rollout, condition, ts, wait_for
-from tests.integration.traffic import Traffic
+from tests.integration.fixtures_e2e import INTERVAL, EndToEnd, error_rate_slo
+from tests.integration.fixtures_operator import (
+    Operator,
+    Rollout,
+    condition,
+    history,
+    ts,
+    wait_for,
+)
 
-INTERVAL = 1.0  # the rollout fixture's analysis.interval
 # Two ticks plus scheduling and API latency on a loaded 2-core machine.
 LATE = 2 * INTERVAL + 0.5
 
@@ -42,39 +41,12 @@ def wait_until(moment: datetime) -> None:
     wait_for(f"the clock to reach {moment.isoformat()}", lambda: now() >= moment, timeout=120)
 
 
-def holds_for(what: str, probe: Callable[[], bool], duration: float) -> None:
-    """Fail as soon as `probe` is false during the next `duration` seconds."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        assert probe(), f"{what} stopped holding"
-        time.sleep(0.25)
-
-
-def healthy(r: Rollout) -> bool:
-    slos = r.status().get("slos", [])
-    return bool(slos) and all(s.get("verdict") == "healthy" for s in slos)
-
-
-def history(status: dict[str, Any], action: str) -> list[dict[str, Any]]:
-    return [h for h in status.get("history", []) if h["action"] == action]
-
-
-def start_healthy(
-    mesh: Mesh, r: Rollout, operator: Callable[[], Operator], weights: tuple[int, int]
-) -> Operator:
+def start_healthy(e2e: EndToEnd, r: Rollout, weights: tuple[int, int]) -> Operator:
     """Start the operator and wait for the first step with every SLO healthy."""
-    op = operator()
-    wait_for(f"first step weights {weights}", lambda: r.weights() == weights, timeout=30)
-    wait_for("every SLO healthy", lambda: healthy(r), timeout=40)
+    op = e2e.operator()
+    r.wait_weights(*weights, timeout=30)
+    r.wait_healthy(timeout=40)
     return op
-
-
-def wait_page(r: Rollout, state: str, timeout: float = 40) -> dict[str, Any]:
-    return wait_for(
-        f"page {state}",
-        lambda: (s := r.status()).get("page", {}).get("state") == state and s,
-        timeout=timeout,
-    )
 
 
 def call_keys(calls: list[dict[str, Any]]) -> set[str]:
@@ -100,19 +72,14 @@ def _stop_prometheus_and_see_outage(prometheus: PrometheusServer, r: Rollout) ->
 
 
 def test_prometheus_outage_freezes_weights_then_rolls_back_after_max_metrics_outage(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-    prometheus: PrometheusServer,
+    e2e: EndToEnd,
 ) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(
+    prometheus = e2e.prometheus
+    r = e2e.rollout(
         steps=OUTAGE_STEPS, analysis={"maxMetricsOutage": "8s", "onMetricsOutage": "rollback"}
     )
-    with Traffic(m, rate=80):
-        start_healthy(m, r, operator, (80, 20))
+    with e2e.traffic(rate=80):
+        start_healthy(e2e, r, (80, 20))
         try:
             outage = _stop_prometheus_and_see_outage(prometheus, r)
             step = outage["stepIndex"]
@@ -130,7 +97,7 @@ def test_prometheus_outage_freezes_weights_then_rolls_back_after_max_metrics_out
                 return None
 
             final = wait_for("RolledBack after maxMetricsOutage", rolled_back, timeout=40)
-            final = wait_page(r, "Delivered")
+            final = r.wait_page("Delivered")
         finally:
             if not prometheus.running:
                 prometheus.start()
@@ -152,28 +119,23 @@ def test_prometheus_outage_freezes_weights_then_rolls_back_after_max_metrics_out
     reasons = r.event_reasons()
     assert reasons.count("MetricsOutage") == 1
     assert reasons.count("RolledBack") == 1
-    assert len(pagerduty.incidents()) == 1
-    (event,) = pagerduty.events()
+    assert len(e2e.pagerduty.incidents()) == 1
+    (event,) = e2e.pagerduty.events()
     assert event["event"]["dedup_key"] == final["page"]["dedupKey"]
     assert event["event"]["payload"]["custom_details"]["reason"] == "MetricsOutage"
-    assert len(pagerduty.calls()) == 1
+    assert len(e2e.pagerduty.calls()) == 1
 
 
 def test_prometheus_outage_with_pause_policy_pauses_without_paging_then_resumes(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-    prometheus: PrometheusServer,
+    e2e: EndToEnd,
 ) -> None:
-    m = mesh(namespace, scenario="healthy")
+    prometheus = e2e.prometheus
     # The last hold is shorter than the 10 s lookback: at 100% the baseline gets no traffic,
     # and with no baseline evidence the last step would wait for evidence forever.
     steps = [*OUTAGE_STEPS[:2], {"weight": 100, "hold": "4s"}]
-    r = rollout(steps=steps, analysis={"maxMetricsOutage": "4s", "onMetricsOutage": "pause"})
-    with Traffic(m, rate=80):
-        start_healthy(m, r, operator, (80, 20))
+    r = e2e.rollout(steps=steps, analysis={"maxMetricsOutage": "4s", "onMetricsOutage": "pause"})
+    with e2e.traffic(rate=80):
+        op = start_healthy(e2e, r, (80, 20))
         try:
             outage = _stop_prometheus_and_see_outage(prometheus, r)
             step = outage["stepIndex"]
@@ -190,23 +152,18 @@ def test_prometheus_outage_with_pause_policy_pauses_without_paging_then_resumes(
             pause = wait_for("Paused for the metrics outage", paused, timeout=30)
             assert pause["pausedReason"] == "MetricsOutage"
             assert pause["stepIndex"] == step
-            # Paused, it stays paused with the same weights for as long as the outage lasts.
-            holds_for(
-                "Paused at the frozen weights",
-                lambda: r.weights() == frozen and r.phase() == "Paused",
-                duration=5,
-            )
+
+            # Paused, it stays paused with the same weights for as long as the outage lasts:
+            # five more ticks, each finding Prometheus down.
+            def still_paused() -> None:
+                assert (r.weights(), r.phase()) == (frozen, "Paused")
+
+            op.wait_ticks(5, check=still_paused)
             during = r.status()
             prometheus.start()
-            resumed = wait_for(
-                "Progressing again after Prometheus is back",
-                lambda: (s := r.status()).get("phase") == "Progressing" and s,
-                timeout=40,
-            )
+            resumed = r.wait_phase("Progressing", timeout=40)  # Prometheus is back
             wait_for("the next step after the outage", lambda: r.weights() != frozen, timeout=40)
-            promoted = wait_for(
-                "Promoted", lambda: (s := r.status()).get("phase") == "Promoted" and s, timeout=90
-            )
+            promoted = r.wait_phase("Promoted", timeout=90)
         finally:
             if not prometheus.running:
                 prometheus.start()
@@ -232,30 +189,25 @@ def test_prometheus_outage_with_pause_policy_pauses_without_paging_then_resumes(
     assert "Paused" in reasons and "Resumed" in reasons and "MetricsRecovered" in reasons
     assert "RolledBack" not in reasons
     assert "rollback" not in promoted and "page" not in promoted
-    assert pagerduty.calls() == []
+    assert e2e.pagerduty.calls() == []
 
 
 # --- 8. the operator SIGKILLed and restarted ------------------------------------------------
 
 
 def test_operator_killed_mid_step_resumes_the_same_step_and_hold_from_status(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
+    e2e: EndToEnd,
 ) -> None:
     hold = 12.0
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(
+    r = e2e.rollout(
         steps=[
             {"weight": 20, "hold": f"{hold:g}s"},
             {"weight": 50, "hold": "60s"},
             {"weight": 100, "hold": "60s"},
         ]
     )
-    with Traffic(m, rate=80):
-        op = start_healthy(m, r, operator, (80, 20))
+    with e2e.traffic(rate=80):
+        op = start_healthy(e2e, r, (80, 20))
         before = r.status()
         assert before["stepIndex"] == 0
         started = ts(before["stepStartedAt"])
@@ -292,33 +244,20 @@ def test_operator_killed_mid_step_resumes_the_same_step_and_hold_from_status(
     assert len(history(after, "Started")) == 1
     assert r.event_reasons().count("Started") == 1
     assert after["revision"] == before["revision"]
-    assert pagerduty.calls() == []
+    assert e2e.pagerduty.calls() == []
 
 
 def test_operator_killed_mid_breach_keeps_the_window_and_rolls_back_on_time(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
+    e2e: EndToEnd,
 ) -> None:
     window = 12.0
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(
+    r = e2e.rollout(
         steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}],
-        slos=[
-            {
-                "name": "error-rate",
-                "errorRate": {},
-                "margin": {"absolute": 0.02},
-                "window": f"{window:g}s",
-                "lookback": "10s",
-            }
-        ],
+        slos=[error_rate_slo(window=f"{window:g}s")],
     )
-    with Traffic(m, rate=80):
-        op = start_healthy(m, r, operator, (50, 50))
-        m.control("v2", {"error_rate": 0.3})
+    with e2e.traffic(rate=80):
+        op = start_healthy(e2e, r, (50, 50))
+        e2e.mesh.control("v2", {"error_rate": 0.3})
         breaching = wait_for(
             "breachingSince in status",
             lambda: r.status().get("slos", [{}])[0].get("breachingSince"),
@@ -343,7 +282,7 @@ def test_operator_killed_mid_breach_keeps_the_window_and_rolls_back_on_time(
             return None
 
         final = wait_for("RolledBack", rolled_back, timeout=40)
-        final = wait_page(r, "Delivered")
+        final = r.wait_page("Delivered")
     assert seen_since == {breaching}, seen_since  # the window was not reset by the restart
     rollback = final["rollback"]
     assert rollback["reason"] == "SLOBreach" and rollback["slo"] == "error-rate"
@@ -354,9 +293,9 @@ def test_operator_killed_mid_breach_keeps_the_window_and_rolls_back_on_time(
     assert ts(rollback["at"]) > restarted_at  # the restarted operator rolled back
     assert r.weights() == (100, 0)
     assert r.event_reasons().count("RolledBack") == 1
-    assert len(pagerduty.incidents()) == 1
-    assert len(pagerduty.events()) == 1
-    assert len(pagerduty.calls()) == 1
+    assert len(e2e.pagerduty.incidents()) == 1
+    assert len(e2e.pagerduty.events()) == 1
+    assert len(e2e.pagerduty.calls()) == 1
 
 
 # --- 9. PagerDuty failures ------------------------------------------------------------------
@@ -364,33 +303,26 @@ def test_operator_killed_mid_breach_keeps_the_window_and_rolls_back_on_time(
 BREACH_STEPS = [{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}]
 
 
-def _breach_until_rolled_back(m: Mesh, r: Rollout) -> dict[str, Any]:
-    m.control("v2", {"error_rate": 0.3})
-    return wait_for(
-        "RolledBack", lambda: (s := r.status()).get("phase") == "RolledBack" and s, timeout=60
-    )
+def _breach_until_rolled_back(e2e: EndToEnd, r: Rollout) -> dict[str, Any]:
+    e2e.mesh.control("v2", {"error_rate": 0.3})
+    return r.wait_phase("RolledBack")
 
 
 def test_pagerduty_5xx_twice_then_accepted_is_one_incident_with_attempts_recorded(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
+    e2e: EndToEnd,
 ) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=BREACH_STEPS)
-    pagerduty.fail_next(2, status=500)
-    with Traffic(m, rate=80):
-        start_healthy(m, r, operator, (50, 50))
-        _breach_until_rolled_back(m, r)
-        final = wait_page(r, "Delivered")
-    calls = pagerduty.calls()
+    r = e2e.rollout(steps=BREACH_STEPS)
+    e2e.pagerduty.fail_next(2, status=500)
+    with e2e.traffic(rate=80):
+        start_healthy(e2e, r, (50, 50))
+        _breach_until_rolled_back(e2e, r)
+        final = r.wait_page("Delivered")
+    calls = e2e.pagerduty.calls()
     assert [c["status"] for c in calls] == [500, 500, 202]
     assert call_keys(calls) == {final["page"]["dedupKey"]}
-    (incident,) = pagerduty.incidents()
+    (incident,) = e2e.pagerduty.incidents()
     assert incident["trigger_count"] == 1
-    assert len(pagerduty.events()) == 1
+    assert len(e2e.pagerduty.events()) == 1
     page = final["page"]
     assert page["attempts"] == 3
     assert "deliveredAt" in page and "lastError" not in page
@@ -401,25 +333,24 @@ def test_pagerduty_5xx_twice_then_accepted_is_one_incident_with_attempts_recorde
 
 
 def test_pagerduty_400_is_not_retried_and_leaves_the_rollback_done(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
+    e2e: EndToEnd,
 ) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=BREACH_STEPS)
-    pagerduty.fail_next(1, status=400)
-    with Traffic(m, rate=80):
-        start_healthy(m, r, operator, (50, 50))
-        _breach_until_rolled_back(m, r)
-        final = wait_page(r, "Failed")
+    r = e2e.rollout(steps=BREACH_STEPS)
+    e2e.pagerduty.fail_next(1, status=400)
+    with e2e.traffic(rate=80):
+        op = start_healthy(e2e, r, (50, 50))
+        _breach_until_rolled_back(e2e, r)
+        final = r.wait_page("Failed")
+
         # Never retried: no call at the ticks that follow either.
-        holds_for("a single PagerDuty call", lambda: len(pagerduty.calls()) == 1, duration=4)
-    (call,) = pagerduty.calls()
+        def one_call() -> None:
+            assert len(e2e.pagerduty.calls()) == 1
+
+        op.wait_ticks(4, check=one_call)
+    (call,) = e2e.pagerduty.calls()
     assert call["status"] == 400
     assert call_keys([call]) == {final["page"]["dedupKey"]}
-    assert pagerduty.incidents() == []
+    assert e2e.pagerduty.incidents() == []
     page = final["page"]
     assert page["attempts"] == 1
     assert "400" in page["lastError"]
@@ -434,42 +365,30 @@ def test_pagerduty_400_is_not_retried_and_leaves_the_rollback_done(
 
 
 def test_page_not_delivered_before_a_kill_is_delivered_after_the_restart(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
+    e2e: EndToEnd,
 ) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=BREACH_STEPS)
-    pagerduty.fail_next(1000, status=500)
-    with Traffic(m, rate=80):
-        op = start_healthy(m, r, operator, (50, 50))
-        rolled = _breach_until_rolled_back(m, r)
-        wait_for("a failed delivery attempt", lambda: pagerduty.calls(), timeout=20)
+    r = e2e.rollout(steps=BREACH_STEPS)
+    e2e.pagerduty.fail_next(1000, status=500)
+    with e2e.traffic(rate=80):
+        op = start_healthy(e2e, r, (50, 50))
+        rolled = _breach_until_rolled_back(e2e, r)
+        wait_for("a failed delivery attempt", lambda: e2e.pagerduty.calls(), timeout=20)
         op.kill()
         before = r.status()
-        failed = pagerduty.calls()
-        pagerduty.reset()  # PagerDuty is back (and forgets the failed calls)
+        failed = e2e.pagerduty.calls()
+        e2e.pagerduty.reset()  # PagerDuty is back (and forgets the failed calls)
     assert before["page"]["state"] == "Pending"
     assert failed and {c["status"] for c in failed} == {500}
     assert call_keys(failed) == {before["page"]["dedupKey"]}
     op.start()
-    final = wait_page(r, "Delivered")
+    final = r.wait_page("Delivered")
     assert final["rollback"] == rolled["rollback"]  # the same rollback, not a second one
     assert final["page"]["dedupKey"] == before["page"]["dedupKey"]
-    (incident,) = pagerduty.incidents()
+    (incident,) = e2e.pagerduty.incidents()
     assert incident["dedup_key"] == before["page"]["dedupKey"]
     assert incident["trigger_count"] == 1
-    assert [c["status"] for c in pagerduty.calls()] == [202]
+    assert [c["status"] for c in e2e.pagerduty.calls()] == [202]
     assert r.weights() == (100, 0)
     reasons = r.event_reasons()
     assert reasons.count("RolledBack") == 1
     assert reasons.count("PageDelivered") == 1
-
-
-@pytest.fixture(autouse=True)
-def _prometheus_running(prometheus: PrometheusServer) -> None:
-    """Every scenario starts with Prometheus up, whatever an earlier one left behind."""
-    if not prometheus.running:
-        prometheus.start()

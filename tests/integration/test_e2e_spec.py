@@ -7,77 +7,17 @@ PagerDuty receiver; real HTTP flows through the router. Time is accelerated: 1 s
 
 import json
 import time
-import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from canaryguard_testbed.controlplane import ControlPlane
-from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
-from canaryguard_testbed.prometheus_server import PrometheusServer
-from tests.integration.fixtures_mesh import MeshFactory
-from tests.integration.fixtures_operator import (
-    Operator,
-    Rollout,
-    condition,
-    fraud_virtual_service,
-    rollout_body,
-    ts,
-    wait_for,
-)
-from tests.integration.traffic import Traffic
+from tests.integration.fixtures_e2e import INTERVAL, EndToEnd
+from tests.integration.fixtures_operator import condition, ts, wait_for
 
-INTERVAL = 1.0  # spec.analysis.interval of every rollout here
 # What a loaded 2-core CI machine adds to a tick (queries, engine, writes) on top of INTERVAL.
 SLACK = 1.0
-
-
-def vs_json(cp: ControlPlane, namespace: str, name: str = "fraud-model") -> dict[str, Any]:
-    out = cp.kubectl("get", "virtualservice", name, "-n", namespace, "-o=json")
-    data: dict[str, Any] = json.loads(out.stdout)
-    return data
-
-
-def primary_weights(vs: dict[str, Any]) -> tuple[int, int]:
-    """(v1, v2) weights of the `primary` route, in Istio's semantics."""
-    for http in vs["spec"]["http"]:
-        if http.get("name") == "primary":
-            dests = http["route"]
-            found = {
-                d["destination"].get("subset"): d.get("weight", 100 if len(dests) == 1 else 0)
-                for d in dests
-            }
-            return found.get("v1", 0), found.get("v2", 0)
-    raise AssertionError(f"no primary route in {vs}")
-
-
-def metric(op: Operator, name: str, **labels: str) -> float:
-    """One sample of the operator's /metrics (0 when the series is absent)."""
-    with urllib.request.urlopen(op.metrics_url, timeout=5) as resp:  # noqa: S310
-        text = resp.read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    series = f"{name}{{{want}}}" if want else name
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
-def ticks(op: Operator) -> float:
-    return metric(op, "canaryguard_tick_duration_seconds_count")
-
-
-def tracked(op: Operator) -> int:
-    """How many rollouts the operator's scheduler tracks (its liveness probe)."""
-    with urllib.request.urlopen(op.liveness_url, timeout=5) as resp:  # noqa: S310
-        count: int = json.loads(resp.read())["rollouts"]
-    return count
-
-
-def events_with(r: Rollout, reason: str) -> list[dict[str, Any]]:
-    return [e for e in r.events() if e["reason"] == reason]
+PARKED = [{"weight": 20, "hold": "300s"}, {"weight": 100, "hold": "300s"}]  # stays at step 1
 
 
 def business_errors_slo(namespace: str, function: str = "") -> dict[str, Any]:
@@ -95,27 +35,6 @@ def business_errors_slo(namespace: str, function: str = "") -> dict[str, Any]:
         "window": "6s",
         "lookback": "10s",
     }
-
-
-def second_rollout(
-    cp: ControlPlane, namespace: str, prometheus: PrometheusServer, pagerduty: PagerDutyReceiver
-) -> Rollout:
-    """A healthy rollout `fraud-model-b` of VirtualService `fraud-model-b` in the same
-    namespace: the same operator drives it while the rollout under test is invalid."""
-    vs = fraud_virtual_service(namespace)
-    vs["metadata"]["name"] = "fraud-model-b"
-    cp.kubectl("apply", "-f", "-", input=json.dumps(vs))
-    body = rollout_body(
-        namespace,
-        prometheus.url,
-        pagerduty.url,
-        virtualService={"name": "fraud-model-b", "routes": ["primary"]},
-        steps=[{"weight": 20, "hold": "300s"}, {"weight": 100, "hold": "300s"}],
-    )
-    body["metadata"]["name"] = "fraud-model-b"
-    b = Rollout(cp, namespace, "fraud-model-b", body)
-    b.apply()
-    return b
 
 
 # --- 10. invalid specs ------------------------------------------------------------------------
@@ -154,25 +73,18 @@ INVALID_CASES: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("case", list(INVALID_CASES))
 def test_invalid_spec_is_reported_leaves_traffic_alone_and_recovers_when_fixed(
-    case: str,
-    control_plane: ControlPlane,
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    prometheus: PrometheusServer,
-    pagerduty: PagerDutyReceiver,
+    case: str, e2e: EndToEnd
 ) -> None:
     spec = INVALID_CASES[case]
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(**spec["overrides"](namespace))
-    other = second_rollout(control_plane, namespace, prometheus, pagerduty)
-    untouched = vs_json(control_plane, namespace)
-    assert primary_weights(untouched) == (100, 0)
-    with Traffic(m, rate=60):
-        op = operator()
-        wait_for("phase Invalid", lambda: r.phase() == "Invalid", timeout=30)
-        status = r.status()
+    namespace = e2e.namespace
+    r = e2e.rollout(**spec["overrides"](namespace))
+    # A healthy rollout of VirtualService fraud-model-b: the same operator drives it.
+    other = e2e.rollout("fraud-model-b", steps=PARKED)
+    untouched = r.vs()
+    assert r.weights() == (100, 0)
+    with e2e.traffic(rate=60):
+        op = e2e.operator()
+        status = r.wait_phase("Invalid", timeout=30)
         for fragment in spec["problem"](namespace):
             assert fragment in status["message"], (fragment, status["message"])
         assert status["message"].startswith("invalid: ")
@@ -180,30 +92,27 @@ def test_invalid_spec_is_reported_leaves_traffic_alone_and_recovers_when_fixed(
         assert (spec_valid["status"], spec_valid["reason"]) == ("False", "InvalidSpec")
         assert all(f in spec_valid["message"] for f in spec["problem"](namespace))
         assert condition(status, "Progressing")["status"] == "False"
-        warnings = events_with(r, "InvalidSpec")
+        warnings = r.events_with("InvalidSpec")
         assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
         assert all(f in warnings[0]["message"] for f in spec["problem"](namespace))
 
         # The same operator keeps going: it drives the other rollout and keeps ticking both.
         wait_for(
             "the other rollout at 80/20",
-            lambda: (
-                other.phase() == "Progressing"
-                and primary_weights(vs_json(control_plane, namespace, "fraud-model-b")) == (80, 20)
-            ),
+            lambda: other.phase() == "Progressing" and other.weights() == (80, 20),
             timeout=20,
         )
-        before = ticks(op)
-        wait_for("six more ticks", lambda: ticks(op) >= before + 6, timeout=6 * INTERVAL + 10)
+        op.wait_ticks(3, rollouts=2)
         if case == "query-rejected-by-prometheus":
-            assert metric(op, "canaryguard_prometheus_query_errors_total", kind="rejected") >= 1
+            rejected = op.metric("canaryguard_prometheus_query_errors_total", kind="rejected")
+            assert rejected is not None and rejected >= 1
         # Still Invalid, reported once (not an event per tick), and the VirtualService was
         # never written: not a weight, not a field.
         assert r.phase() == "Invalid"
-        assert len(events_with(r, "InvalidSpec")) == 1
-        now = vs_json(control_plane, namespace)
+        assert len(r.events_with("InvalidSpec")) == 1
+        now = r.vs()
         assert now["metadata"]["resourceVersion"] == untouched["metadata"]["resourceVersion"]
-        assert primary_weights(now) == (100, 0)
+        assert r.weights() == (100, 0)
         assert op.proc is not None and op.proc.poll() is None
 
         r.patch_spec(spec["fix"](namespace))
@@ -229,26 +138,22 @@ def test_invalid_spec_is_reported_leaves_traffic_alone_and_recovers_when_fixed(
     assert status["observedGeneration"] == r.get()["metadata"]["generation"]
     assert "Started" in r.event_reasons()
     assert other.phase() == "Progressing"
-    assert pagerduty.events() == []
+    assert e2e.pagerduty.events() == []
     assert op.proc is not None and op.proc.poll() is None
 
 
-def test_a_spec_the_crd_schema_refuses_never_reaches_the_operator(
-    control_plane: ControlPlane,
-    namespace: str,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-) -> None:
-    op = operator()
-    r = rollout(
+def test_a_spec_the_crd_schema_refuses_never_reaches_the_operator(e2e: EndToEnd) -> None:
+    op = e2e.operator()
+    r = e2e.rollout(
         create=False,
+        mesh=False,
         steps=[{"weight": 50, "hold": "5s"}, {"weight": 20, "hold": "5s"}, {"weight": 100}],
     )
-    result = control_plane.kubectl("apply", "-f", "-", input=json.dumps(r.body), check=False)
+    result = e2e.cp.kubectl("apply", "-f", "-", input=json.dumps(r.body), check=False)
     assert result.returncode != 0
     assert "spec.steps: Invalid value" in result.stderr, result.stderr
     assert "step weights must be strictly increasing" in result.stderr, result.stderr
-    missing = control_plane.kubectl("get", "canaryrollout", "-n", namespace, "-o=name")
+    missing = e2e.cp.kubectl("get", "canaryrollout", "-n", r.namespace, "-o=name")
     assert missing.stdout.strip() == ""
     assert r.events() == []
     assert op.proc is not None and op.proc.poll() is None
@@ -257,73 +162,73 @@ def test_a_spec_the_crd_schema_refuses_never_reaches_the_operator(
 # --- 11. weights edited by hand ---------------------------------------------------------------
 
 
-def test_weights_edited_by_hand_are_reasserted_with_a_warning(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
+def test_weights_raised_by_hand_are_set_back_and_lowered_by_hand_are_respected(
+    e2e: EndToEnd,
 ) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=[{"weight": 20, "hold": "300s"}, {"weight": 100, "hold": "300s"}])
-    with Traffic(m, rate=60):
-        op = operator()
-        wait_for("step 1 weights 80/20", lambda: r.weights() == (80, 20), timeout=20)
+    """Fail-safe traffic: a canary share raised by hand is set back to the decided 20%; an
+    emergency edit to 100/0 is respected (never reverted), reported once, and holds the
+    rollout until the weight is restored."""
+    r = e2e.rollout(steps=PARKED)
+    with e2e.traffic(rate=60):
+        op = e2e.operator()
+        r.wait_weights(80, 20)
         generation_before = r.get()["metadata"]["generation"]
         status_before = r.status()
-        took = []
-        for by_hand in ((60, 40), (100, 0)):
-            edited = time.monotonic()
-            r.set_weights(*by_hand)
-            wait_for("weights set back to 80/20", lambda: r.weights() == (80, 20), timeout=20)
-            took.append(time.monotonic() - edited)
-            found = f"{by_hand[0]}/{by_hand[1]}"
-            wait_for(
-                f"a WeightsReasserted event naming {found}",
-                lambda found=found: any(
-                    f"({found})" in e["message"] for e in events_with(r, "WeightsReasserted")
-                ),
-                timeout=10,
-            )
-        # The router follows the restored split.
-        m.wait_route({"v1": 0.8, "v2": 0.2}, timeout=15)
-    print(f"weights re-asserted after {', '.join(f'{t:.2f}s' for t in took)}")
+
+        edited = time.monotonic()
+        r.set_weights(60, 40)
+        r.wait_weights(80, 20)  # set back
+        took = time.monotonic() - edited
+        wait_for("a WeightsReasserted event", lambda: r.events_with("WeightsReasserted"), 10)
+
+        r.set_weights(100, 0)  # on-call's emergency edit
+        wait_for("a WeightsLowered event", lambda: r.events_with("WeightsLowered"), 10)
+
+        def still_lowered() -> None:
+            assert r.weights() == (100, 0)
+
+        op.wait_ticks(3, check=still_lowered)
+        status = r.status()
+        assert condition(status, "Traffic")["reason"] == "LoweredOutside"
+        assert condition(status, "Progressing")["reason"] == "WeightsLowered"
+        e2e.mesh.wait_route({"v1": 1.0, "v2": 0.0}, timeout=15)  # the router follows it
+
+        r.set_weights(80, 20)  # restored by the person
+        wait_for(
+            "the Traffic condition back to AsDecided",
+            lambda: condition(r.status(), "Traffic")["reason"] == "AsDecided",
+            timeout=10,
+        )
+    print(f"raised share set back after {took:.2f}s")
     # Within two intervals of the edit (the next tick reads the VirtualService afresh).
-    assert all(t <= 2 * INTERVAL + SLACK for t in took), took
-    warnings = events_with(r, "WeightsReasserted")
-    assert len(warnings) == 2, [e["message"] for e in warnings]
-    for event, found in zip(warnings, ("60/40", "100/0"), strict=True):
-        assert event["type"] == "Warning"
-        message = event["message"]
-        assert "VirtualService fraud-model" in message
-        assert f"({found})" in message and "set back to 80/20" in message
-    assert metric(op, "canaryguard_weight_reasserts_total") == 2
-    # The rollout itself did not move: same step, same hold start, no new decision.
+    assert took <= 2 * INTERVAL + SLACK, took
+    (raised,) = r.events_with("WeightsReasserted")
+    assert raised["type"] == "Warning"
+    assert "VirtualService fraud-model" in raised["message"]
+    assert "raised outside canaryguard to 40%" in raised["message"]
+    assert "set back to the decided 20%" in raised["message"]
+    (lowered,) = r.events_with("WeightsLowered")
+    assert lowered["type"] == "Warning" and "is 0%, below the decided 20%" in lowered["message"]
+    assert op.metric("canaryguard_weight_reasserts_total") == 1
+    # The rollout itself did not move: same step, same hold start, no rollback, no page.
     status = r.status()
     assert status["phase"] == "Progressing"
     assert status["stepIndex"] == status_before["stepIndex"] == 0
     assert status["stepStartedAt"] == status_before["stepStartedAt"]
     assert r.get()["metadata"]["generation"] == generation_before
     assert "RolledBack" not in r.event_reasons()
-    assert pagerduty.events() == []
+    assert e2e.pagerduty.events() == []
     # The header-match route was not touched by the re-assert either.
-    qa = r.cp.kubectl("get", "vs", "fraud-model", "-n", namespace, "-o=jsonpath={.spec.http[0]}")
+    qa = r.cp.kubectl("get", "vs", "fraud-model", "-n", r.namespace, "-o=jsonpath={.spec.http[0]}")
     assert '"subset":"v2"' in qa.stdout and "weight" not in qa.stdout
 
 
 # --- 12. paused -------------------------------------------------------------------------------
 
 
-def test_paused_rollout_holds_its_weight_and_continues_when_unpaused(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-) -> None:
-    m = mesh(namespace, scenario="healthy")
+def test_paused_rollout_holds_its_weight_and_continues_when_unpaused(e2e: EndToEnd) -> None:
     hold = 4.0
-    r = rollout(
+    r = e2e.rollout(
         paused=True,
         steps=[
             {"weight": 20, "hold": "4s"},
@@ -331,44 +236,42 @@ def test_paused_rollout_holds_its_weight_and_continues_when_unpaused(
             {"weight": 100, "hold": "4s"},
         ],
     )
-    with Traffic(m, rate=80):
-        op = operator()
+    with e2e.traffic(rate=80):
+        op = e2e.operator()
         # Paused from creation: no traffic moves at all.
-        wait_for("phase Paused", lambda: r.phase() == "Paused", timeout=20)
-        before = ticks(op)
-        wait_for("three more ticks", lambda: ticks(op) >= before + 3, timeout=3 * INTERVAL + 10)
+        r.wait_phase("Paused", timeout=20)
+        op.wait_ticks(3)
         assert r.phase() == "Paused" and r.weights() == (100, 0)
         assert r.status().get("stepIndex") is None
 
         r.patch_spec({"paused": False})
-        wait_for("step 1 at 80/20", lambda: r.weights() == (80, 20), timeout=10)
-        wait_for(
-            "healthy verdicts",
-            lambda: any(s.get("verdict") == "healthy" for s in r.status().get("slos", [])),
-            timeout=30,
-        )
+        r.wait_weights(80, 20, timeout=10)
+        r.wait_healthy()
         r.patch_spec({"paused": True})
-        wait_for("phase Paused again", lambda: r.phase() == "Paused", timeout=10)
-        status = r.status()
+        status = r.wait_phase("Paused", timeout=10)
         started_stamp = status["stepStartedAt"]
         step_started = ts(started_stamp)
-        # Wait until the hold has long elapsed (three intervals past it) and watch that
-        # nothing moves meanwhile.
-        hold_over = step_started + timedelta(seconds=hold + 3 * INTERVAL)
+        # Wait until the hold has elapsed, then for three ticks that each would have
+        # advanced the step were it not paused, and watch that nothing moves meanwhile.
+        hold_over = step_started + timedelta(seconds=hold)
         seen = set()
 
-        def past_hold() -> bool:
+        def record() -> None:
             seen.add((r.phase(), r.weights(), r.status().get("stepIndex")))
+
+        def past_hold() -> bool:
+            record()
             return datetime.now(UTC) >= hold_over
 
         wait_for("the hold to elapse while paused", past_hold, timeout=hold + 20)
+        op.wait_ticks(3, check=record)
         assert seen == {("Paused", (80, 20), 0)}, seen
         status = r.status()
         assert status["stepStartedAt"] == started_stamp  # a pause does not restart the hold
         progressing = condition(status, "Progressing")
         assert (progressing["status"], progressing["reason"]) == ("False", "Paused")
         assert "paused (spec.paused) at step 1/3, canary 20%" in status["message"]
-        paused_events = events_with(r, "Paused")
+        paused_events = r.events_with("Paused")
         assert len(paused_events) == 2, [e["message"] for e in paused_events]
         assert "a sustained breach still rolls back" in paused_events[-1]["message"]
 
@@ -376,9 +279,9 @@ def test_paused_rollout_holds_its_weight_and_continues_when_unpaused(
         # applies at the next tick, then the schedule runs on to Promoted.
         unpaused = time.monotonic()
         r.patch_spec({"paused": False})
-        wait_for("step 2 at 50/50", lambda: r.weights() == (50, 50), timeout=15)
+        r.wait_weights(50, 50, timeout=15)
         took = time.monotonic() - unpaused
-        wait_for("Promoted", lambda: r.phase() == "Promoted", timeout=60)
+        r.wait_phase("Promoted")
     print(f"next step applied {took:.2f}s after unpausing")
     assert took <= 2 * INTERVAL + SLACK, took
     status = r.status()
@@ -387,35 +290,20 @@ def test_paused_rollout_holds_its_weight_and_continues_when_unpaused(
     resumed = actions.index("Resumed")
     assert actions[resumed + 1] == "StepAdvanced", actions
     assert "RolledBack" not in actions
-    assert pagerduty.events() == []
+    assert e2e.pagerduty.events() == []
 
 
-def test_paused_rollout_still_rolls_back_on_a_sustained_breach_and_pages(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}])
-    with Traffic(m, rate=80):
-        operator()
-        wait_for("canary at 50%", lambda: r.weights() == (50, 50), timeout=20)
-        wait_for(
-            "healthy verdicts",
-            lambda: any(s.get("verdict") == "healthy" for s in r.status().get("slos", [])),
-            timeout=30,
-        )
+def test_paused_rollout_still_rolls_back_on_a_sustained_breach_and_pages(e2e: EndToEnd) -> None:
+    r = e2e.rollout(steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}])
+    with e2e.traffic(rate=80):
+        e2e.operator()
+        r.wait_weights(50, 50)
+        r.wait_healthy()
         r.patch_spec({"paused": True})
-        wait_for("phase Paused", lambda: r.phase() == "Paused", timeout=10)
-        m.control("v2", {"error_rate": 0.3})
-        wait_for("RolledBack", lambda: r.phase() == "RolledBack", timeout=60)
-        wait_for(
-            "page delivered",
-            lambda: r.status().get("page", {}).get("state") == "Delivered",
-            timeout=20,
-        )
+        r.wait_phase("Paused", timeout=10)
+        e2e.mesh.control("v2", {"error_rate": 0.3})
+        r.wait_phase("RolledBack")
+        r.wait_page("Delivered", timeout=20)
     status = r.status()
     assert r.weights() == (100, 0)
     rollback = status["rollback"]
@@ -428,13 +316,13 @@ def test_paused_rollout_still_rolls_back_on_a_sustained_breach_and_pages(
     actions = [h["action"] for h in status["history"]]
     assert actions.index("Paused") < actions.index("RolledBack")
     assert "Resumed" not in actions
-    events = pagerduty.events()
+    events = e2e.pagerduty.events()
     assert len(events) == 1
     event = events[0]["event"]
     assert event["event_action"] == "trigger"
     assert event["dedup_key"] == status["page"]["dedupKey"]
     assert "error-rate" in event["payload"]["summary"]
-    assert len(pagerduty.incidents()) == 1
+    assert len(e2e.pagerduty.incidents()) == 1
     reasons = r.event_reasons()
     assert "Paused" in reasons and "RolledBack" in reasons and "PageDelivered" in reasons
 
@@ -443,44 +331,43 @@ def test_paused_rollout_still_rolls_back_on_a_sustained_breach_and_pages(
 
 
 def test_deleting_a_rollout_while_the_operator_is_down_completes_and_leaves_traffic(
-    control_plane: ControlPlane,
-    namespace: str,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
+    e2e: EndToEnd,
 ) -> None:
-    r = rollout(steps=[{"weight": 20, "hold": "300s"}, {"weight": 100, "hold": "300s"}])
-    op = operator()
-    wait_for("step 1 weights 80/20", lambda: r.weights() == (80, 20), timeout=20)
+    r = e2e.rollout(steps=PARKED, mesh=False)
+    op = e2e.operator()
+    r.wait_weights(80, 20)
     assert not r.get()["metadata"].get("finalizers")
-    vs_before = vs_json(control_plane, namespace)
+    vs_before = r.vs()
     op.kill()
 
     began = time.monotonic()
-    control_plane.kubectl(
-        "delete", "canaryrollout", r.name, "-n", namespace, "--wait=true", "--timeout=10s"
+    e2e.cp.kubectl(
+        "delete", "canaryrollout", r.name, "-n", r.namespace, "--wait=true", "--timeout=10s"
     )
     took = time.monotonic() - began
-    gone = control_plane.kubectl(
-        "get", "canaryrollout", r.name, "-n", namespace, "--ignore-not-found", "-o=name"
+    gone = e2e.cp.kubectl(
+        "get", "canaryrollout", r.name, "-n", r.namespace, "--ignore-not-found", "-o=name"
     )
     assert gone.stdout.strip() == ""
     print(f"deleted in {took:.2f}s with the operator down")
     assert took < 5, took
-    vs_after = vs_json(control_plane, namespace)
+    vs_after = r.vs()
     assert vs_after["metadata"]["resourceVersion"] == vs_before["metadata"]["resourceVersion"]
-    assert primary_weights(vs_after) == (80, 20)
+    assert r.weights() == (80, 20)
 
-    # Back up, the operator tracks nothing and never touches the VirtualService: over three
-    # intervals it ticks no rollout.
+    # Back up, the operator never tracks the deleted rollout nor touches its VirtualService.
+    # What shows it has listed the namespace since, and run its schedule: a second rollout,
+    # created while it was down, tracked and ticked three times.
+    other = e2e.rollout("fraud-model-b", steps=PARKED, mesh=False)
     op.start()
-    deadline = time.monotonic() + 3 * INTERVAL
-    wait_for("three intervals", lambda: time.monotonic() >= deadline, timeout=10)
-    assert tracked(op) == 0
-    assert ticks(op) == 0
-    assert (
-        vs_json(control_plane, namespace)["metadata"]["resourceVersion"]
-        == (vs_before["metadata"]["resourceVersion"])
-    )
-    assert pagerduty.events() == []
+    other.wait_weights(80, 20)
+    op.wait_ticks(3)
+    # One rollout tracked, not two (kopf answers from a probe run up to 10 s ago).
+    wait_for("liveness to count one rollout", lambda: op.tracked() == 1, timeout=15)
+    # Every rollout the operator sees gets its weight gauge: the deleted one has none.
+    gauge = "canaryguard_canary_weight"
+    assert op.metric(gauge, namespace=r.namespace, rollout="fraud-model-b") == 20
+    assert op.metric(gauge, namespace=r.namespace, rollout=r.name) is None
+    assert r.vs()["metadata"]["resourceVersion"] == vs_before["metadata"]["resourceVersion"]
+    assert e2e.pagerduty.events() == []
     assert op.proc is not None and op.proc.poll() is None

@@ -26,7 +26,14 @@ WITH_MONITORING = ROOT / "examples/install-with-monitoring"
 CRD_FILE = ROOT / "crds/canaryrollout.yaml"
 PROMETHEUS_OPERATOR_CRDS = Path(__file__).parent / "data/prometheus-operator-crds.yaml"
 SYSTEM_NAMESPACE = "canaryguard-system"
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 
 Obj = dict[str, Any]
 
@@ -78,6 +85,8 @@ def test_the_base_installs_namespace_crd_rbac_operator_and_metrics_service(
             "ClusterRoleBinding",
             "Deployment",
             "Service",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     assert one(base, "Namespace")["metadata"]["name"] == SYSTEM_NAMESPACE

@@ -3,26 +3,16 @@ real HTTP traffic flows through the router to v1 and v2, Prometheus scrapes it, 
 PagerDuty receiver records pages. Time is accelerated: 1 s ticks, windows of seconds."""
 
 import itertools
-from collections.abc import Callable
 
-from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
-from tests.integration.fixtures_mesh import MeshFactory
-from tests.integration.fixtures_operator import ROUTING_KEY, Operator, Rollout, ts, wait_for
-from tests.integration.traffic import Traffic
+from tests.integration.fixtures_e2e import ROUTING_KEY, EndToEnd
+from tests.integration.fixtures_operator import Rollout, history, ts, wait_for
 
 
-def test_healthy_canary_walks_every_step_and_is_promoted_without_a_page(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout()
-    with Traffic(m, rate=80):
-        op = operator()
-        wait_for("step 1 weights 80/20", lambda: r.weights() == (80, 20), timeout=20)
+def test_healthy_canary_walks_every_step_and_is_promoted_without_a_page(e2e: EndToEnd) -> None:
+    r = e2e.rollout()
+    with e2e.traffic(rate=80):
+        op = e2e.operator()
+        r.wait_weights(80, 20)
         seen = set()
 
         def promoted() -> bool:
@@ -41,37 +31,22 @@ def test_healthy_canary_walks_every_step_and_is_promoted_without_a_page(
     # Each step held at least its 6 s hold before the next one.
     times = [ts(h["at"]) for h in steps]
     assert all((b - a).total_seconds() >= 6 for a, b in itertools.pairwise(times))
-    assert pagerduty.events() == []
+    assert e2e.pagerduty.events() == []
     # The header-match route the rollout does not drive is untouched.
-    vs = r.cp.kubectl("get", "vs", "fraud-model", "-n", namespace, "-o=jsonpath={.spec.http[0]}")
+    vs = r.cp.kubectl("get", "vs", "fraud-model", "-n", r.namespace, "-o=jsonpath={.spec.http[0]}")
     assert '"subset":"v2"' in vs.stdout and "weight" not in vs.stdout
     assert op.proc is not None and op.proc.poll() is None
 
 
-def test_sustained_5xx_regression_rolls_back_on_time_and_pages_once(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}])
-    with Traffic(m, rate=80):
-        operator()
-        wait_for("canary at 50%", lambda: r.weights() == (50, 50), timeout=20)
-        wait_for(
-            "healthy verdicts",
-            lambda: any(s.get("verdict") == "healthy" for s in r.status().get("slos", [])),
-            timeout=30,
-        )
-        m.control("v2", {"error_rate": 0.3})
-        wait_for("RolledBack", lambda: r.phase() == "RolledBack", timeout=60)
-        wait_for(
-            "page delivered",
-            lambda: r.status().get("page", {}).get("state") == "Delivered",
-            timeout=20,
-        )
+def test_sustained_5xx_regression_rolls_back_on_time_and_pages_once(e2e: EndToEnd) -> None:
+    r = e2e.rollout(steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}])
+    with e2e.traffic(rate=80):
+        e2e.operator()
+        r.wait_weights(50, 50)
+        r.wait_healthy()
+        e2e.mesh.control("v2", {"error_rate": 0.3})
+        r.wait_phase("RolledBack")
+        r.wait_page("Delivered", timeout=20)
     status = r.status()
     assert r.weights() == (100, 0)
     rollback = status["rollback"]
@@ -81,9 +56,9 @@ def test_sustained_5xx_regression_rolls_back_on_time_and_pages_once(
     held = (ts(rollback["at"]) - ts(rollback["breachingSince"])).total_seconds()
     # No earlier than the 6 s window after the breach was first seen, within two 1 s ticks.
     assert 6 <= held <= 6 + 2 + 0.5, held
-    incidents = pagerduty.incidents()
+    incidents = e2e.pagerduty.incidents()
     assert len(incidents) == 1
-    events = pagerduty.events()
+    events = e2e.pagerduty.events()
     assert len(events) == 1
     event = events[0]["event"]
     assert event["routing_key"] == ROUTING_KEY
@@ -108,52 +83,36 @@ def judged_against_the_reference(r: Rollout) -> bool:
 
 
 def test_a_last_step_held_past_the_lookback_promotes_against_the_baseline_reference(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
+    e2e: EndToEnd,
 ) -> None:
-    m = mesh(namespace, scenario="healthy")
     # The last hold is three lookbacks (10 s): at 100% v1 gets no traffic, so for most of it
     # v1 has no requests at all in Prometheus.
-    r = rollout(steps=[{"weight": 50, "hold": "6s"}, {"weight": 100, "hold": "30s"}])
-    with Traffic(m, rate=80):
-        operator()
-        wait_for("canary at 100%", lambda: r.weights() == (0, 100), timeout=30)
+    r = e2e.rollout(steps=[{"weight": 50, "hold": "6s"}, {"weight": 100, "hold": "30s"}])
+    with e2e.traffic(rate=80):
+        e2e.operator()
+        r.wait_weights(0, 100, timeout=30)
         wait_for("judged against the reference", lambda: judged_against_the_reference(r), 25)
-        wait_for("Promoted", lambda: r.phase() == "Promoted", timeout=40)
+        r.wait_phase("Promoted", timeout=40)
     status = r.status()
     (slo,) = status["slos"]
     assert slo["baselineReferenceSamples"] >= 20, slo
     assert isinstance(slo["baselineReference"], int | float), slo
-    started = [h for h in status["history"] if h["action"] == "StepAdvanced"][-1]
-    promoted = [h for h in status["history"] if h["action"] == "Promoted"][-1]
+    started = history(status, "StepAdvanced")[-1]
+    promoted = history(status, "Promoted")[-1]
     assert (ts(promoted["at"]) - ts(started["at"])).total_seconds() >= 30
     assert "vs baseline reference" in promoted["message"]
-    assert pagerduty.events() == []
+    assert e2e.pagerduty.events() == []
 
 
-def test_a_regression_at_100_rolls_back_against_the_baseline_reference(
-    namespace: str,
-    mesh: MeshFactory,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
-    pagerduty: PagerDutyReceiver,
-) -> None:
-    m = mesh(namespace, scenario="healthy")
-    r = rollout(steps=[{"weight": 50, "hold": "6s"}, {"weight": 100, "hold": "120s"}])
-    with Traffic(m, rate=80):
-        operator()
-        wait_for("canary at 100%", lambda: r.weights() == (0, 100), timeout=30)
+def test_a_regression_at_100_rolls_back_against_the_baseline_reference(e2e: EndToEnd) -> None:
+    r = e2e.rollout(steps=[{"weight": 50, "hold": "6s"}, {"weight": 100, "hold": "120s"}])
+    with e2e.traffic(rate=80):
+        e2e.operator()
+        r.wait_weights(0, 100, timeout=30)
         wait_for("judged against the reference", lambda: judged_against_the_reference(r), 25)
-        m.control("v2", {"error_rate": 0.3})
-        wait_for("RolledBack", lambda: r.phase() == "RolledBack", timeout=40)
-        wait_for(
-            "page delivered",
-            lambda: r.status().get("page", {}).get("state") == "Delivered",
-            timeout=20,
-        )
+        e2e.mesh.control("v2", {"error_rate": 0.3})
+        r.wait_phase("RolledBack", timeout=40)
+        r.wait_page("Delivered", timeout=20)
     status = r.status()
     rollback = status["rollback"]
     assert (rollback["reason"], rollback["slo"]) == ("SLOBreach", "error-rate")
@@ -162,6 +121,6 @@ def test_a_regression_at_100_rolls_back_against_the_baseline_reference(
     held = (ts(rollback["at"]) - ts(rollback["breachingSince"])).total_seconds()
     assert 6 <= held <= 6 + 2 + 0.5, held
     assert "vs baseline reference" in rollback["message"]
-    (event,) = pagerduty.events()
+    (event,) = e2e.pagerduty.events()
     assert "vs baseline reference" in event["event"]["payload"]["summary"]
     assert r.weights() == (100, 0)

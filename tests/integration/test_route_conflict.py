@@ -9,10 +9,10 @@ no traffic is needed (both rollouts hold their first step). Time is accelerated:
 import copy
 import json
 import time
-from collections.abc import Callable
 
 from canaryguard_testbed.controlplane import ControlPlane
-from tests.integration.fixtures_operator import Operator, Rollout, condition, wait_for
+from tests.integration.fixtures_e2e import EndToEnd
+from tests.integration.fixtures_operator import Rollout, condition, wait_for
 
 HOLD = [{"weight": 20, "hold": "300s"}, {"weight": 100, "hold": "300s"}]
 RIVAL_HOLD = [{"weight": 70, "hold": "300s"}, {"weight": 100, "hold": "300s"}]
@@ -25,13 +25,11 @@ def vs_version(cp: ControlPlane, namespace: str) -> str:
 
 
 def test_a_second_rollout_on_a_driven_route_is_invalid_and_never_moves_its_weights(
-    control_plane: ControlPlane,
-    namespace: str,
-    rollout: Callable[..., Rollout],
-    operator: Callable[[], Operator],
+    e2e: EndToEnd,
 ) -> None:
-    first = rollout(steps=HOLD)
-    op = operator()
+    control_plane, namespace = e2e.cp, e2e.namespace
+    first = e2e.rollout(steps=HOLD, mesh=False)
+    op = e2e.operator()
     wait_for(
         "the first rollout at 80/20",
         lambda: first.phase() == "Progressing" and first.weights() == (80, 20),
@@ -40,7 +38,7 @@ def test_a_second_rollout_on_a_driven_route_is_invalid_and_never_moves_its_weigh
     body = copy.deepcopy(first.body)
     body["metadata"]["name"] = "fraud-model-2"
     body["spec"]["steps"] = RIVAL_HOLD
-    second = Rollout(control_plane, namespace, "fraud-model-2", body)
+    second = Rollout(control_plane, namespace, "fraud-model-2", body, "fraud-model")
     second.apply()
 
     wait_for("the second rollout Invalid", lambda: second.phase() == "Invalid", timeout=20)

@@ -87,8 +87,9 @@ class Rollout:
         return result
 
     def started(self) -> engine.TickResult:
-        """The first tick, at T0."""
-        return self.tick(0)
+        """The first tick, at T0, with every SLO's query answered (a rollout whose metrics
+        cannot be read does not start)."""
+        return self.tick(0, Observations({slo.name: HEALTHY for slo in self.spec.analysis.slos}))
 
 
 def weights(actions: tuple[Action, ...]) -> list[tuple[int, int]]:

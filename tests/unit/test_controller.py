@@ -8,14 +8,17 @@ The scenario's rollout: steps 10% (hold 60 s), 50% (120 s), 100% (120 s); one SL
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from prometheus_client import REGISTRY
 
 from canaryguard.core.observations import SloObservation
 from canaryguard.core.paging import DEFAULT_EVENTS_URL
 from canaryguard.core.ports import Sample
 from canaryguard.runtime.controller import Controller
 from tests.unit.fakes import FakePager, InjectedFault, World, refused
-from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, obs
+from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, at, obs
 
 
 def at_half(world: World) -> Controller:
@@ -118,7 +121,6 @@ def test_crash_after_the_rollback_weights_a_continued_breach_rolls_back_again() 
     assert world.pager.dedup_keys == [dedup_key(world)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: fail-safe traffic")
 @pytest.mark.parametrize(
     "after",
     [
@@ -126,22 +128,53 @@ def test_crash_after_the_rollback_weights_a_continued_breach_rolls_back_again() 
         pytest.param(HEALTHY, id="healthy"),  # the canary's errors stopped with its traffic
     ],
 )
-def test_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary(
+def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary(
     after: SloObservation,
 ) -> None:
-    """(a) As above, but the next tick does not see the breach again. Today the controller
-    re-asserts the stored 50% (inconclusive: "weights were changed outside canaryguard")
-    or even advances to 100% (healthy, hold elapsed): traffic goes back to the canary that
-    was just rolled back. DESIGN.md 8: a failed write after a rollback never does that."""
+    """(a) As above, but the operator dies before the status is written, and the next
+    tick (a new operator) does not see the breach again. The stored status still says
+    50%, yet the canary's share is not re-asserted (inconclusive) nor advanced (healthy,
+    hold elapsed): DESIGN.md 8, a failed write after a rollback never sends traffic back to
+    the canary. The rollout holds, saying why."""
     world = World()
     controller = breached(world)
     world.kube.fail_patches(1)
     with pytest.raises(InjectedFault):
         world.tick(controller, 150, obs(BREACH))
 
+    restarted = world.controller()
+    world.tick(restarted, 180, obs(after))
+    world.tick(restarted, 210, obs(after))
+
+    assert world.router.weights() == [(100, 0)]
+    stored = world.kube.status()
+    assert stored["phase"] == "Progressing"
+    progressing = {c["type"]: c for c in stored["conditions"]}["Progressing"]
+    assert progressing["reason"] == "WeightsLowered"
+    assert [r for r in world.kube.reasons() if r[1] == "WeightsLowered"] == [
+        ("Warning", "WeightsLowered")
+    ]
+
+
+@pytest.mark.parametrize("after", [pytest.param(FEW, id="inconclusive"), HEALTHY])
+def test_a_failed_rollback_status_write_is_written_at_the_next_tick(after: SloObservation) -> None:
+    """The rollback's status write fails but the operator lives: it decides the next tick
+    from the rollback it could not write, so the rollback is recorded and paged once even
+    when the breach is no longer seen, and the weights stay 100/0."""
+    world = World()
+    controller = breached(world)
+    world.kube.fail_patches(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 150, obs(BREACH))
+    assert world.kube.status()["phase"] == "Progressing"
+
     world.tick(controller, 180, obs(after))
 
     assert world.router.weights() == [(100, 0)]
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    assert status["rollback"]["reason"] == "SLOBreach"
+    assert world.pager.dedup_keys == [dedup_key(world)]
 
 
 def test_crash_before_the_page_is_sent_a_restarted_operator_sends_it_once() -> None:
@@ -171,8 +204,9 @@ def test_crash_before_the_page_is_sent_a_restarted_operator_sends_it_once() -> N
 
 
 def test_crash_after_the_page_is_sent_it_is_sent_again_with_the_same_dedup_key() -> None:
-    """Delivery is at least once: the page is sent, the Delivered status write fails, so the
-    next tick sends it again; the same dedup key makes it one incident."""
+    """Delivery is at least once: the page is sent, the operator dies before the Delivered
+    status write, so the next operator sends it again; the same dedup key makes it one
+    incident."""
     world = World()
     controller = breached(world)
     world.kube.fail_patches(1, skip=1)  # RolledBack/Pending is written, Delivered is not
@@ -180,9 +214,22 @@ def test_crash_after_the_page_is_sent_it_is_sent_again_with_the_same_dedup_key()
         world.tick(controller, 150, obs(BREACH))
     assert world.kube.status()["page"]["state"] == "Pending"
 
-    world.tick(controller, 180, obs(BREACH))
+    world.tick(world.controller(), 180, obs(BREACH))
 
     assert world.pager.dedup_keys == [dedup_key(world)] * 2
+    assert world.kube.status()["page"]["state"] == "Delivered"
+
+
+def test_a_failed_delivered_write_is_written_next_tick_without_sending_again() -> None:
+    world = World()
+    controller = breached(world)
+    world.kube.fail_patches(1, skip=1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 150, obs(BREACH))
+
+    world.tick(controller, 180, obs(BREACH))
+
+    assert world.pager.dedup_keys == [dedup_key(world)]
     assert world.kube.status()["page"]["state"] == "Delivered"
 
 
@@ -256,3 +303,62 @@ def test_a_bug_in_the_metrics_source_is_raised_not_reported_as_an_outage() -> No
     assert "metricsOutageSince" not in world.kube.status()
     assert ("Warning", "MetricsOutage") not in world.kube.reasons()
     assert world.router.writes == [(90, 10)]
+
+
+class Forbidden(Exception):
+    """What the Kubernetes client raises for a 403, as far as the controller can tell."""
+
+    status = 403
+    reason = "Forbidden"
+
+
+def test_a_failed_tick_is_recorded_on_the_rollout_and_counted_not_blamed_on_prometheus() -> None:
+    """The VirtualService write is refused (403) while moving to 50%: the tick ends without
+    a decision, the rollout says why (condition and one Warning, however many ticks fail),
+    canaryguard_tick_errors_total counts it, and no outage starts."""
+    world = World()
+    controller = world.controller()
+    key = ("ml", "scorer")
+    world.tick(controller, 0, obs(HEALTHY))
+    world.tick(controller, 30, obs(HEALTHY))
+    before = tick_errors("api_403")
+    world.router.fail_writes(2, Forbidden("forbidden"))
+    for second in (60, 90):
+        world.now = at(second)
+        controller.seen("MODIFIED", world.kube.get())
+        asyncio.run(controller.tick_key(key))
+
+    status = world.kube.status()
+    failed = {c["type"]: c for c in status["conditions"]}["TickSucceeded"]
+    assert (failed["status"], failed["reason"]) == ("False", "api_403")
+    assert "HTTP 403 Forbidden" in failed["message"]
+    assert [r for r in world.kube.reasons() if r[1] == "TickFailed"] == [("Warning", "TickFailed")]
+    assert tick_errors("api_403") - before == 2
+    assert status.get("metricsOutageSince") is None
+    assert world.router.weights() == [(90, 10)]
+
+    world.tick(controller, 120, obs(HEALTHY))  # the write goes through: step 2, recovered
+    assert world.router.weights() == [(50, 50)]
+    recovered = {c["type"]: c for c in world.kube.status()["conditions"]}["TickSucceeded"]
+    assert (recovered["status"], recovered["reason"]) == ("True", "Recovered")
+    assert ("Normal", "TickRecovered") in world.kube.reasons()
+
+
+def test_a_bug_in_a_tick_is_labelled_bug() -> None:
+    world = World()
+    controller = world.controller()
+    world.tick(controller, 0, obs(HEALTHY))
+    world.metrics.answer = lambda text: {}["missing"]  # a KeyError inside the tick
+    before = tick_errors("bug")
+    world.now = at(30)
+    asyncio.run(controller.tick_key(("ml", "scorer")))
+    assert tick_errors("bug") - before == 1
+    failed = {c["type"]: c for c in world.kube.status()["conditions"]}["TickSucceeded"]
+    assert failed["reason"] == "bug"
+    assert "KeyError" in failed["message"]
+    assert world.kube.status().get("metricsOutageSince") is None
+
+
+def tick_errors(reason: str) -> float:
+    value = REGISTRY.get_sample_value("canaryguard_tick_errors_total", {"reason": reason})
+    return value or 0.0

@@ -7,7 +7,6 @@ Base rollout (tests/unit/scenario.py): steps 10% for 60s, 50% for 120s, 100% for
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 
@@ -15,7 +14,6 @@ from canaryguard.core import engine
 from canaryguard.core.actions import SetWeights
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.paging import safe_dedup_key
-from canaryguard.core.status import Status
 from tests.unit.scenario import (
     BREACH,
     DOWN,
@@ -608,12 +606,6 @@ def test_a_changed_weight_for_the_current_step_applies_after_its_hold() -> None:
     result = r.tick(60)
     assert weights(result.actions) == [(95, 5)]
     assert r.status.step_started_at == at(60)
-
-
-def test_desired_weights_follow_the_status() -> None:
-    assert engine.desired_weights(Status()) is None
-    assert engine.desired_weights(Status(canary_weight=30)) == SetWeights(70, 30)
-    assert engine.desired_weights(replace(Status(), canary_weight=0)) == SetWeights(100, 0)
 
 
 def test_dedup_key_is_stable_and_bounded() -> None:

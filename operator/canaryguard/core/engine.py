@@ -25,7 +25,8 @@ finished rollout, or when made for another revision or object, it is recorded wi
 
 Events name every decision and the same decisions are kept in the bounded status history.
 A tick that changes nothing returns an equal status and no actions, with one deliberate
-exception: while a rollback's page is Pending, every tick asks for it to be sent again.
+exception: while a rollback's page is Pending, a tick asks for it to be sent again once its
+retry is due (failed deliveries back off: 5 s, doubling, at most 5 min).
 
 This module decides; the words of each decision (events, conditions, status messages, the
 page's summary and details) come from `messages`.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from canaryguard.core import messages
 from canaryguard.core.actions import Action, EmitEvent, EventType, Page, SetWeights
@@ -69,11 +70,12 @@ __all__ = [
     "SloObservation",
     "TickResult",
     "dedup_key",
-    "desired_weights",
     "invalid",
+    "page_retry_delay",
     "record_page_result",
     "request_due",
     "tick",
+    "tick_failed",
 ]
 
 
@@ -104,9 +106,11 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     elif status.phase in FINISHED:
         status = _finished(spec, status, log)
     elif status.phase == "Pending" or status.step_index is None:
-        status = _start(spec, replace(status, revision=revision), log)
+        status = _start(spec, replace(status, revision=revision), observations, log)
     else:
         status = _analyse(spec, status, observations, log)
+    status = _guard_traffic(spec, status, observations.routed_canary, log)
+    status = _tick_recovered(status, log)
     status = status.with_condition("SpecValid", "True", "Valid", messages.SPEC_VALID, log.now)
     return log.result(status)
 
@@ -133,6 +137,31 @@ def invalid(status: Status, error: str, now: datetime, generation: int | None = 
         message = messages.invalid_spec_event(error)
         log.decide(status, "Warning", "InvalidSpec", "InvalidSpec", message)
     return log.result(status)
+
+
+def tick_failed(status: Status, reason: str, error: str, now: datetime) -> TickResult:
+    """Record a tick that could not run to a decision (the API server refused or failed a
+    call, a network error, a bug): nothing is decided and nothing moves, the TickSucceeded
+    condition says why, and a Warning event is emitted when that changes. Progression stops
+    while ticks fail; it is never blamed on Prometheus."""
+    log = _Log(truncate_time(now))
+    message = messages.tick_failed(reason, error)
+    old = status.condition("TickSucceeded")
+    status = status.with_condition("TickSucceeded", "False", reason, message, log.now)
+    if old is None or old.status != "False" or old.message != message:
+        log.decide(status, "Warning", "TickFailed", reason, message)
+    return log.result(status)
+
+
+def _tick_recovered(status: Status, log: _Log) -> Status:
+    old = status.condition("TickSucceeded")
+    if old is None or old.status == "True":
+        return status
+    status = status.with_condition(
+        "TickSucceeded", "True", "Recovered", messages.TICK_RECOVERED, log.now
+    )
+    log.decide(status, "Normal", "TickRecovered", "Recovered", messages.TICK_RECOVERED)
+    return status
 
 
 def record_page_result(
@@ -170,9 +199,21 @@ def record_page_result(
         message = messages.page_rejected(detail)
         status = replace(status, page=page).with_condition("Paged", "False", "Failed", message, now)
         return status.with_history([_entry(status, now, "PageFailed", "Rejected", message)])
-    page = replace(page, attempts=attempts, last_error=detail)
-    message = messages.page_retrying(attempts, detail)
+    failures = page.failures + 1
+    retry_at = now + page_retry_delay(failures)
+    page = replace(page, attempts=attempts, last_error=detail, failures=failures, retry_at=retry_at)
+    message = messages.page_retrying(attempts, detail, retry_at)
     return replace(status, page=page).with_condition("Paged", "False", "Pending", message, now)
+
+
+PAGE_RETRY_FIRST = timedelta(seconds=5)
+PAGE_RETRY_MAX = timedelta(minutes=5)
+
+
+def page_retry_delay(failures: int) -> timedelta:
+    """How long after its `failures`-th failed delivery a page is sent again: 5 s, doubling,
+    at most 5 min, so an endpoint that hangs or refuses is not hammered every tick."""
+    return min(PAGE_RETRY_MAX, PAGE_RETRY_FIRST * (1 << min(max(failures - 1, 0), 16)))
 
 
 def request_due(spec: Spec, status: Status) -> bool:
@@ -184,14 +225,6 @@ def request_due(spec: Spec, status: Status) -> bool:
     if status.revision is not None and status.revision != spec.effective_revision():
         return False  # the new revision starts first
     return _no_effect(spec, status, request) is None
-
-
-def desired_weights(status: Status) -> SetWeights | None:
-    """The weights the VirtualService should have according to the status (None before the
-    first step). Lets the operator repair weights after a crash between patches."""
-    if status.canary_weight is None:
-        return None
-    return SetWeights(baseline=100 - status.canary_weight, canary=status.canary_weight)
 
 
 def dedup_key(spec: Spec, revision: str) -> str:
@@ -216,6 +249,10 @@ class _Log:
 
     def act(self, action: Action) -> None:
         self.actions.append(action)
+
+    def sets_weights(self) -> bool:
+        """Whether this tick's decision already sets the weights."""
+        return any(isinstance(a, SetWeights) for a in self.actions)
 
     def decide(
         self, status: Status, type_: EventType, action: str, reason: str, message: str
@@ -338,7 +375,7 @@ def _manual_abort(spec: Spec, status: Status, request: ManualRequest, log: _Log)
     return _rollback(spec, status, rollback, log, page=request.page, event="ManualAbort")
 
 
-def _start(spec: Spec, status: Status, log: _Log) -> Status:
+def _start(spec: Spec, status: Status, observations: Observations, log: _Log) -> Status:
     now = log.now
     if spec.paused:
         before = (status.phase, status.paused_reason)
@@ -353,6 +390,13 @@ def _start(spec: Spec, status: Status, log: _Log) -> Status:
         if before != ("Paused", "Spec"):
             log.decide(status, "Normal", "Paused", "Spec", message)
         return status
+    blind = [
+        slo.name
+        for slo in spec.analysis.slos
+        if (seen := observations.slos.get(slo.name)) is None or seen.unavailable
+    ]
+    if blind:
+        return _wait_for_metrics(spec, status, blind, log)
     first = spec.steps[0]
     status = replace(
         status,
@@ -371,9 +415,30 @@ def _start(spec: Spec, status: Status, log: _Log) -> Status:
     return status
 
 
+def _wait_for_metrics(spec: Spec, status: Status, blind: Sequence[str], log: _Log) -> Status:
+    """Not started while any SLO's query fails: no traffic goes to a canary whose metrics
+    cannot be read. The outage is recorded (and posted once); the start waits for metrics."""
+    now = log.now
+    before = status.metrics_outage_since
+    since = before or now
+    message = messages.waiting_to_start(blind, since)
+    status = replace(status, phase="Pending", metrics_outage_since=since, message=message)
+    status = status.with_condition(
+        "MetricsAvailable", "False", "QueryFailed", messages.blind_slos(blind), now
+    )
+    status = status.with_condition("Progressing", "False", "WaitingForMetrics", message, now)
+    if before is None:
+        log.decide(status, "Warning", "MetricsOutage", "NotStarted", message)
+    return status
+
+
 def _finished(spec: Spec, status: Status, log: _Log) -> Status:
-    """Promoted or RolledBack: nothing moves, but an undelivered page is asked for again."""
-    if status.page is not None and status.page.state == "Pending":
+    """Promoted or RolledBack: nothing moves, but an undelivered page is asked for again
+    once its retry is due."""
+    due = status.page is not None and (
+        status.page.retry_at is None or log.now >= status.page.retry_at
+    )
+    if status.page is not None and status.page.state == "Pending" and due:
         page = _page(spec, status)
         if page is not None:
             log.act(page)
@@ -423,9 +488,48 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
         return _rollback(spec, status, _outage_rollback(spec, status, unavailable, now), log)
 
     status = _pause_or_resume(spec, status, outage_over_limit, log)
-    if status.phase == "Progressing":
+    lowered = _lowered(status, observations.routed_canary)
+    if status.phase == "Progressing" and lowered is None:
         status = _progress(spec, status, log)
-    return _describe(spec, status, now)
+    return _describe(spec, status, now, lowered)
+
+
+def _lowered(status: Status, routed: float | None) -> float | None:
+    """The routed canary share when it is below the weight decided last (someone lowered it:
+    a person, or a rollback whose status write was lost), else None."""
+    wanted = status.canary_weight
+    if routed is None or wanted is None or routed > wanted - _WEIGHT_SLACK:
+        return None
+    return routed
+
+
+# Shares are computed from weights that need not sum to 100; half a point is "the same".
+_WEIGHT_SLACK = 0.5
+
+
+def _guard_traffic(spec: Spec, status: Status, routed: float | None, log: _Log) -> Status:
+    """Traffic is fail-safe (DESIGN.md, rule 8). When this tick decided no weights, the
+    routed share is compared with the weight decided last: a canary share above it is set
+    back down; one below it is respected (never raised again), recorded in the Traffic
+    condition and posted once; the rollout holds until a person restores the weight or
+    decides (promote, abort), and a sustained breach still rolls it back."""
+    wanted = status.canary_weight
+    if routed is None or wanted is None or log.sets_weights():
+        return status
+    now = log.now
+    if routed > wanted + _WEIGHT_SLACK:
+        log.act(SetWeights(100 - wanted, wanted))
+        message = messages.weights_reasserted(spec, routed, wanted)
+        log.decide(status, "Warning", "WeightsReasserted", "RaisedOutside", message)
+        return status.with_condition("Traffic", "True", "Reasserted", message, now)
+    if routed < wanted - _WEIGHT_SLACK:
+        old = status.condition("Traffic")
+        message = messages.weights_lowered(spec, routed, wanted, status.phase)
+        status = status.with_condition("Traffic", "False", "LoweredOutside", message, now)
+        if old is None or old.reason != "LoweredOutside" or old.message != message:
+            log.decide(status, "Warning", "WeightsLowered", "LoweredOutside", message)
+        return status
+    return status.with_condition("Traffic", "True", "AsDecided", messages.TRAFFIC_AS_DECIDED, now)
 
 
 def _baseline_idle(status: Status) -> bool:
@@ -629,7 +733,7 @@ def _page(spec: Spec, status: Status) -> Page | None:
 # --- conditions ----------------------------------------------------------------------------
 
 
-def _describe(spec: Spec, status: Status, now: datetime) -> Status:
+def _describe(spec: Spec, status: Status, now: datetime, lowered: float | None = None) -> Status:
     """Set the one-line message and the conditions from this tick's state."""
     slos = status.slos
     breaching = [slo for slo in slos if slo.verdict == "breach"]
@@ -665,6 +769,10 @@ def _describe(spec: Spec, status: Status, now: datetime) -> Status:
         message = messages.paused(spec, status)
         status = replace(status, message=message)
         progressing = ("False", "Paused", message)
+    elif lowered is not None:
+        message = messages.held_lowered(lowered, status)
+        status = replace(status, message=message)
+        progressing = ("False", "WeightsLowered", message)
     else:
         reason, message = _progressing(spec, status, now)
         status = replace(status, message=message)

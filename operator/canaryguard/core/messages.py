@@ -35,6 +35,8 @@ PROMOTED: Final = "promoted: canary at 100%"
 PROMOTED_CONDITION: Final = "every step held with all SLOs healthy"
 PAUSED_BEFORE_START: Final = "paused before the first step (spec.paused)"
 PAUSED_BY_SPEC: Final = "paused by spec.paused: weights hold; a sustained breach still rolls back"
+TICK_RECOVERED: Final = "ticks run to a decision again"
+TRAFFIC_AS_DECIDED: Final = "the routed weights are the ones canaryguard decided"
 
 
 def clip(text: str) -> str:
@@ -209,6 +211,63 @@ def metrics_recovered(lasted: timedelta) -> str:
     return f"metrics back after {format_duration(lasted)}"
 
 
+def blind_slos(names: Sequence[str]) -> str:
+    return clip("no answer from Prometheus for " + ", ".join(names))
+
+
+def waiting_to_start(names: Sequence[str], since: datetime) -> str:
+    """Why a rollout has not started: its metrics cannot be read."""
+    return clip(
+        f"not started: metrics unavailable since {format_time(since)} "
+        f"({', '.join(names)}); no traffic goes to the canary until they can be read"
+    )
+
+
+def tick_failed(reason: str, error: str) -> str:
+    return clip(
+        f"tick failed ({reason}): {error}; nothing was decided and weights are unchanged, "
+        "retried at the next interval"
+    )
+
+
+# --- traffic ---------------------------------------------------------------------------------
+
+
+def _share(value: float) -> str:
+    return f"{value:.4g}%"
+
+
+def weights_reasserted(spec: Spec, routed: float, wanted: int) -> str:
+    return (
+        f"VirtualService {spec.virtual_service.name}: the canary's share was raised outside "
+        f"canaryguard to {_share(routed)}; set back to the decided {wanted}%"
+    )
+
+
+def weights_lowered(spec: Spec, routed: float, wanted: int, phase: str) -> str:
+    """A lowered canary share, respected: what was found and what happens now."""
+    if phase == "Promoted":
+        then = "left as it is (canaryguard never raises it again)"
+    else:
+        then = (
+            "respected: the rollout holds (no step advances) until the weight is restored or "
+            "a person promotes or aborts; a sustained breach still rolls back"
+        )
+    return (
+        f"VirtualService {spec.virtual_service.name}: the canary's share is {_share(routed)}, "
+        f"below the decided {wanted}% "
+        f"(lowered outside canaryguard, by a person or a rollback whose status was not "
+        f"recorded): {then}"
+    )
+
+
+def held_lowered(routed: float, status: Status) -> str:
+    return clip(
+        f"holding at step {(status.step_index or 0) + 1}: the canary's share was lowered to "
+        f"{_share(routed)} outside canaryguard (decided {status.canary_weight}%)"
+    )
+
+
 # --- SLOs -----------------------------------------------------------------------------------
 
 
@@ -321,8 +380,8 @@ def page_rejected(error: str) -> str:
     return f"PagerDuty rejected the trigger, not retried: {error}"
 
 
-def page_retrying(attempts: int, error: str) -> str:
-    return f"attempt {attempts} failed, retrying: {error}"
+def page_retrying(attempts: int, error: str, retry_at: datetime) -> str:
+    return f"attempt {attempts} failed, retrying at {format_time(retry_at)}: {error}"
 
 
 def _who(spec: Spec) -> str:

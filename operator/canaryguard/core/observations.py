@@ -34,6 +34,13 @@ class SloObservation:
 
 @dataclass(frozen=True)
 class Observations:
-    """One tick's observations, keyed by SLO name. An SLO with no entry counts as unavailable."""
+    """One tick's observations, keyed by SLO name. An SLO with no entry counts as unavailable.
+
+    `routed_canary` is the canary's share of traffic (0-100) on the driven routes as the
+    router has them before this tick's decision, the highest share where routes differ; None
+    when it was not read. The engine compares it with the weight it decided last, so that no
+    path but a judged step or a manual promote ever raises the canary's weight.
+    """
 
     slos: Mapping[str, SloObservation] = field(default_factory=dict)
+    routed_canary: float | None = None

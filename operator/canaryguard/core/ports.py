@@ -71,6 +71,17 @@ class Weights:
     canary: int | None
 
 
+def canary_share(routes: Sequence[Weights]) -> float:
+    """The canary's share of traffic (0-100) on the driven routes, the highest where they
+    differ. Weights need not sum to 100; a route that sends nowhere counts as 0."""
+    shares = [
+        100.0 * (w.canary or 0) / total
+        for w in routes
+        if (total := (w.baseline or 0) + (w.canary or 0)) > 0
+    ]
+    return max(shares, default=0.0)
+
+
 @dataclass(frozen=True)
 class WeightChange:
     """What a weight write found and did."""

@@ -83,6 +83,9 @@ class PageStatus:
     attempts: int = 0
     delivered_at: datetime | None = None
     last_error: str | None = None
+    # Failed deliveries so far, and when the next one is due (backoff across ticks).
+    failures: int = 0
+    retry_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,8 @@ def _page_to_dict(page: PageStatus) -> dict[str, Any]:
         "attempts": page.attempts,
         "deliveredAt": format_time(page.delivered_at),
         "lastError": page.last_error,
+        "failures": page.failures or None,
+        "retryAt": format_time(page.retry_at),
     }
 
 
@@ -461,6 +466,8 @@ def _page_from(d: _Fields | None) -> PageStatus | None:
         attempts=d.integer("attempts") or 0,
         delivered_at=d.time("deliveredAt"),
         last_error=d.string("lastError"),
+        failures=d.integer("failures") or 0,
+        retry_at=d.time("retryAt"),
     )
 
 

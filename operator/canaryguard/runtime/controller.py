@@ -15,11 +15,11 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryguard.adapters.istio import plan_routes
+from canaryguard.adapters.istio import plan_routes, read_weights
 from canaryguard.adapters.kube import merge_patch
 from canaryguard.core import engine
 from canaryguard.core.actions import EmitEvent, Page, SetWeights
@@ -34,6 +34,7 @@ from canaryguard.core.ports import (
     RouteError,
     Router,
     SecretError,
+    canary_share,
 )
 from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError, parse_spec
@@ -83,17 +84,18 @@ class Controller:
         self._settings = settings or Settings()
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
+        self._unwritten: dict[Key, Status] = {}
         self._claims = RouteClaims()  # two rollouts never drive one route
-        self.scheduler = scheduler_factory(self._tick_key, self._settings.concurrency)
+        self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
 
     # --- the watch side ------------------------------------------------------------------
 
     def seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Take a watch event: track, update or forget the rollout."""
-        meta = body.get("metadata", {})
-        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
+        key = _key(body)
         if event_type == "DELETED":
             self._bodies.pop(key, None)
+            self._unwritten.pop(key, None)
             self._claims.forget(key)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
@@ -121,7 +123,8 @@ class Controller:
 
     # --- one tick ---------------------------------------------------------------------------
 
-    async def _tick_key(self, key: Hashable) -> None:
+    async def tick_key(self, key: Hashable) -> None:
+        """What the scheduler runs: one tick of a tracked rollout, any failure recorded on it."""
         assert isinstance(key, tuple)
         body = self._bodies.get(key)
         if body is None:
@@ -129,13 +132,43 @@ class Controller:
         started = time.monotonic()
         try:
             await self.tick(body)
+        except Exception as exc:  # any failure short of cancellation is shown on the rollout
+            await self._tick_failed(body, exc)
         finally:
             metrics.TICK_SECONDS.observe(time.monotonic() - started)
+
+    async def _tick_failed(self, body: Mapping[str, Any], exc: Exception) -> None:
+        """A tick that failed before its decision: counted, logged, and recorded on the
+        rollout (condition TickSucceeded, a Warning event when it changes), best effort."""
+        meta = body.get("metadata", {})
+        reason = failure_reason(exc)
+        metrics.TICK_ERRORS.labels(reason=reason).inc()
+        log.error(
+            "tick failed rollout=%s/%s reason=%s error=%s",
+            meta.get("namespace"),
+            meta.get("name"),
+            reason,
+            describe_failure(exc),
+            exc_info=reason == "bug",
+        )
+        status = status_from_dict(body.get("status"))
+        result = engine.tick_failed(status, reason, describe_failure(exc), self._clock())
+        unwritten = self._unwritten.get(_key(body))
+        try:
+            await self._carry_out(body, status, result, None)
+        except Exception as again:  # the API server may be what failed
+            log.warning("tick failure not recorded error=%s", describe_failure(again))
+        finally:
+            if unwritten is not None:  # recording the failure does not write that decision
+                self._unwritten[_key(body)] = unwritten
 
     async def tick(self, body: Mapping[str, Any]) -> None:
         """Run one analysis tick for the rollout `body`."""
         generation = body.get("metadata", {}).get("generation")
-        status = status_from_dict(body.get("status"))
+        stored = status_from_dict(body.get("status"))
+        # A status decided but not written (its write failed after its weights were applied,
+        # e.g. a rollback's) is where the rollout is: decide from it, and write it this tick.
+        status = self._unwritten.get(_key(body), stored)
         now = self._clock()
         try:
             spec = parse_spec(body)
@@ -144,9 +177,9 @@ class Controller:
             if isinstance(exc, QueryRejected):
                 metrics.QUERY_ERRORS.labels(kind="rejected").inc()
             result = engine.invalid(status, str(exc), now, generation)
-            await self._carry_out(body, status, result, None)
+            await self._carry_out(body, stored, result, None)
             return
-        await self._carry_out(body, status, result, spec)
+        await self._carry_out(body, stored, result, spec)
 
     async def _decide(self, spec: Spec, status: Status, now: datetime) -> engine.TickResult:
         namespace = spec.namespace
@@ -154,6 +187,8 @@ class Controller:
         routes = plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
         if (conflict := self._claims.conflict(spec, status.phase, vs, routes)) is not None:
             raise RouteError(conflict)
+        # What the router has now: the engine never raises the canary's share but by a decision.
+        routed = canary_share(read_weights(vs, routes, spec.baseline, spec.canary))
         observations = Observations()
         # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before
@@ -165,7 +200,7 @@ class Controller:
             for slo in observations.slos.values():
                 if slo.unavailable:
                     metrics.QUERY_ERRORS.labels(kind="unavailable").inc()
-        return engine.tick(spec, status, observations, now)
+        return engine.tick(spec, status, replace(observations, routed_canary=routed), now)
 
     async def _metrics_source(self, spec: Spec) -> MetricsSource:
         prom = spec.metrics.prometheus
@@ -196,10 +231,12 @@ class Controller:
         status = result.status
         pages = [a for a in result.actions if isinstance(a, Page)]
         if spec is not None:
-            await self._apply_weights(body, spec, status, result)
+            await self._apply_weights(spec, result)
         for action in result.actions:
             if isinstance(action, EmitEvent):
                 metrics.DECISIONS.labels(action=action.type, reason=action.reason).inc()
+                if action.reason == "WeightsReasserted":
+                    metrics.WEIGHT_REASSERTS.inc()
                 log.info("decision rollout=%s reason=%s %s", rollout, action.reason, action.message)
                 await self._event(body, action.type, action.reason, action.message)
         body = await self._write(body, before, status)
@@ -210,16 +247,15 @@ class Controller:
             body = await self._write(body, status, after)
             status = after
 
-    async def _apply_weights(
-        self, body: Mapping[str, Any], spec: Spec, status: Status, result: engine.TickResult
-    ) -> None:
-        """Carry out SetWeights; otherwise re-assert the status's weights if someone moved
-        them (an Invalid rollout's traffic is left as it is)."""
+    async def _apply_weights(self, spec: Spec, result: engine.TickResult) -> None:
+        """Carry out the tick's SetWeights, if any. The engine alone decides weights: a
+        setting back after an outside change is one of its decisions, and it never raises
+        the canary's share but by a judged step or a manual promote."""
         commanded = [a for a in result.actions if isinstance(a, SetWeights)]
-        wanted = commanded[-1] if commanded else engine.desired_weights(status)
-        if wanted is None or status.phase == "Invalid":
+        if not commanded:
             return
-        change = await self._vs.set_weights(
+        wanted = commanded[-1]
+        await self._vs.set_weights(
             spec.namespace,
             spec.virtual_service.name,
             spec.virtual_service.routes,
@@ -228,26 +264,24 @@ class Controller:
             wanted.baseline,
             wanted.canary,
         )
-        if change.changed and not commanded:
-            found = ", ".join(f"{w.baseline}/{w.canary or 0}" for w in change.before)
-            message = (
-                f"VirtualService {spec.virtual_service.name} weights were changed outside "
-                f"canaryguard ({found}); set back to {wanted.baseline}/{wanted.canary}"
-            )
-            metrics.WEIGHT_REASSERTS.inc()
-            log.warning("weights reasserted rollout=%s/%s %s", spec.namespace, spec.name, message)
-            await self._event(body, "Warning", "WeightsReasserted", message)
 
     async def _write(
         self, body: Mapping[str, Any], before: Status, after: Status
     ) -> Mapping[str, Any]:
         """Patch only what changed; keep the answer so the next tick starts from it."""
+        key = _key(body)
         patch = merge_patch(before.to_dict(), after.to_dict())
+        if "phase" not in (body.get("status") or {}):
+            patch["phase"] = after.phase  # a new rollout's Pending is shown, not implied
         if not patch:
+            self._unwritten.pop(key, None)
             return body
-        meta = body.get("metadata", {})
-        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
-        updated = await self._kube.patch_status(key[0], key[1], patch)
+        try:
+            updated = await self._kube.patch_status(key[0], key[1], patch)
+        except Exception:
+            self._unwritten[key] = after
+            raise
+        self._unwritten.pop(key, None)
         if updated and key in self._bodies:
             self.seen("MODIFIED", updated)
         return updated or body
@@ -322,6 +356,32 @@ class Controller:
             await self._kube.post_event(body, type_, reason, msg)
         except Exception as exc:  # an Event is best effort; the decision is in the status
             log.warning("event not posted reason=%s error=%s", reason, exc)
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return str(meta.get("namespace")), str(meta.get("name"))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short, bounded label for a failed tick: the API server's HTTP status, a network
+    error or timeout, or a bug (anything else)."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and 100 <= status <= 599:
+        return f"api_{status}"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError):
+        return "network"
+    return "bug"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line about the failure, without the response body an API error carries."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return f"{type(exc).__name__}: HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _urgent_fields(body: Mapping[str, Any]) -> tuple[Any, Any]:

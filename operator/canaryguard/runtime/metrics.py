@@ -33,6 +33,11 @@ PAGES = Counter(
     "PagerDuty deliveries, by result (delivered, rejected, exhausted, secret_error).",
     ["result"],
 )
+TICK_ERRORS = Counter(
+    "canaryguard_tick_errors_total",
+    "Ticks that failed before a decision, by reason (api_<status>, network, timeout, bug).",
+    ["reason"],
+)
 WEIGHT_REASSERTS = Counter(
     "canaryguard_weight_reasserts_total",
     "VirtualService weights found changed by someone else and set back.",
@@ -43,6 +48,8 @@ for _result in ("delivered", "rejected", "exhausted", "secret_error"):
     PAGES.labels(result=_result)
 for _kind in ("unavailable", "rejected"):
     QUERY_ERRORS.labels(kind=_kind)
+for _reason in ("bug", "network", "timeout"):
+    TICK_ERRORS.labels(reason=_reason)
 
 CANARY_WEIGHT = Gauge(
     "canaryguard_canary_weight",

@@ -2,14 +2,17 @@
 ServiceAccount that `manifests/rbac/` ship, so a missing or excess permission shows.
 
 Each test gets its own operator watching only the test's namespace, so a test can kill
-(SIGKILL) and restart it without touching any other test.
+(SIGKILL) and restart it without touching any other test. It may send requests to the
+session's Prometheus and PagerDuty receiver only (`--allow-prometheus`, `--allow-pagerduty`),
+and the Secrets the rollouts name are made available to them by annotation, as an installer
+and a Secret's owner would do.
 """
 
 import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,11 +21,12 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from canaryguard.core.access import SECRET_OPT_IN
 from canaryguard_testbed.childproc import ChildProcessError
 from canaryguard_testbed.controlplane import ControlPlane
 from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
 from canaryguard_testbed.prometheus_server import PrometheusServer
-from canaryguard_testbed.stack import OperatorProcess
+from canaryguard_testbed.stack import OperatorProcess, allow_flags
 
 __all__ = [
     "Operator",
@@ -38,6 +42,7 @@ RBAC_DIR = ROOT / "manifests" / "rbac"
 OPERATOR_NAMESPACE = "canaryguard-system"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # 32 characters, like a real one
 T = TypeVar("T")
+Obj = dict[str, Any]
 
 
 def ts(text: str) -> datetime:
@@ -77,8 +82,10 @@ class Operator(OperatorProcess):
     """The operator process of one test's namespace (the demo's launcher), with what tests
     need on top: SIGKILL, a failing start that fails the test, and the log."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
-        super().__init__(kubeconfig, [namespace], log_path)
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log_path: Path, args: Sequence[str]
+    ) -> None:
+        super().__init__(kubeconfig, [namespace], log_path, args)
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> None:
@@ -116,14 +123,25 @@ class Operator(OperatorProcess):
 
 @pytest.fixture
 def operator(
-    operator_kubeconfig: Path, namespace: str, tmp_path: Path
-) -> Iterator[Callable[[], Operator]]:
-    """`operator()` starts the operator for this test's namespace; stopped after the test,
-    and its log is printed when the test fails."""
+    operator_kubeconfig: Path,
+    namespace: str,
+    tmp_path: Path,
+    prometheus: PrometheusServer,
+    pagerduty_receiver_session: PagerDutyReceiver,
+) -> Iterator[Callable[..., Operator]]:
+    """`operator()` starts the operator for this test's namespace, allowed to send requests to
+    the session's Prometheus and PagerDuty receiver; stopped after the test, and its log is
+    printed when the test fails. `operator(kubeconfig=..., args=[...])` logs in as someone
+    else or replaces the allow flags."""
     started: list[Operator] = []
 
-    def start() -> Operator:
-        op = Operator(operator_kubeconfig, namespace, tmp_path / f"operator-{len(started)}.log")
+    def start(kubeconfig: Path | None = None, args: Sequence[str] | None = None) -> Operator:
+        op = Operator(
+            kubeconfig or operator_kubeconfig,
+            namespace,
+            tmp_path / f"operator-{len(started)}.log",
+            allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args,
+        )
         started.append(op)
         op.start()
         return op
@@ -304,6 +322,18 @@ def rollout_body(
     }
 
 
+def pagerduty_secret(namespace: str, allowed: str | None = "fraud-model,fraud-model-b") -> Obj:
+    """The routing key's Secret, made available to the rollouts `allowed` names (its
+    owner's opt-in; None: not made available)."""
+    annotations = {} if allowed is None else {SECRET_OPT_IN: allowed}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pagerduty", "namespace": namespace, "annotations": annotations},
+        "stringData": {"routing-key": ROUTING_KEY},
+    }
+
+
 @pytest.fixture
 def rollout(
     control_plane: ControlPlane,
@@ -319,14 +349,7 @@ def rollout(
             "apply", "-f", "-", input=json.dumps(fraud_virtual_service(namespace))
         )
         control_plane.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "pagerduty",
-            "-n",
-            namespace,
-            f"--from-literal=routing-key={ROUTING_KEY}",
-            check=False,
+            "create", "-f", "-", input=json.dumps(pagerduty_secret(namespace)), check=False
         )
         r = Rollout(
             control_plane,

@@ -98,7 +98,7 @@ def test_cross_field_rules_are_declared() -> None:
         for _, node in nodes(SPEC_SCHEMA)
         for rule in node.get("x-kubernetes-validations", [])
     ]
-    assert len(rules) == 7
+    assert len(rules) == 9
     assert all(
         rule["message"]
         for _, n in nodes(SPEC_SCHEMA)

@@ -29,9 +29,7 @@ Schema = dict[str, Any]
 # Patterns the CRD uses, said in words; any other pattern is shown as the regular expression.
 PATTERN_WORDS = {
     r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$": "Go-style duration: `30s`, `5m`, `1h30m`",
-    r"^https?://[^\s/?#@]+(/[^\s?#]*)?$": (
-        "an `http://` or `https://` URL without credentials, query or fragment"
-    ),
+    r"^https?://[^\s/]+": "an `http://` or `https://` URL",
     r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$": (
         "DNS name: lowercase letters, digits, `-` and `.`, "
         "starting and ending with a letter or digit"

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from canaryguard.core.access import SECRET_OPT_IN
 from canaryguard_testbed.controlplane import ControlPlane
 from canaryguard_testbed.mesh import Mesh
 from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
@@ -68,6 +69,18 @@ def fraud_virtual_service(namespace: str, name: str = "fraud-model") -> dict[str
                 },
             ],
         },
+    }
+
+
+def pagerduty_secret(namespace: str, allowed: str | None = "*") -> dict[str, Any]:
+    """The routing key's Secret, made available to the rollouts `allowed` names (its
+    owner's opt-in, canaryguard.io/allowed-rollouts; None: not made available)."""
+    annotations = {} if allowed is None else {SECRET_OPT_IN: allowed}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pagerduty", "namespace": namespace, "annotations": annotations},
+        "stringData": {"routing-key": ROUTING_KEY},
     }
 
 
@@ -137,7 +150,7 @@ class EndToEnd:
     prometheus: PrometheusServer
     pagerduty: PagerDutyReceiver
     _mesh_factory: MeshFactory
-    _operator_factory: Callable[[], Operator]
+    _operator_factory: Callable[..., Operator]
     _mesh: Mesh | None = None
 
     def start_mesh(self, scenario: str = "healthy") -> Mesh:
@@ -163,12 +176,9 @@ class EndToEnd:
         )
         self.cp.kubectl(
             "create",
-            "secret",
-            "generic",
-            "pagerduty",
-            "-n",
-            self.namespace,
-            f"--from-literal=routing-key={ROUTING_KEY}",
+            "-f",
+            "-",
+            input=json.dumps(pagerduty_secret(self.namespace)),
             check=False,  # already there for a second rollout
         )
         body = rollout_body(
@@ -195,7 +205,7 @@ def e2e(
     prometheus: PrometheusServer,
     pagerduty: PagerDutyReceiver,
     mesh: MeshFactory,
-    operator: Callable[[], Operator],
+    operator: Callable[..., Operator],
 ) -> EndToEnd:
     """The end-to-end world of this test, with Prometheus up whatever an earlier test left
     behind."""

@@ -4,7 +4,10 @@ ServiceAccount that `manifests/rbac/` ship, so a missing or excess permission sh
 Each test gets its own operator watching only the test's namespace, so a test can kill
 (SIGKILL) and restart it without touching any other test. The operator's /metrics make its
 ticks observable: `Operator.wait_ticks(n)` returns once it has run `n` more ticks, which is
-what a test waits for before asserting that something did *not* happen.
+what a test waits for before asserting that something did *not* happen. It may send
+requests to the session's Prometheus and PagerDuty receiver only (`--allow-prometheus`,
+`--allow-pagerduty`), and the Secrets the rollouts name are made available to them by
+annotation, as an installer and a Secret's owner would do.
 """
 
 import json
@@ -12,7 +15,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from canaryguard_testbed.childproc import ChildProcessError
 from canaryguard_testbed.controlplane import ControlPlane
-from canaryguard_testbed.stack import OperatorProcess
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.prometheus_server import PrometheusServer
+from canaryguard_testbed.stack import OperatorProcess, allow_flags
 
 __all__ = ["Operator", "Rollout", "operator", "operator_kubeconfig", "wait_for"]
 
@@ -96,8 +101,10 @@ class Operator(OperatorProcess):
     need on top: SIGKILL, a failing start that fails the test, its log, and readers of its
     /metrics and liveness endpoints."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
-        super().__init__(kubeconfig, [namespace], log_path)
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log_path: Path, args: Sequence[str]
+    ) -> None:
+        super().__init__(kubeconfig, [namespace], log_path, args)
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> None:
@@ -188,14 +195,25 @@ class Operator(OperatorProcess):
 
 @pytest.fixture
 def operator(
-    operator_kubeconfig: Path, namespace: str, tmp_path: Path
-) -> Iterator[Callable[[], Operator]]:
-    """`operator()` starts the operator for this test's namespace; stopped after the test,
-    and its log is printed when the test fails."""
+    operator_kubeconfig: Path,
+    namespace: str,
+    tmp_path: Path,
+    prometheus: PrometheusServer,
+    pagerduty_receiver_session: PagerDutyReceiver,
+) -> Iterator[Callable[..., Operator]]:
+    """`operator()` starts the operator for this test's namespace, allowed to send requests to
+    the session's Prometheus and PagerDuty receiver; stopped after the test, and its log is
+    printed when the test fails. `operator(kubeconfig=..., args=[...])` logs in as someone
+    else or replaces the allow flags."""
     started: list[Operator] = []
 
-    def start() -> Operator:
-        op = Operator(operator_kubeconfig, namespace, tmp_path / f"operator-{len(started)}.log")
+    def start(kubeconfig: Path | None = None, args: Sequence[str] | None = None) -> Operator:
+        op = Operator(
+            kubeconfig or operator_kubeconfig,
+            namespace,
+            tmp_path / f"operator-{len(started)}.log",
+            allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args,
+        )
         started.append(op)
         op.start()
         return op

@@ -115,27 +115,35 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     return log.result(status)
 
 
-def invalid(status: Status, error: str, now: datetime, generation: int | None = None) -> TickResult:
-    """Record that the spec does not parse (the SpecError's message as `error`).
+def invalid(
+    status: Status,
+    error: str,
+    now: datetime,
+    generation: int | None = None,
+    reason: str = "InvalidSpec",
+) -> TickResult:
+    """Record that the spec cannot be acted on (the error's message as `error`): it does not
+    parse, names what does not exist, or what this operator may not use (`reason` then says
+    which, e.g. AddressNotAllowed).
 
     A running rollout goes to phase Invalid and holds its weights; a finished one keeps its
-    phase. Either way the SpecValid condition says why, and a Warning event is emitted when
-    that changes. The next valid tick picks up where the rollout was.
+    phase. Either way the SpecValid condition says why, and a Warning event (its reason
+    `reason`) is emitted when that changes. The next valid tick picks up where the rollout was.
     """
     log = _Log(truncate_time(now))
     error = messages.clip(error)
     if generation is not None:
         status = replace(status, observed_generation=generation)
     old = status.condition("SpecValid")
-    status = status.with_condition("SpecValid", "False", "InvalidSpec", error, log.now)
+    status = status.with_condition("SpecValid", "False", reason, error, log.now)
     if status.phase not in FINISHED:
         status = replace(
             status, phase="Invalid", paused_reason=None, message=messages.invalid_spec(error)
         )
-        status = status.with_condition("Progressing", "False", "InvalidSpec", error, log.now)
+        status = status.with_condition("Progressing", "False", reason, error, log.now)
     if old is None or old.status != "False" or old.message != error:
         message = messages.invalid_spec_event(error)
-        log.decide(status, "Warning", "InvalidSpec", "InvalidSpec", message)
+        log.decide(status, "Warning", reason, reason, message)
     return log.result(status)
 
 

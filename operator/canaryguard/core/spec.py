@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
+from canaryguard.core.access import AddressError, parse_address
 from canaryguard.core.durations import format_duration, parse_duration
 from canaryguard.core.manual import InvalidRequest, ManualRequest, parse_request
 from canaryguard.core.paging import SEVERITIES, Severity
@@ -34,9 +35,6 @@ MAX_SELECTOR_LABELS = 16
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-# No userinfo, query or fragment: credentials go in Secrets, and the address shows in pages.
-_URL = re.compile(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
-_URL_HINT = "an http(s) URL without credentials, query or fragment"
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _MS = timedelta(milliseconds=1)
 _SECOND = timedelta(seconds=1)
@@ -353,6 +351,20 @@ class _Reader:
             raise SpecError(self.at(key), f"invalid value {value!r}{': ' + hint if hint else ''}")
         return value
 
+    def address(self, key: str, *, required: bool, credentials: str) -> Any:
+        """An http(s) URL (`canaryguard.core.access.parse_address`), kept as written. An
+        error never repeats the value, which may hold a password; `credentials` says where
+        credentials belong instead."""
+        value = self.string(key, required=required, max_length=1024)
+        if value is None:
+            return None
+        try:
+            parse_address(value)
+        except AddressError as exc:
+            problem = f"{exc}: {credentials}" if exc.credentials else str(exc)
+            raise SpecError(self.at(key), problem) from None
+        return value
+
     def integer(
         self, key: str, *, default: int | None = None, minimum: int = 0, maximum: int | None = None
     ) -> Any:
@@ -495,7 +507,11 @@ def _secret_ref(r: _Reader) -> SecretKeyRef:
 
 def _prometheus(r: _Reader) -> PrometheusSpec:
     return PrometheusSpec(
-        address=r.string("address", max_length=1024, pattern=_URL, hint=_URL_HINT),
+        address=r.address(
+            "address",
+            required=True,
+            credentials="put the Authorization header in a Secret named by headersSecretRef",
+        ),
         timeout=r.duration("timeout", default=timedelta(seconds=5), minimum=_MS),
         headers_secret_ref=r.optional_nested("headersSecretRef", _secret_ref),
     )
@@ -631,7 +647,11 @@ def _pager_duty(r: _Reader) -> PagerDuty:
     return PagerDuty(
         routing_key_secret_ref=r.nested("routingKeySecretRef", _secret_ref),
         severity=r.choice("severity", SEVERITIES, "critical"),
-        url=r.string("url", required=False, max_length=1024, pattern=_URL, hint=_URL_HINT),
+        url=r.address(
+            "url",
+            required=False,
+            credentials="the routing key comes from the Secret named by routingKeySecretRef",
+        ),
     )
 
 

@@ -53,12 +53,20 @@ Progress = Callable[[str], None]
 
 class OperatorProcess:
     """`canaryguard run` as a child process watching `namespaces`, logged in from
-    `kubeconfig`, with its JSON log in `log_path`."""
+    `kubeconfig`, with its JSON log in `log_path`; `args` are more flags of `run` (the
+    Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...)."""
 
-    def __init__(self, kubeconfig: Path, namespaces: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespaces: Sequence[str],
+        log_path: Path,
+        args: Sequence[str] = (),
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = tuple(namespaces)
         self.log_path = log_path
+        self.args = tuple(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
         self.metrics_port = 0
@@ -76,6 +84,7 @@ class OperatorProcess:
                 f"--liveness=127.0.0.1:{self.liveness_port}",
                 f"--metrics=127.0.0.1:{self.metrics_port}",
                 "--log-format=json",
+                *self.args,
             ),
             self.log_path,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -116,6 +125,12 @@ class OperatorProcess:
         if self.proc is not None:
             terminate(self.proc)
             self.proc = None
+
+
+def allow_flags(prometheus_url: str, pagerduty_url: str) -> list[str]:
+    """`run`'s flags that let rollouts use this stack's Prometheus and PagerDuty receiver
+    (and nothing else)."""
+    return [f"--allow-prometheus={prometheus_url}", f"--allow-pagerduty={pagerduty_url}"]
 
 
 class LocalStack:
@@ -234,7 +249,10 @@ class LocalStack:
 
         began = time.monotonic()
         self.operator = OperatorProcess(
-            self.operator_kubeconfig, [self.namespace], self.workdir / "operator.log"
+            self.operator_kubeconfig,
+            [self.namespace],
+            self.workdir / "operator.log",
+            allow_flags(self.prometheus.url, self.pagerduty.url),
         )
         self.operator.start()
         self._progress(

@@ -189,9 +189,10 @@ class EndToEnd:
             r.apply()
         return r
 
-    def operator(self) -> Operator:
-        """Start an operator for this namespace (stopped after the test, its log printed)."""
-        return self._operator_factory()
+    def operator(self, **options: Any) -> Operator:
+        """Start an operator for this namespace (stopped after the test, its log printed);
+        `options` go to the `operator` fixture (`kubeconfig=`, `args=`)."""
+        return self._operator_factory(**options)
 
     def traffic(self, rate: float = 80.0) -> Traffic:
         """Requests through the mesh's router at `rate`/s while the `with` block runs."""

@@ -92,7 +92,14 @@ def operator_kubeconfig(control_plane: ControlPlane) -> Path:
     control_plane.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     control_plane.kubectl("apply", "-f", str(RBAC_DIR))
     # Manual requests are checked by the shipped admission policy, as on a cluster.
-    control_plane.kubectl("apply", "-f", str(ROOT / "manifests" / "admission"))
+    control_plane.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=canaryguard-tests",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "manifests" / "admission"),
+    )
     return control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "canaryguard")
 
 

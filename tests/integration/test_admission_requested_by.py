@@ -25,7 +25,14 @@ EXAMPLE = ROOT / "examples" / "fraud-model" / "canaryrollout.yaml"
 def tenant(control_plane: ControlPlane, namespace: str) -> Path:
     """A kubeconfig of ServiceAccount `tenant`, which may read and patch CanaryRollouts of
     the test's namespace (what `kubectl canary promote|abort` needs) and nothing else."""
-    control_plane.kubectl("apply", "-f", str(ROOT / "manifests" / "admission"))
+    control_plane.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=canaryguard-tests",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "manifests" / "admission"),
+    )
     rbac = [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

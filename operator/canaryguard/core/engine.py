@@ -34,7 +34,7 @@ page's summary and details) come from `messages`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -398,11 +398,11 @@ def _start(spec: Spec, status: Status, observations: Observations, log: _Log) ->
         if before != ("Paused", "Spec"):
             log.decide(status, "Normal", "Paused", "Spec", message)
         return status
-    blind = [
-        slo.name
+    blind = {
+        slo.name: seen.error if seen is not None else None
         for slo in spec.analysis.slos
         if (seen := observations.slos.get(slo.name)) is None or seen.unavailable
-    ]
+    }
     if blind:
         return _wait_for_metrics(spec, status, blind, log)
     first = spec.steps[0]
@@ -423,13 +423,15 @@ def _start(spec: Spec, status: Status, observations: Observations, log: _Log) ->
     return status
 
 
-def _wait_for_metrics(spec: Spec, status: Status, blind: Sequence[str], log: _Log) -> Status:
+def _wait_for_metrics(
+    spec: Spec, status: Status, blind: Mapping[str, str | None], log: _Log
+) -> Status:
     """Not started while any SLO's query fails: no traffic goes to a canary whose metrics
     cannot be read. The outage is recorded (and posted once); the start waits for metrics."""
     now = log.now
     before = status.metrics_outage_since
     since = before or now
-    message = messages.waiting_to_start(blind, since)
+    message = messages.waiting_to_start(list(blind), since)
     status = replace(status, phase="Pending", metrics_outage_since=since, message=message)
     status = status.with_condition(
         "MetricsAvailable", "False", "QueryFailed", messages.blind_slos(blind), now

@@ -48,6 +48,7 @@ from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError, parse_spec
 from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
+from canaryguard.runtime.conflicts import RouteClaims
 from canaryguard.runtime.observe import QueryRejected, observe
 from canaryguard.runtime.scheduler import Scheduler, TickFn
 
@@ -102,6 +103,7 @@ class Controller:
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._unwritten: dict[Key, Status] = {}
+        self._claims = RouteClaims()  # two rollouts never drive one route
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
 
     # --- the watch side ------------------------------------------------------------------
@@ -112,6 +114,7 @@ class Controller:
         if event_type == "DELETED":
             self._bodies.pop(key, None)
             self._unwritten.pop(key, None)
+            self._claims.forget(key)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
             self._count_phases()
@@ -120,6 +123,7 @@ class Controller:
         if previous is not None and _resource_version(body) < _resource_version(previous):
             return  # the watch is behind a status this operator already wrote
         self._bodies[key] = dict(body)
+        self._claims.note(key, self._bodies[key])
         metrics.record_rollout(key[0], key[1], status_from_dict(body.get("status")))
         # A spec edit or a new manual request is acted on at once, not at the next interval
         # (annotations do not bump the generation).
@@ -218,6 +222,8 @@ class Controller:
         namespace = spec.namespace
         vs = await self._vs.get(namespace, spec.virtual_service.name)
         routes = plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
+        if (conflict := self._claims.conflict(spec, status.phase, vs, routes)) is not None:
+            raise RouteError(conflict)
         # What the router has now: the engine never raises the canary's share but by a decision.
         routed = canary_share(read_weights(vs, routes, spec.baseline, spec.canary))
         observations = Observations()

@@ -11,7 +11,7 @@ export CANARYGUARD_BIN_DIR ?= $(HOME)/.cache/canaryguard/bin
 export CANARYGUARD_PROJECT_DIR := $(CURDIR)
 
 .PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind reference clean \
-	docker-engine images kind kind-images
+	docker-engine images kind kind-images node-bins node-image
 
 # The operator (with its dev tools) and the test bed, a distribution of its own.
 $(VENV)/.installed: pyproject.toml tests/testbed/pyproject.toml
@@ -25,6 +25,11 @@ venv: $(VENV)/.installed
 # kube-apiserver, etcd and kubectl from Go modules (hack/), cached by version.
 bins:
 	bash hack/build-bins.sh
+
+# And what a kind node holds besides: kubelet, kubeadm, kube-proxy, kube-controller-manager,
+# kube-scheduler (hack/kube) and CoreDNS (hack/coredns), cached the same way.
+node-bins:
+	bash hack/build-bins.sh node
 
 # The real Prometheus server from Debian's package, installed only when absent.
 prometheus:

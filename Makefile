@@ -81,6 +81,11 @@ kind-images: docker-engine
 	bash hack/images/kind-base.sh
 	bash hack/images/pause.sh
 
+# canaryguard/kind-node:<KUBE_VERSION>: kind's `build node-image --type file` from the node
+# binaries, on the kind base image (hack/images/kind-node.sh); skipped when up to date.
+node-image: node-bins kind kind-images
+	bash hack/images/kind-node.sh
+
 # End-to-end on a kind cluster, for machines with Docker, kind and kubectl (not run by CI).
 e2e-kind:
 	bash hack/e2e-kind.sh

@@ -7,7 +7,8 @@
 #   bash hack/build-bins.sh          # the local control plane (make bins)
 #   bash hack/build-bins.sh node     # and what a kind node image holds besides (make node-bins):
 #                                    # kubelet, kubeadm, kube-proxy, kube-controller-manager,
-#                                    # kube-scheduler (hack/kube), coredns (hack/coredns)
+#                                    # kube-scheduler (hack/kube), coredns (hack/coredns),
+#                                    # crictl (hack/cri-tools)
 set -euo pipefail
 
 case ${1:-} in
@@ -24,6 +25,7 @@ KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' "$hack_dir/versions.env")
 ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$hack_dir/versions.env")
 ISTIO_API_VERSION=$(sed -n 's/^ISTIO_API_VERSION=//p' "$hack_dir/versions.env")
 COREDNS_VERSION=$(sed -n 's/^COREDNS_VERSION=//p' "$hack_dir/versions.env")
+CRICTL_VERSION=$(sed -n 's/^CRICTL_VERSION=//p' "$hack_dir/versions.env")
 
 # Never let a go.mod's toolchain line download another Go; build with the one installed.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly
@@ -50,6 +52,7 @@ ensure_go() {
   check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
   if [[ $with_node == 1 ]]; then
     check_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
+    check_pin cri-tools sigs.k8s.io/cri-tools "$CRICTL_VERSION"
   fi
   go_checked=1
 }
@@ -115,6 +118,8 @@ if [[ $with_node == 1 ]]; then
       "$kube_tags" "$kube_ldflags" "${version_args[@]}"
   done
   build coredns "$COREDNS_VERSION" coredns github.com/coredns/coredns "" "-s -w" -version
+  build crictl "$CRICTL_VERSION" cri-tools sigs.k8s.io/cri-tools/cmd/crictl "" \
+    "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" --version
 fi
 # Istio's real CRDs, as Istio generates them, from the istio.io/api module.
 istio_crds="$bin_dir/istio-api-$ISTIO_API_VERSION/customresourcedefinitions.gen.yaml"

@@ -6,7 +6,8 @@
 #
 # Needs (make node-image runs them first): make node-bins (kubeadm, kubelet, kubectl,
 # kube-apiserver, kube-controller-manager, kube-scheduler and kube-proxy of KUBE_VERSION from
-# hack/kube, etcd from hack/etcd, coredns from hack/coredns), make kind, make kind-images.
+# hack/kube, etcd from hack/etcd, coredns from hack/coredns, crictl from hack/cri-tools),
+# make kind, make kind-images.
 #
 # 1. The images kubeadm names (`kubeadm config images list`), each a one-layer image holding
 #    the locally built binary (kube-proxy also Debian's nft, for kube-proxy's nftables mode),
@@ -20,11 +21,12 @@
 #    archive_tags.py to the exact names the builder and kubeadm look for; kube-apiserver.tar
 #    also carries etcd, CoreDNS, pause and the stand-ins, so the builder fetches nothing.
 #    Cached in $CANARYGUARD_BIN_DIR/kind-node-<KUBE_VERSION>/ with a digest of its inputs.
-# 3. kind build node-image --type file on the base, then one layer more: the CNI configuration
+# 3. kind build node-image --type file on the base, then one layer more: crictl (kind's `load`
+#    runs it to see what the node already has; hack/cri-tools), the CNI configuration
 #    (Debian's bridge and host-local plugins, pods in 10.244.0.0/24: one node) and neutral
 #    default CNI and storage manifests, so kind applies neither kindnetd nor local-path
 #    (kind-node/*.yaml). Create clusters with networking.disableDefaultCNI: true and
-#    kubeProxyMode: nftables (tests/kind/cluster.yaml).
+#    kubeProxyMode: nftables (tests/kind/manifests/cluster.yaml).
 #
 # Skipped when the image exists with a label holding the digest of its inputs (binaries, base
 # and pause images, kind version, these scripts); FORCE=1 rebuilds. A failed step prints its
@@ -38,6 +40,7 @@ pin() { sed -n "s/^$1=//p" "$versions"; }
 KUBE_VERSION=$(pin KUBE_VERSION)
 ETCD_VERSION=$(pin ETCD_VERSION)
 COREDNS_VERSION=$(pin COREDNS_VERSION)
+CRICTL_VERSION=$(pin CRICTL_VERSION)
 KIND_VERSION=$(pin KIND_VERSION)
 BIN_DIR=${CANARYGUARD_BIN_DIR:-$HOME/.cache/canaryguard/bin}
 IMAGE=${CANARYGUARD_KIND_NODE_IMAGE:-canaryguard/kind-node:$KUBE_VERSION}
@@ -65,6 +68,7 @@ for component in kubeadm kubelet kubectl kube-apiserver kube-controller-manager 
 done
 bins[etcd]=$(binary etcd "$ETCD_VERSION")
 bins[coredns]=$(binary coredns "$COREDNS_VERSION")
+crictl=$(binary crictl "$CRICTL_VERSION")
 image_exists "$KIND_BASE" || die "$KIND_BASE is missing; run: make kind-images"
 # The sandbox image kind's containerd config names (built, or found, by pause.sh).
 PAUSE=$(bash "$IMAGES_DIR/pause.sh" | tail -n 1)
@@ -82,6 +86,7 @@ node_inputs=$(
   {
     echo "$tarball_inputs $KIND_VERSION"
     docker image inspect --format '{{.Id}}' "$KIND_BASE"
+    stat -c '%n %s %Y' "$crictl"
     cat "$NODE_DIR"/*.conflist "$NODE_DIR"/*.yaml
   } | sha256sum | cut -c1-16
 )
@@ -242,9 +247,10 @@ build_node() {
     --image "$raw" "$TARBALL"
   mkdir -p "$context"
   cp "$NODE_DIR/10-canaryguard-bridge.conflist" "$NODE_DIR/default-cni.yaml" \
-    "$NODE_DIR/default-storage.yaml" "$context/"
+    "$NODE_DIR/default-storage.yaml" "$crictl" "$context/"
   cat >"$context/Dockerfile" <<DOCKERFILE
 FROM $raw
+COPY crictl /usr/local/bin/
 COPY 10-canaryguard-bridge.conflist /etc/cni/net.d/
 COPY default-cni.yaml default-storage.yaml /kind/manifests/
 LABEL $LABEL=$node_inputs
@@ -264,7 +270,8 @@ check_node() {
     set -e
     echo "$(cat /kind/version)"
     ls /etc/cni/net.d/10-canaryguard-bridge.conflist /kind/manifests/default-cni.yaml \
-      /kind/manifests/default-storage.yaml /usr/bin/kubeadm /usr/bin/kubelet /usr/bin/kubectl')
+      /kind/manifests/default-storage.yaml /usr/bin/kubeadm /usr/bin/kubelet /usr/bin/kubectl
+    crictl --version')
   echo "$out"
   [[ $(head -n 1 <<<"$out") == "$KUBE_VERSION" ]]
 }

@@ -86,9 +86,12 @@ kind-images: docker-engine
 node-image: node-bins kind kind-images
 	bash hack/images/kind-node.sh
 
-# End-to-end on a kind cluster, for machines with Docker, kind and kubectl (not run by CI).
-e2e-kind:
-	bash hack/e2e-kind.sh
+# The kind tier alone (tests/kind): a kind cluster from the local node image, the operator
+# from its image and `kubectl apply -k manifests/`, Prometheus, the PagerDuty receiver and the
+# test-bed mesh as Deployments; deleted at the end (KEEP_CLUSTER=1 keeps it). Needs a Docker
+# engine (docker-engine, through images); everything else is built here and cached.
+e2e-kind: venv bins kind images kind-images node-image
+	$(PY) -m pytest -m kind tests/kind
 
 # docs/reference.md, the CanaryRollout field reference, from crds/canaryrollout.yaml.
 reference: venv

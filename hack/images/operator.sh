@@ -15,7 +15,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_docker
-bash "$IMAGES_DIR/base.sh"
+FORCE=0 bash "$IMAGES_DIR/base.sh"  # present is enough: FORCE=1 rebuilds this image only
 
 tag=$(sed -n 's/^ *newTag: *//p' "$ROOT/manifests/kustomization.yaml" | head -n 1)
 IMAGE=${CANARYGUARD_OPERATOR_IMAGE:-canaryguard:${tag:?no newTag in manifests/kustomization.yaml}}

@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_docker
-bash "$IMAGES_DIR/base.sh"
+FORCE=0 bash "$IMAGES_DIR/base.sh"  # present is enough: FORCE=1 rebuilds this image only
 
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/tests/testbed/pyproject.toml" | head -n 1)
 IMAGE=${CANARYGUARD_TESTBED_IMAGE:-canaryguard/testbed:${version:?no version in tests/testbed/pyproject.toml}}

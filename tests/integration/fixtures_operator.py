@@ -12,6 +12,7 @@ annotation, as an installer and a Secret's owner would do.
 
 import json
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import yaml
@@ -231,12 +232,20 @@ def operator(
         sys.stderr.write(f"\n--- operator log ({op.log_path}) ---\n{op.log_tail(80)}\n")
 
 
+class Kubectl(Protocol):
+    """What runs kubectl against a cluster: the local control plane, or a kind cluster."""
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
 @dataclass
 class Rollout:
     """A CanaryRollout under test and the VirtualService it was created with, with readers
     and waits for what the tests assert on."""
 
-    cp: ControlPlane
+    cp: Kubectl
     namespace: str
     name: str
     body: dict[str, Any] = field(default_factory=dict)

@@ -325,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the receiver until SIGINT or SIGTERM; print its enqueue URL on the first line."""
     parser = argparse.ArgumentParser(
         prog="python -m canaryguard_testbed.pagerduty_receiver",
-        description="Local PagerDuty Events API v2 receiver (listens on 127.0.0.1).",
+        description="Local PagerDuty Events API v2 receiver.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a Pod)"
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0 picks a free one)")
     parser.add_argument(
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    receiver = PagerDutyReceiver(args.port, rate_limit_per_minute=args.rate_limit)
+    receiver = PagerDutyReceiver(args.port, host=args.host, rate_limit_per_minute=args.rate_limit)
     receiver.start()
     try:
         print(receiver.url, flush=True)

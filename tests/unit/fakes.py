@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from canaryguard.adapters.istio import plan_routes, read_weights, weights_match, with_weights
+from canaryguard.adapters.istio import (
+    plan_routes,
+    read_weights,
+    route_labels,
+    weights_match,
+    with_weights,
+)
 from canaryguard.core.access import (
     SECRET_OPT_IN,
     Allowlist,
@@ -215,6 +221,29 @@ class FakeRouter:
     """VirtualServices in memory, driven by the real adapter's pure planning functions, so
     what it writes (and refuses) is what the Istio adapter would."""
 
+    kind = "VirtualService"
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        return plan_routes(obj, [str(s) for s in selectors], baseline, canary)
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        return read_weights(obj, routes, baseline, canary)
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        return route_labels(obj, routes)
+
     def __init__(self, *services: Mapping[str, Any], journal: Journal | None = None) -> None:
         self.journal = journal or Journal()
         self.services: dict[Key, dict[str, Any]] = {}
@@ -252,14 +281,14 @@ class FakeRouter:
         self,
         namespace: str,
         name: str,
-        route_names: Sequence[str],
+        route_names: Sequence[str | int],
         baseline: Destination,
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
     ) -> WeightChange:
         vs = await self.get(namespace, name)
-        routes = plan_routes(vs, route_names, baseline, canary)
+        routes = plan_routes(vs, [str(r) for r in route_names], baseline, canary)
         before: list[Weights] = read_weights(vs, routes, baseline, canary)
         if weights_match(before, baseline_weight, canary_weight):
             return WeightChange(before, changed=False)

@@ -255,7 +255,7 @@ class KubeVirtualServiceSource:
                     snapshot = self._snapshot_of(vs, self.route_name)
                 except VirtualServiceError as err:
                     # istiod would reject such a config; keep serving the last good one.
-                    log.warning("ignoring virtualservice %s/%s: %s", self.namespace, self.name, err)
+                    log.warning("ignoring %s/%s: %s", self.namespace, self.name, err)
                 else:
                     if snapshot != self._snapshot:
                         log.info(

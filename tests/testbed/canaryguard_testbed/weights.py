@@ -129,8 +129,9 @@ def httproute_snapshot(route: Mapping[str, Any], rule: str | None = None) -> Rou
     the Service name, qualified by its namespace when the backendRef names one; no subset).
 
     The served rule is the one named `rule`, or at index `rule` when it is a number, else the
-    first rule without `matches`. Gateway API weights default to 1 (not Istio's 0), so a
-    missing weight is written out; a lone backend gets everything (`traffic_shares`).
+    first catch-all rule (no `matches`, or the API server's default: path prefix `/`).
+    Gateway API weights default to 1 (not Istio's 0), so a missing weight is written out; a
+    lone backend gets everything (`traffic_shares`).
     """
     meta = route.get("metadata") or {}
     origin = f"httproute {meta.get('namespace')}/{meta.get('name')}"
@@ -142,7 +143,7 @@ def httproute_snapshot(route: Mapping[str, Any], rule: str | None = None) -> Rou
         if not isinstance(r, Mapping):
             raise VirtualServiceError(f"{origin}: spec.rules[{i}]: expected an object")
         if rule is None:
-            found = not r.get("matches")
+            found = _catch_all(r.get("matches"))
         else:
             found = r.get("name") == rule or (rule.isdigit() and int(rule) == i)
         if found:
@@ -166,3 +167,11 @@ def httproute_snapshot(route: Mapping[str, Any], rule: str | None = None) -> Rou
         host = f"{ref['name']}.{ns}.svc.cluster.local" if ns else ref["name"]
         dests.append(RouteDestination(host, None, weight))
     return RouteSnapshot(tuple(dests), origin)
+
+
+def _catch_all(matches: Any) -> bool:
+    """True for an HTTPRoute rule that matches every request."""
+    if not matches:
+        return True
+    everything = {"path": {"type": "PathPrefix", "value": "/"}}
+    return isinstance(matches, list) and any(m == everything for m in matches)

@@ -26,6 +26,7 @@ ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$hack_dir/versions.env")
 ISTIO_API_VERSION=$(sed -n 's/^ISTIO_API_VERSION=//p' "$hack_dir/versions.env")
 COREDNS_VERSION=$(sed -n 's/^COREDNS_VERSION=//p' "$hack_dir/versions.env")
 CRICTL_VERSION=$(sed -n 's/^CRICTL_VERSION=//p' "$hack_dir/versions.env")
+GATEWAY_API_VERSION=$(sed -n 's/^GATEWAY_API_VERSION=//p' "$hack_dir/versions.env")
 
 # Never let a go.mod's toolchain line download another Go; build with the one installed.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly
@@ -136,6 +137,29 @@ if [[ ! -s "$istio_crds" ]]; then
   tmp_files+=("$istio_crds.tmp.$$")
   mv -f "$istio_crds.tmp.$$" "$istio_crds"
   echo "bins: Istio CRDs $ISTIO_API_VERSION at $istio_crds"
+fi
+# Gateway API's real CRDs (standard channel), from the sigs.k8s.io/gateway-api module.
+gateway_crds="$bin_dir/gateway-api-$GATEWAY_API_VERSION/standard-install.yaml"
+if [[ ! -s "$gateway_crds" ]]; then
+  ensure_go
+  module_dir=$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  shopt -s nullglob
+  crd_files=("$module_dir"/config/crd/standard/*.yaml)
+  shopt -u nullglob
+  if [[ ${#crd_files[@]} -eq 0 ]]; then
+    echo "bins: sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION has no config/crd/standard/*.yaml" >&2
+    exit 1
+  fi
+  mkdir -p "$(dirname "$gateway_crds")"
+  tmp_files+=("$gateway_crds.tmp.$$")
+  for f in "${crd_files[@]}"; do
+    echo "---"
+    cat "$f"
+  done >"$gateway_crds.tmp.$$"
+  chmod 0644 "$gateway_crds.tmp.$$"
+  mv -f "$gateway_crds.tmp.$$" "$gateway_crds"
+  echo "bins: Gateway API CRDs $GATEWAY_API_VERSION (standard) at $gateway_crds"
 fi
 # The test bed (canaryguard_testbed.bins) reads the pins from here, not from a checkout.
 install -m 0644 "$hack_dir/versions.env" "$bin_dir/versions.env"

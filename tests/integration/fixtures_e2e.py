@@ -153,10 +153,11 @@ class EndToEnd:
     _operator_factory: Callable[..., Operator]
     _mesh: Mesh | None = None
 
-    def start_mesh(self, scenario: str = "healthy") -> Mesh:
-        """The namespace's mesh, started (once) and scraped by Prometheus."""
+    def start_mesh(self, scenario: str = "healthy", **options: Any) -> Mesh:
+        """The namespace's mesh, started (once) and scraped by Prometheus; `options` go to
+        the `mesh` fixture (e.g. `http_route=`)."""
         if self._mesh is None:
-            self._mesh = self._mesh_factory(self.namespace, scenario=scenario)
+            self._mesh = self._mesh_factory(self.namespace, scenario=scenario, **options)
         return self._mesh
 
     @property

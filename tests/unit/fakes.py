@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from canaryguard.adapters.istio import plan_routes, read_weights, weights_match, with_weights
+from canaryguard.adapters import gateway
+from canaryguard.adapters.istio import (
+    plan_routes,
+    read_weights,
+    route_labels,
+    weights_match,
+    with_weights,
+)
 from canaryguard.core.access import (
     SECRET_OPT_IN,
     Allowlist,
@@ -215,6 +222,31 @@ class FakeRouter:
     """VirtualServices in memory, driven by the real adapter's pure planning functions, so
     what it writes (and refuses) is what the Istio adapter would."""
 
+    kind = "VirtualService"
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        return plan_routes(obj, [str(s) for s in selectors], baseline, canary)
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        return read_weights(obj, routes, baseline, canary)
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        return route_labels(obj, routes)
+
+    with_weights = staticmethod(with_weights)
+
     def __init__(self, *services: Mapping[str, Any], journal: Journal | None = None) -> None:
         self.journal = journal or Journal()
         self.services: dict[Key, dict[str, Any]] = {}
@@ -239,40 +271,69 @@ class FakeRouter:
     ) -> list[tuple[int | None, int | None]]:
         """The split each driven route carries now, as (baseline, canary)."""
         vs = self.services[(namespace, name)]
-        routes = plan_routes(vs, (), baseline, canary)
-        return [(w.baseline, w.canary) for w in read_weights(vs, routes, baseline, canary)]
+        routes = self.plan(vs, (), baseline, canary)
+        return [(w.baseline, w.canary) for w in self.read(vs, routes, baseline, canary)]
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         vs = self.services.get((namespace, name))
         if vs is None:
-            raise RouteNotFound(f"VirtualService {namespace}/{name} not found")
+            raise RouteNotFound(f"{self.kind} {namespace}/{name} not found")
         return copy.deepcopy(vs)
 
     async def set_weights(
         self,
         namespace: str,
         name: str,
-        route_names: Sequence[str],
+        route_names: Sequence[str | int],
         baseline: Destination,
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
     ) -> WeightChange:
         vs = await self.get(namespace, name)
-        routes = plan_routes(vs, route_names, baseline, canary)
-        before: list[Weights] = read_weights(vs, routes, baseline, canary)
+        routes = self.plan(vs, route_names, baseline, canary)
+        before: list[Weights] = self.read(vs, routes, baseline, canary)
         if weights_match(before, baseline_weight, canary_weight):
             return WeightChange(before, changed=False)
         if self._failures:
             self._failures -= 1
             assert self._error is not None
             raise self._error
-        updated = with_weights(vs, routes, baseline, canary, baseline_weight, canary_weight)
+        updated = self.with_weights(vs, routes, baseline, canary, baseline_weight, canary_weight)
         updated["metadata"]["resourceVersion"] = str(int(vs["metadata"]["resourceVersion"]) + 1)
         self.services[(namespace, name)] = updated
         self.writes.append((baseline_weight, canary_weight))
         self.journal.add("weights", f"{baseline_weight}/{canary_weight}")
         return WeightChange(before, changed=True)
+
+
+class FakeHTTPRouter(FakeRouter):
+    """HTTPRoutes in memory, driven by the Gateway API adapter's pure planning functions."""
+
+    kind = "HTTPRoute"
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        return gateway.plan_routes(obj, selectors, baseline, canary)
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        return gateway.read_weights(obj, routes, baseline, canary)
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        return gateway.rule_labels(obj, routes)
+
+    with_weights = staticmethod(gateway.with_weights)
 
 
 # --- metrics ----------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_cross_field_rules_are_declared() -> None:
         if "([0-9]+h)" not in node.get("pattern", "")
         for rule in node.get("x-kubernetes-validations", [])
     ]
-    assert len(rules) == 10  # 7 cross-field, 2 addresses, selector keys
+    assert len(rules) == 13  # 10 cross-field, 2 addresses, selector keys
     assert all(
         rule["message"]
         for _, n in nodes(SPEC_SCHEMA)

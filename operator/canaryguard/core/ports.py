@@ -91,7 +91,35 @@ class WeightChange:
 
 
 class Router(Protocol):
-    """Reads and writes the traffic split (Istio VirtualServices)."""
+    """Reads and writes the traffic split of one kind of routing object (an Istio
+    VirtualService, a Gateway API HTTPRoute). `plan`, `read` and `labels` are pure: they work
+    on the object as `get` returned it."""
+
+    kind: str
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        """The indexes of the driven routes (or rules), or `RouteError` naming the problem."""
+        ...
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        """The current weights of the driven routes."""
+        ...
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        """The driven routes, named for a message (`route primary`, `rules a, rules[2]`)."""
+        ...
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         """The routing object as served, or `RouteNotFound`."""
@@ -101,7 +129,7 @@ class Router(Protocol):
         self,
         namespace: str,
         name: str,
-        route_names: Sequence[str],
+        route_names: Sequence[str | int],
         baseline: Destination,
         canary: Destination,
         baseline_weight: int,
@@ -109,6 +137,20 @@ class Router(Protocol):
     ) -> WeightChange:
         """Set the split on the driven routes, writing only when it differs."""
         ...
+
+
+class Routers:
+    """The routers by the kind of object they drive; the runtime picks one per rollout."""
+
+    def __init__(self, *routers: Router) -> None:
+        self._by_kind = {r.kind: r for r in routers}
+
+    def for_kind(self, kind: str) -> Router:
+        """The router for `kind`, or `RouteError` when this operator has none."""
+        try:
+            return self._by_kind[kind]
+        except KeyError:
+            raise RouteError(f"no router for {kind} objects") from None
 
 
 # --- paging -------------------------------------------------------------------------------

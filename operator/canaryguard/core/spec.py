@@ -72,6 +72,30 @@ class VirtualServiceRef:
 
 
 @dataclass(frozen=True)
+class HTTPRouteRef:
+    """The Gateway API HTTPRoute to drive (same namespace) and the rules whose weights move:
+    each a rule `name` (string) or an index into the route's `spec.rules` (integer).
+
+    Empty `rules` means every rule with a backendRef to the baseline Service. The baseline
+    and canary `host` name the Services of the backendRefs; there are no subsets.
+    """
+
+    name: str
+    rules: tuple[str | int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """The routing object a rollout drives, whichever its kind: what the router needs."""
+
+    kind: str  # "VirtualService" or "HTTPRoute"
+    name: str
+    selectors: tuple[str | int, ...]
+    field: str  # where the spec names it: spec.virtualService or spec.httpRoute
+    selector_key: str  # the selectors' key under `field`: routes or rules
+
+
+@dataclass(frozen=True)
 class SecretKeyRef:
     """A key in a Secret in the rollout's namespace."""
 
@@ -218,7 +242,7 @@ class Spec:
     which the engine reports without making the rollout Invalid.
     """
 
-    virtual_service: VirtualServiceRef
+    virtual_service: VirtualServiceRef | None
     baseline: Destination
     canary: Destination
     metrics: MetricsSpec
@@ -233,6 +257,23 @@ class Spec:
     uid: str | None = None
     request: ManualRequest | None = None
     invalid_request: InvalidRequest | None = None
+    http_route: HTTPRouteRef | None = None
+
+    @property
+    def target(self) -> RouteTarget:
+        """The routing object: `spec.virtualService` or `spec.httpRoute` (exactly one)."""
+        if self.http_route is not None:
+            return RouteTarget(
+                "HTTPRoute", self.http_route.name, self.http_route.rules, "spec.httpRoute", "rules"
+            )
+        assert self.virtual_service is not None
+        return RouteTarget(
+            "VirtualService",
+            self.virtual_service.name,
+            self.virtual_service.routes,
+            "spec.virtualService",
+            "routes",
+        )
 
     def effective_revision(self) -> str:
         """`spec.revision` if set, else derived from the canary destination and version.
@@ -271,7 +312,8 @@ def parse_spec(
         raw_spec = obj["spec"]
     spec = _Reader(raw_spec, "spec")
     parsed = Spec(
-        virtual_service=spec.nested("virtualService", _virtual_service),
+        virtual_service=spec.optional_nested("virtualService", _virtual_service),
+        http_route=spec.optional_nested("httpRoute", _http_route),
         baseline=spec.nested("baseline", _destination),
         canary=spec.nested("canary", _destination),
         revision=spec.string("revision", required=False, max_length=128),
@@ -489,6 +531,22 @@ def _virtual_service(r: _Reader) -> VirtualServiceRef:
     )
 
 
+def _http_route(r: _Reader) -> HTTPRouteRef:
+    name = r.string("name", pattern=_OBJECT_NAME, hint="a Kubernetes object name")
+    rules = r.items("rules", _rule_selector, min_items=0, max_items=MAX_ROUTES)
+    if len(set(rules)) != len(rules):
+        raise SpecError(r.at("rules"), "must not repeat a rule")
+    return HTTPRouteRef(name=name, rules=rules)
+
+
+def _rule_selector(r: _Reader) -> str | int:
+    name = r.string("name", required=False, max_length=253)
+    index = r.integer("index", minimum=0, maximum=63) if r.data.get("index") is not None else None
+    if (name is None) == (index is None):
+        raise SpecError(r.path, "set exactly one of name and index")
+    return str(name) if name is not None else int(index or 0)
+
+
 def _destination(r: _Reader) -> Destination:
     return Destination(
         host=r.string("host", pattern=_OBJECT_NAME, hint="a DNS name"),
@@ -661,6 +719,19 @@ def _paging(r: _Reader) -> Paging:
 
 def _check_cross_fields(spec: Spec) -> None:
     """The rules the CRD states in CEL, again, for specs that never met an API server."""
+    if spec.virtual_service is None and spec.http_route is None:
+        raise SpecError("spec.virtualService", "required (or spec.httpRoute; exactly one)")
+    if spec.virtual_service is not None and spec.http_route is not None:
+        raise SpecError(
+            "spec.httpRoute", "must not be set with spec.virtualService (exactly one of them)"
+        )
+    if spec.http_route is not None:
+        for key, dest in (("baseline", spec.baseline), ("canary", spec.canary)):
+            if dest.subset:
+                raise SpecError(
+                    f"spec.{key}.subset",
+                    "must not be set with httpRoute: a backendRef names a Service (host)",
+                )
     weights = [step.weight for step in spec.steps]
     for index in range(1, len(weights)):
         if weights[index] <= weights[index - 1]:

@@ -1,4 +1,5 @@
-"""Two rollouts, one route: which CanaryRollout drives a VirtualService's http route.
+"""Two rollouts, one route: which CanaryRollout drives a VirtualService's http route (or an
+HTTPRoute's rule).
 
 Two rollouts that drive the same route would each set their own weights at every tick
 (80/20, 30/70, 80/20 ...). So a route has one owner, and a rollout that is not the owner
@@ -9,7 +10,7 @@ writes nothing and is told why:
 - a finished rollout stops setting its last weights back while an active rollout, or a
   newer finished one, drives one of its routes.
 The routes a rollout drives are worked out on the VirtualService as it is now, the way the
-router picks them (`plan_routes`): the named routes, or every route to the baseline.
+router picks them (`Router.plan`): the named routes, or every route to the baseline.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from canaryguard.adapters.istio import plan_routes
-from canaryguard.core.ports import RouteError
+from canaryguard.core.ports import RouteError, Router
 from canaryguard.core.spec import Spec, SpecError, parse_spec
 from canaryguard.core.status import FINISHED
 
 Key = tuple[str, str]  # (namespace, name)
+ObjectKey = tuple[str, str, str]  # (namespace, kind, name) of the routing object
 
 
 class RouteClaims:
@@ -31,25 +32,30 @@ class RouteClaims:
 
     def __init__(self) -> None:
         self._bodies: dict[Key, Mapping[str, Any]] = {}
-        self._by_vs: dict[Key, set[Key]] = {}
+        self._by_vs: dict[ObjectKey, set[Key]] = {}
 
     def note(self, key: Key, body: Mapping[str, Any]) -> None:
         """Track the rollout's latest body (from the watch or a status write)."""
         self.forget(key)
         self._bodies[key] = body
-        self._by_vs.setdefault((key[0], _vs_name(body)), set()).add(key)
+        self._by_vs.setdefault((key[0], *_target(body)), set()).add(key)
 
     def forget(self, key: Key) -> None:
         """The rollout is gone."""
         body = self._bodies.pop(key, None)
         if body is not None:
-            index = (key[0], _vs_name(body))
+            index = (key[0], *_target(body))
             self._by_vs[index].discard(key)
             if not self._by_vs[index]:
                 del self._by_vs[index]
 
     def conflict(
-        self, spec: Spec, phase: str | None, vs: Mapping[str, Any], routes: Sequence[int]
+        self,
+        spec: Spec,
+        phase: str | None,
+        vs: Mapping[str, Any],
+        routes: Sequence[int],
+        router: Router,
     ) -> str | None:
         """Why the rollout `spec` (in `phase`, driving `routes` of `vs`) must leave its routes
         to another rollout, naming the field and that rollout; None when it owns them."""
@@ -58,9 +64,10 @@ class RouteClaims:
         my_age = _age(mine) if mine is not None else ("", spec.name)
         finished = phase in FINISHED
         rivals = []
-        for key in self._by_vs.get((spec.namespace, spec.virtual_service.name), set()) - {me}:
+        target = spec.target
+        for key in self._by_vs.get((spec.namespace, target.kind, target.name), set()) - {me}:
             body = self._bodies[key]
-            shared = sorted(set(routes) & set(_driven(body, vs)))
+            shared = sorted(set(routes) & set(_driven(body, vs, router)))
             if not shared:
                 continue
             active = (body.get("status") or {}).get("phase") not in FINISHED
@@ -69,8 +76,8 @@ class RouteClaims:
         if not rivals:
             return None
         _, name, shared = min(rivals)
-        field = "spec.virtualService." + ("routes" if spec.virtual_service.routes else "name")
-        where = f"{_labels(vs, shared)} of VirtualService {spec.virtual_service.name}"
+        field = f"{target.field}." + (target.selector_key if target.selectors else "name")
+        where = f"{router.labels(vs, shared)} of {target.kind} {target.name}"
         if finished:
             return (
                 f"{field}: {where} is now driven by CanaryRollout {name}; "
@@ -90,11 +97,15 @@ def _yields(finished: bool, other_active: bool, other_older: bool) -> bool:
     return other_active and other_older
 
 
-def _vs_name(body: Mapping[str, Any]) -> str:
+def _target(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The kind and name of the routing object the body names, as far as it reads."""
     spec = body.get("spec")
-    ref = spec.get("virtualService") if isinstance(spec, Mapping) else None
+    spec = spec if isinstance(spec, Mapping) else {}
+    kind, ref = "VirtualService", spec.get("virtualService")
+    if ref is None and spec.get("httpRoute") is not None:
+        kind, ref = "HTTPRoute", spec.get("httpRoute")
     name = ref.get("name") if isinstance(ref, Mapping) else None
-    return name if isinstance(name, str) else ""
+    return kind, name if isinstance(name, str) else ""
 
 
 def _age(body: Mapping[str, Any]) -> tuple[str, str]:
@@ -103,17 +114,11 @@ def _age(body: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
 
 
-def _driven(body: Mapping[str, Any], vs: Mapping[str, Any]) -> list[int]:
+def _driven(body: Mapping[str, Any], vs: Mapping[str, Any], router: Router) -> list[int]:
     """The routes of `vs` another rollout drives; none when its spec or routes are invalid
     (it is Invalid itself and sets no weights)."""
     try:
         spec = parse_spec(body)
-        return plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
+        return router.plan(vs, spec.target.selectors, spec.baseline, spec.canary)
     except (SpecError, RouteError):
         return []
-
-
-def _labels(vs: Mapping[str, Any], indexes: Sequence[int]) -> str:
-    http = vs.get("spec", {}).get("http") or []
-    names = [str(http[i].get("name") or f"http[{i}]") for i in indexes]
-    return ("route " if len(names) == 1 else "routes ") + ", ".join(names)

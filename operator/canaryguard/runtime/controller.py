@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryguard.adapters.istio import plan_routes, read_weights
 from canaryguard.adapters.kube import merge_patch
 from canaryguard.core import engine
 from canaryguard.core.access import (
@@ -40,6 +39,7 @@ from canaryguard.core.ports import (
     Pager,
     RouteError,
     Router,
+    Routers,
     SecretError,
     SecretNotAllowed,
     canary_share,
@@ -87,7 +87,7 @@ class Controller:
     def __init__(
         self,
         kube: Kube,
-        router: Router,
+        router: Router | Routers,
         metrics_connector: MetricsConnector,
         pager: Pager,
         settings: Settings | None = None,
@@ -96,7 +96,8 @@ class Controller:
     ) -> None:
         """`scheduler_factory(tick, concurrency)` builds the scheduler (tests record it)."""
         self._kube = kube
-        self._vs = router
+        # One router per kind of routing object; a lone router drives VirtualServices.
+        self._routers = router if isinstance(router, Routers) else Routers(router)
         self._metrics = metrics_connector
         self._pager = pager
         self._settings = settings or Settings()
@@ -220,12 +221,14 @@ class Controller:
 
     async def _decide(self, spec: Spec, status: Status, now: datetime) -> engine.TickResult:
         namespace = spec.namespace
-        vs = await self._vs.get(namespace, spec.virtual_service.name)
-        routes = plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
-        if (conflict := self._claims.conflict(spec, status.phase, vs, routes)) is not None:
+        target = spec.target
+        router = self._routers.for_kind(target.kind)
+        vs = await router.get(namespace, target.name)
+        routes = router.plan(vs, target.selectors, spec.baseline, spec.canary)
+        if (conflict := self._claims.conflict(spec, status.phase, vs, routes, router)) is not None:
             raise RouteError(conflict)
         # What the router has now: the engine never raises the canary's share but by a decision.
-        routed = canary_share(read_weights(vs, routes, spec.baseline, spec.canary))
+        routed = canary_share(router.read(vs, routes, spec.baseline, spec.canary))
         observations = Observations()
         # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before
@@ -292,10 +295,11 @@ class Controller:
         if not commanded:
             return
         wanted = commanded[-1]
-        await self._vs.set_weights(
+        target = spec.target
+        await self._routers.for_kind(target.kind).set_weights(
             spec.namespace,
-            spec.virtual_service.name,
-            spec.virtual_service.routes,
+            target.name,
+            target.selectors,
             spec.baseline,
             spec.canary,
             wanted.baseline,
@@ -381,7 +385,7 @@ class Controller:
             summary=page.summary,
             source=f"canaryguard/{spec.namespace}/{spec.name}",
             severity=page.severity,
-            component=spec.virtual_service.name,
+            component=spec.target.name,
             group=spec.namespace,
             event_class="canary-rollback",
             custom_details=page.details,

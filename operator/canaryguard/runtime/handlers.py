@@ -13,10 +13,12 @@ from typing import Any
 
 import kopf
 
+from canaryguard.adapters.gateway import HTTPRouteClient
 from canaryguard.adapters.istio import VirtualServiceClient
 from canaryguard.adapters.kube import GROUP, PLURAL, VERSION, KubeClient, load_api_client
 from canaryguard.adapters.pagerduty import PagerDutyPager
 from canaryguard.adapters.prometheus import PrometheusConnector
+from canaryguard.core.ports import Routers
 from canaryguard.runtime.controller import Controller, Settings
 
 PREFIX = "canaryguard.io"
@@ -53,7 +55,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # The one place adapters are built; the controller only receives them.
     controller = Controller(
         KubeClient(api),
-        VirtualServiceClient(api),
+        Routers(VirtualServiceClient(api), HTTPRouteClient(api)),
         PrometheusConnector(),
         # PagerDuty delivery inside one tick; what is not delivered is retried next tick.
         PagerDutyPager(budget_seconds=20.0),

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from canaryguard_testbed.bins import istio_crds
+from canaryguard_testbed.bins import gateway_api_crds, istio_crds
 from canaryguard_testbed.childproc import (
     ChildProcessError,
     free_port,
@@ -190,7 +190,7 @@ class LocalStack:
         began = time.monotonic()
         cp = self.control_plane
         cp.start()
-        cp.install_crds(istio_crds(), *sorted(crds_dir().glob("*.yaml")))
+        cp.install_crds(istio_crds(), gateway_api_crds(), *sorted(crds_dir().glob("*.yaml")))
         self._progress(
             f"kube-apiserver and etcd ready at {cp.server}, CRDs installed "
             f"({time.monotonic() - began:.1f}s)"

@@ -53,12 +53,22 @@ Progress = Callable[[str], None]
 
 class OperatorProcess:
     """`canaryguard run` as a child process watching `namespaces`, logged in from
-    `kubeconfig`, with its JSON log in `log_path`."""
+    `kubeconfig`, with its JSON log in `log_path`; `args` are more flags, and `env` more
+    environment (e.g. POD_NAME and POD_NAMESPACE, as the downward API sets them)."""
 
-    def __init__(self, kubeconfig: Path, namespaces: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespaces: Sequence[str],
+        log_path: Path,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = tuple(namespaces)
         self.log_path = log_path
+        self.args = tuple(args)
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
         self.metrics_port = 0
@@ -76,9 +86,10 @@ class OperatorProcess:
                 f"--liveness=127.0.0.1:{self.liveness_port}",
                 f"--metrics=127.0.0.1:{self.metrics_port}",
                 "--log-format=json",
+                *self.args,
             ),
             self.log_path,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         deadline = time.monotonic() + timeout
         while not http_ok(self.liveness_url):

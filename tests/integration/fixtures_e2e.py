@@ -15,7 +15,7 @@ rollouts with accelerated time (1 s ticks, windows of seconds).
 """
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,7 +137,7 @@ class EndToEnd:
     prometheus: PrometheusServer
     pagerduty: PagerDutyReceiver
     _mesh_factory: MeshFactory
-    _operator_factory: Callable[[], Operator]
+    _operator_factory: Callable[..., Operator]
     _mesh: Mesh | None = None
 
     def start_mesh(self, scenario: str = "healthy") -> Mesh:
@@ -179,9 +179,10 @@ class EndToEnd:
             r.apply()
         return r
 
-    def operator(self) -> Operator:
-        """Start an operator for this namespace (stopped after the test, its log printed)."""
-        return self._operator_factory()
+    def operator(self, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Operator:
+        """Start an operator for this namespace (stopped after the test, its log printed),
+        with more flags (`args`) and environment (`env`) if given."""
+        return self._operator_factory(args, env)
 
     def traffic(self, rate: float = 80.0) -> Traffic:
         """Requests through the mesh's router at `rate`/s while the `with` block runs."""
@@ -195,7 +196,7 @@ def e2e(
     prometheus: PrometheusServer,
     pagerduty: PagerDutyReceiver,
     mesh: MeshFactory,
-    operator: Callable[[], Operator],
+    operator: Callable[..., Operator],
 ) -> EndToEnd:
     """The end-to-end world of this test, with Prometheus up whatever an earlier test left
     behind."""

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -94,8 +94,15 @@ class Operator(OperatorProcess):
     need on top: SIGKILL, a failing start that fails the test, its log, and readers of its
     /metrics and liveness endpoints."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
-        super().__init__(kubeconfig, [namespace], log_path)
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(kubeconfig, [namespace], log_path, args, env)
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> None:
@@ -185,13 +192,20 @@ class Operator(OperatorProcess):
 @pytest.fixture
 def operator(
     operator_kubeconfig: Path, namespace: str, tmp_path: Path
-) -> Iterator[Callable[[], Operator]]:
-    """`operator()` starts the operator for this test's namespace; stopped after the test,
-    and its log is printed when the test fails."""
+) -> Iterator[Callable[..., Operator]]:
+    """`operator(args=(), env=None)` starts an operator for this test's namespace, with more
+    flags and environment if given; stopped after the test, and its log is printed when the
+    test fails."""
     started: list[Operator] = []
 
-    def start() -> Operator:
-        op = Operator(operator_kubeconfig, namespace, tmp_path / f"operator-{len(started)}.log")
+    def start(args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Operator:
+        op = Operator(
+            operator_kubeconfig,
+            namespace,
+            tmp_path / f"operator-{len(started)}.log",
+            args,
+            env,
+        )
         started.append(op)
         op.start()
         return op

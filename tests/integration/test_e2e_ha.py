@@ -140,10 +140,11 @@ def breach_and_hand_over(
         signalled = now()
         stop_leader(a)
         assert r.phase() == "Progressing"
-        taken = lease.wait_holder("canaryguard-b", timeout=LEASE + 10)
-        takeover = (ts(taken["acquireTime"]) - signalled).total_seconds()
-        wait_for("b's first tick", lambda: b.ticks() > 0, timeout=10, interval=0.05)
+        # b's /metrics first (cheap, polled often), then the Lease (a kubectl call).
+        wait_for("b's first tick", lambda: b.ticks() > 0, timeout=LEASE + 10, interval=0.05)
         first_tick = (now() - signalled).total_seconds()
+        taken = lease.wait_holder("canaryguard-b", timeout=5)
+        takeover = (ts(taken["acquireTime"]) - signalled).total_seconds()
         assert b.metric(LEADER) == 1
         assert taken["leaseTransitions"] == 1
         final = wait_rolled_back(r, breaching)

@@ -165,6 +165,7 @@ def main() -> None:
                 "--liveness=off",
                 f"--metrics=127.0.0.1:{metrics_port}",
                 "--log-format=json",
+                f"--allow-prometheus={prom.url}",
             ],
             work / "operator.log",
         )

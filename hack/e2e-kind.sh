@@ -9,8 +9,9 @@
 # Needs docker, kind and kubectl on PATH. What it does:
 #   1. creates the kind cluster $CLUSTER (reuses it if it exists);
 #   2. installs Istio's own CRDs (istio.io/api, fetched by `make bins`; no istiod, no Envoy);
-#   3. builds the operator image, loads it into kind, applies manifests/ and waits for the
-#      operator to be available;
+#   3. builds the operator image, loads it into kind, applies manifests/ (through
+#      hack/e2e/install, which allows the stack's Prometheus and PagerDuty receiver) and
+#      waits for the operator to be available;
 #   4. deploys, in namespace e2e, Prometheus, the local PagerDuty receiver and, per service,
 #      v1 and v2 model servers, a router that splits real requests as the VirtualService
 #      says (exporting Istio's metrics), and steady load; all but Prometheus run the
@@ -106,8 +107,9 @@ main() {
   docker build -t "$IMAGE" .
   kind load docker-image "$IMAGE" --name "$CLUSTER"
 
-  log "installing canaryguard: kubectl apply -k manifests/"
-  "${KUBECTL[@]}" apply --server-side -k manifests/
+  # manifests/ as shipped, allowed to reach this stack's Prometheus and PagerDuty receiver.
+  log "installing canaryguard: kubectl apply -k hack/e2e/install/ (manifests/ + allowlist)"
+  "${KUBECTL[@]}" apply --server-side -k hack/e2e/install/
   "${KUBECTL[@]}" wait --for=condition=Established --timeout=60s \
     crd/canaryrollouts.canaryguard.io
   "${KUBECTL[@]}" -n canaryguard-system rollout status deployment/canaryguard --timeout=180s

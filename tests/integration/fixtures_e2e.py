@@ -15,12 +15,13 @@ rollouts with accelerated time (1 s ticks, windows of seconds).
 """
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from canaryguard.core.access import SECRET_OPT_IN
 from canaryguard_testbed.controlplane import ControlPlane
 from canaryguard_testbed.mesh import Mesh
 from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
@@ -68,6 +69,18 @@ def fraud_virtual_service(namespace: str, name: str = "fraud-model") -> dict[str
                 },
             ],
         },
+    }
+
+
+def pagerduty_secret(namespace: str, allowed: str | None = "*") -> dict[str, Any]:
+    """The routing key's Secret, made available to the rollouts `allowed` names (its
+    owner's opt-in, canaryguard.io/allowed-rollouts; None: not made available)."""
+    annotations = {} if allowed is None else {SECRET_OPT_IN: allowed}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pagerduty", "namespace": namespace, "annotations": annotations},
+        "stringData": {"routing-key": ROUTING_KEY},
     }
 
 
@@ -163,12 +176,9 @@ class EndToEnd:
         )
         self.cp.kubectl(
             "create",
-            "secret",
-            "generic",
-            "pagerduty",
-            "-n",
-            self.namespace,
-            f"--from-literal=routing-key={ROUTING_KEY}",
+            "-f",
+            "-",
+            input=json.dumps(pagerduty_secret(self.namespace)),
             check=False,  # already there for a second rollout
         )
         body = rollout_body(
@@ -179,10 +189,10 @@ class EndToEnd:
             r.apply()
         return r
 
-    def operator(self, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Operator:
-        """Start an operator for this namespace (stopped after the test, its log printed),
-        with more flags (`args`) and environment (`env`) if given."""
-        return self._operator_factory(args, env)
+    def operator(self, **options: Any) -> Operator:
+        """Start an operator for this namespace (stopped after the test, its log printed);
+        `options` go to the `operator` fixture (`kubeconfig=`, `args=`, `env=`)."""
+        return self._operator_factory(**options)
 
     def traffic(self, rate: float = 80.0) -> Traffic:
         """Requests through the mesh's router at `rate`/s while the `with` block runs."""

@@ -4,7 +4,10 @@ ServiceAccount that `manifests/rbac/` ship, so a missing or excess permission sh
 Each test gets its own operator watching only the test's namespace, so a test can kill
 (SIGKILL) and restart it without touching any other test. The operator's /metrics make its
 ticks observable: `Operator.wait_ticks(n)` returns once it has run `n` more ticks, which is
-what a test waits for before asserting that something did *not* happen.
+what a test waits for before asserting that something did *not* happen. It may send
+requests to the session's Prometheus and PagerDuty receiver only (`--allow-prometheus`,
+`--allow-pagerduty`), and the Secrets the rollouts name are made available to them by
+annotation, as an installer and a Secret's owner would do.
 """
 
 import json
@@ -24,7 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from canaryguard_testbed.childproc import ChildProcessError
 from canaryguard_testbed.controlplane import ControlPlane
-from canaryguard_testbed.stack import OperatorProcess
+from canaryguard_testbed.pagerduty_receiver import PagerDutyReceiver
+from canaryguard_testbed.prometheus_server import PrometheusServer
+from canaryguard_testbed.stack import OperatorProcess, allow_flags
 
 __all__ = ["Operator", "Rollout", "operator", "operator_kubeconfig", "wait_for"]
 
@@ -86,6 +91,15 @@ def operator_kubeconfig(control_plane: ControlPlane) -> Path:
     """A kubeconfig of the operator's ServiceAccount, bound to the shipped ClusterRole."""
     control_plane.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     control_plane.kubectl("apply", "-f", str(RBAC_DIR))
+    # Manual requests are checked by the shipped admission policy, as on a cluster.
+    control_plane.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=canaryguard-tests",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "manifests" / "admission"),
+    )
     return control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "canaryguard")
 
 
@@ -99,7 +113,7 @@ class Operator(OperatorProcess):
         kubeconfig: Path,
         namespace: str,
         log_path: Path,
-        args: Sequence[str] = (),
+        args: Sequence[str],
         env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(kubeconfig, [namespace], log_path, args, env)
@@ -159,7 +173,9 @@ class Operator(OperatorProcess):
         return int(self.metric(TICKS) or 0)
 
     def tracked(self) -> int:
-        """How many rollouts its scheduler tracks (its liveness probe)."""
+        """How many rollouts its scheduler tracks (its liveness probe). kopf keeps a probe's
+        answer for 10 s, so this may be up to 10 s old: wait for a value, never assert one
+        read once."""
         _, body = fetch(self.liveness_url)
         count: int = json.loads(body)["rollouts"]
         return count
@@ -191,19 +207,29 @@ class Operator(OperatorProcess):
 
 @pytest.fixture
 def operator(
-    operator_kubeconfig: Path, namespace: str, tmp_path: Path
+    operator_kubeconfig: Path,
+    namespace: str,
+    tmp_path: Path,
+    prometheus: PrometheusServer,
+    pagerduty_receiver_session: PagerDutyReceiver,
 ) -> Iterator[Callable[..., Operator]]:
-    """`operator(args=(), env=None)` starts an operator for this test's namespace, with more
-    flags and environment if given; stopped after the test, and its log is printed when the
-    test fails."""
+    """`operator()` starts the operator for this test's namespace, allowed to send requests to
+    the session's Prometheus and PagerDuty receiver; stopped after the test, and its log is
+    printed when the test fails. `operator(kubeconfig=..., args=[...], env={...})` logs in as
+    someone else, replaces the allow flags (give them again, with `allow_flags`, to keep
+    them next to other flags such as `--leader-elect`) or adds to the environment."""
     started: list[Operator] = []
 
-    def start(args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Operator:
+    def start(
+        kubeconfig: Path | None = None,
+        args: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Operator:
         op = Operator(
-            operator_kubeconfig,
+            kubeconfig or operator_kubeconfig,
             namespace,
             tmp_path / f"operator-{len(started)}.log",
-            args,
+            allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args,
             env,
         )
         started.append(op)

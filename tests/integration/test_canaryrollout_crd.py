@@ -84,6 +84,12 @@ def edited(change: str) -> dict[str, Any]:
         slos[0]["window"] = "1.5m"
     elif change == "duplicate-slo":
         slos.append(copy.deepcopy(slos[0]))
+    elif change == "credentials-in-address":
+        spec["metrics"]["prometheus"]["address"] = "http://admin:hunter2@prometheus:9090"
+    elif change == "token-in-address":
+        spec["metrics"]["prometheus"]["address"] = "http://prometheus:9090/?token=hunter2"
+    elif change == "credentials-in-pagerduty-url":
+        spec["paging"]["pagerDuty"]["url"] = "https://k:hunter2@events.pagerduty.com/v2/enqueue"
     return spec
 
 
@@ -100,6 +106,9 @@ def edited(change: str) -> dict[str, Any]:
         ("template-without-version", "spec.analysis.slos[0].query.template"),
         ("bad-duration", "spec.analysis.slos[0].window"),
         ("duplicate-slo", "Duplicate value"),
+        ("credentials-in-address", "must not hold credentials (user:password@host), a query"),
+        ("token-in-address", "spec.metrics.prometheus.address"),
+        ("credentials-in-pagerduty-url", "spec.paging.pagerDuty.url: Invalid value"),
     ],
 )
 def test_the_api_server_rejects_invalid_rollouts(
@@ -108,6 +117,7 @@ def test_the_api_server_rejects_invalid_rollouts(
     with pytest.raises(KubectlError) as rejected:
         create(control_plane, body(namespace, "bad", edited(change)))
     assert message in rejected.value.stderr
+    assert "hunter2" not in rejected.value.stderr  # the refusal does not repeat a password
 
 
 def test_the_engine_status_survives_the_status_subresource(

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from canaryguard_testbed.childproc import free_port
 from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.stack import allow_flags
 from tests.integration.fixtures_e2e import EndToEnd, error_rate_slo
 from tests.integration.fixtures_operator import condition, wait_for
 
@@ -23,9 +24,11 @@ def test_a_rollout_whose_prometheus_cannot_be_reached_sends_no_traffic_to_its_ca
     e2e: EndToEnd,
 ) -> None:
     r = e2e.rollout(create=False)
-    r.body["spec"]["metrics"]["prometheus"]["address"] = f"http://127.0.0.1:{free_port()}"
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    r.body["spec"]["metrics"]["prometheus"]["address"] = nowhere
     r.apply()
-    op = e2e.operator()
+    # Both addresses allowed: the rollout is refused for its metrics, not its address.
+    op = e2e.operator(args=allow_flags(f"{nowhere} {e2e.prometheus.url}", e2e.pagerduty.url))
     wait_for(
         "Progressing=WaitingForMetrics",
         lambda: condition(r.status(), "Progressing", {}).get("reason") == "WaitingForMetrics",

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from canaryguard_testbed.controlplane import ControlPlane
+from canaryguard_testbed.stack import allow_flags
 from tests.integration.fixtures_e2e import INTERVAL, EndToEnd, error_rate_slo
 from tests.integration.fixtures_operator import Operator, Rollout, ts, wait_for
 
@@ -78,7 +79,10 @@ def lease(control_plane: ControlPlane) -> Iterator[Lease]:
 
 def replica(e2e: EndToEnd, name: str) -> Operator:
     """An operator process as one replica of the Deployment would run it."""
-    return e2e.operator(ARGS, {"POD_NAME": name, "POD_NAMESPACE": OPERATOR_NAMESPACE})
+    return e2e.operator(
+        args=[*allow_flags(e2e.prometheus.url, e2e.pagerduty.url), *ARGS],
+        env={"POD_NAME": name, "POD_NAMESPACE": OPERATOR_NAMESPACE},
+    )
 
 
 def logged(op: Operator, start: str) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """hack/e2e-kind.sh cannot run here (no Docker), but what it applies can be checked: its
 templates, filled in as the script fills them, are accepted by a real API server with the
 Istio and canaryguard CRDs (schemas and CEL rules included), its Prometheus config passes
-promtool, and the script itself parses."""
+promtool, the operator it installs may reach the stack's Prometheus and PagerDuty receiver
+with the Secret the rollouts name, and the script itself parses."""
 
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ from typing import Any
 import pytest
 import yaml
 
+from canaryguard.cli.main import build_parser
+from canaryguard.cli.run import operator_settings
+from canaryguard.core.access import check_address, secret_allows
 from canaryguard.core.spec import parse_spec
 from canaryguard_testbed.controlplane import ControlPlane
 from canaryguard_testbed.prometheus_server import find_prometheus
+from tests.integration.kustomize import operator_args
+from tests.integration.kustomize import render as render_kustomization
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "hack/e2e-kind.sh"
 E2E = ROOT / "hack/e2e"
+INSTALL = E2E / "install"  # manifests/ with this stack's allowlist
 SERVICES = {"fraud-promote": "healthy", "fraud-rollback": "error-spike"}
 
 
@@ -53,7 +60,8 @@ def test_the_script_parses_and_fills_every_placeholder_it_uses() -> None:
     )
     assert result.returncode == 0, result.stderr
     script = SCRIPT.read_text()
-    used = set(re.findall(r"@([A-Z_0-9]+)@", "".join(p.read_text() for p in E2E.iterdir())))
+    templates = [p for p in E2E.iterdir() if p.is_file()]
+    used = set(re.findall(r"@([A-Z_0-9]+)@", "".join(p.read_text() for p in templates)))
     for name in used:
         assert f"s|@{name}@|" in script, f"the script does not fill @{name}@"
 
@@ -132,3 +140,26 @@ def test_the_router_backends_and_selectors_name_the_stacks_services() -> None:
             f"{service}-v2",
         ]
         assert {f"{service}-v1", f"{service}-v2", f"{service}-router"} <= names
+
+
+def test_the_install_allows_the_stacks_prometheus_and_pagerduty_and_nothing_else(
+    control_plane: ControlPlane,
+) -> None:
+    settings = operator_settings(
+        build_parser().parse_args(operator_args(render_kustomization(control_plane, INSTALL)))
+    )
+    for obj in everything():
+        if obj["kind"] != "CanaryRollout":
+            continue
+        spec = parse_spec(copy.deepcopy(obj))
+        assert spec.paging is not None and spec.paging.pager_duty.url is not None
+        check_address("address", spec.metrics.prometheus.address, settings.allow_prometheus)
+        check_address("url", spec.paging.pager_duty.url, settings.allow_pagerduty)
+    assert str(settings.allow_prometheus) == "http://prometheus.e2e:9090"
+    assert str(settings.allow_pagerduty) == "http://pagerduty.e2e:8080/v2/enqueue"
+
+
+def test_the_routing_key_secret_is_made_available_to_both_rollouts() -> None:
+    secret = next(o for o in everything() if o["kind"] == "Secret")
+    for service in SERVICES:
+        assert secret_allows(secret["metadata"].get("annotations"), service), service

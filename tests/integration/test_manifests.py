@@ -12,36 +12,32 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from canaryguard.cli.main import build_parser
 from canaryguard.cli.run import election_from
+from canaryguard.core.access import Address, parse_address
+from canaryguard.core.paging import DEFAULT_EVENTS_URL
 from canaryguard_testbed.controlplane import ControlPlane, KubectlError
+from tests.integration.kustomize import Obj, one, operator_args, render
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 WITH_MONITORING = ROOT / "examples/install-with-monitoring"
+NAMESPACED = ROOT / "examples/install-namespaced"
 CRD_FILE = ROOT / "crds/canaryrollout.yaml"
 PROMETHEUS_OPERATOR_CRDS = Path(__file__).parent / "data/prometheus-operator-crds.yaml"
 SYSTEM_NAMESPACE = "canaryguard-system"
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
-
-Obj = dict[str, Any]
-
-
-def render(cp: ControlPlane, path: Path) -> list[Obj]:
-    """`kubectl kustomize PATH`, as objects."""
-    out = cp.kubectl("kustomize", str(path)).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def one(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
-    found = [o for o in objs if o["kind"] == kind and name in (None, o["metadata"]["name"])]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
+CLUSTER_SCOPED = {
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 
 
 def apply(cp: ControlPlane, objs: list[Obj], *flags: str) -> str:
@@ -79,9 +75,12 @@ def test_the_base_installs_namespace_crd_rbac_operator_and_metrics_service(
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
+            "ConfigMap",
             "Deployment",
             "PodDisruptionBudget",
             "Service",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     assert one(base, "Namespace")["metadata"]["name"] == SYSTEM_NAMESPACE
@@ -126,10 +125,13 @@ def test_the_container_runs_the_operator_with_probe_and_metrics_where_the_manife
     pod = one(base, "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["canaryguard"]
-    args = build_parser().parse_args(container["args"])
+    args = build_parser().parse_args(operator_args(base))
     assert args.command == "run"
     assert args.all_namespaces is True
     assert args.log_format == "json"
+    # Rollouts may use the in-cluster Prometheus and PagerDuty's public Events API, no more.
+    assert args.allow_prometheus == [Address("http", "prometheus.monitoring", 9090)]
+    assert args.allow_pagerduty == [parse_address(DEFAULT_EVENTS_URL)]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     probe = container["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"  # kopf's liveness endpoint
@@ -203,12 +205,16 @@ def test_the_replicas_elect_a_leader_on_a_lease_their_role_allows(
 ) -> None:
     deployment = one(base, "Deployment", "canaryguard")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    env = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container["env"]
+        if "fieldRef" in e["valueFrom"]
+    }
     assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     # What the downward API gives the pod, then what `canaryguard run` makes of it.
     monkeypatch.setenv("POD_NAME", "canaryguard-5d8f7c9b4-x2x9q")
     monkeypatch.setenv("POD_NAMESPACE", deployment["metadata"]["namespace"])
-    election = election_from(build_parser().parse_args(container["args"]))
+    election = election_from(build_parser().parse_args(operator_args(base)))
     assert election is not None
     assert election.identity == "canaryguard-5d8f7c9b4-x2x9q"
     assert election.lease_duration == 15
@@ -320,6 +326,66 @@ def test_the_operator_pod_passes_pod_security_restricted(
     assert "violates PodSecurity" in result.stderr
 
 
+# --- the namespace-scoped install -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def namespaced(control_plane: ControlPlane) -> list[Obj]:
+    return render(control_plane, NAMESPACED)
+
+
+def test_the_namespaced_install_has_roles_in_the_watched_namespace_and_no_cluster_role(
+    base: list[Obj], namespaced: list[Obj]
+) -> None:
+    kinds = sorted(o["kind"] for o in namespaced)
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    # The leader election's Role (in the operator's namespace) is the base's, unchanged.
+    election = ("canaryguard-leader-election",)
+    for kind in ("Role", "RoleBinding"):
+        assert one(namespaced, kind, *election) == one(base, kind, *election)
+    role, binding = (
+        one(namespaced, "Role", "canaryguard"),
+        one(namespaced, "RoleBinding", "canaryguard"),
+    )
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "ml"
+    # The same rules as the cluster-wide install, granted in the watched namespace only.
+    assert role["rules"] == one(base, "ClusterRole")["rules"]
+    account = one(namespaced, "ServiceAccount")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    args = build_parser().parse_args(operator_args(namespaced))
+    assert (args.namespace, args.all_namespaces) == (["ml"], False)
+    # Everything else is the base's: same operator, same allowlist, same lockdown.
+    assert operator_args(namespaced) == [
+        "--namespace=ml" if a == "--all-namespaces" else a for a in operator_args(base)
+    ]
+    own = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Deployment")
+    assert [o for o in namespaced if o["kind"] not in own] == [
+        o for o in base if o["kind"] not in own
+    ]
+
+
+def test_every_object_of_the_namespaced_install_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, namespace: str, namespaced: list[Obj]
+) -> None:
+    cluster = [o for o in namespaced if o["kind"] in CLUSTER_SCOPED]
+    rest = [o for o in namespaced if o["kind"] not in CLUSTER_SCOPED]
+    out = apply(control_plane, cluster, "--dry-run=server")
+    assert out.count("serverside-applied") == len(cluster), out
+    out = apply(control_plane, into(namespace, rest))
+    assert out.count("serverside-applied") == len(rest), out
+
+
 # --- the optional components ----------------------------------------------------------------
 
 
@@ -348,10 +414,10 @@ def test_the_monitoring_example_adds_servicemonitor_rules_and_dashboard(
 
 
 def test_servicemonitor_and_prometheusrule_are_accepted_with_strict_validation(
-    control_plane: ControlPlane, namespace: str, monitoring_crds: None
+    control_plane: ControlPlane, namespace: str, monitoring_crds: None, base: list[Obj]
 ) -> None:
     full = render(control_plane, WITH_MONITORING)
-    wanted = [o for o in full if o["kind"] in ("ServiceMonitor", "PrometheusRule", "ConfigMap")]
+    wanted = [o for o in full if o not in base]
     out = apply(control_plane, into(namespace, wanted), "--dry-run=server")
     assert out.count("serverside-applied") == 3, out
     # The control: a misspelt field is an error, not silently dropped.

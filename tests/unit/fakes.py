@@ -16,6 +16,13 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from canaryguard.adapters.istio import plan_routes, read_weights, weights_match, with_weights
+from canaryguard.core.access import (
+    SECRET_OPT_IN,
+    Allowlist,
+    parse_address,
+    secret_allows,
+    secret_not_allowed,
+)
 from canaryguard.core.observations import Observations
 from canaryguard.core.paging import DeliveryOutcome, DeliveryResult, PageEvent
 from canaryguard.core.ports import (
@@ -24,12 +31,13 @@ from canaryguard.core.ports import (
     RouteNotFound,
     Sample,
     SecretError,
+    SecretNotAllowed,
     WeightChange,
     Weights,
 )
 from canaryguard.core.queries import plan
 from canaryguard.core.spec import Destination, Spec, parse_spec
-from canaryguard.runtime.controller import Controller
+from canaryguard.runtime.controller import ALLOW_PROMETHEUS_FLAG, Controller, Settings
 from tests.unit.scenario import T0, at, spec_dict
 
 Key = tuple[str, str]  # (namespace, name)
@@ -86,6 +94,8 @@ class FakeKube:
         self.journal = journal or Journal()
         self.objects: dict[Key, dict[str, Any]] = {}
         self.secrets: dict[Key, dict[str, str]] = {}
+        self.secret_annotations: dict[Key, dict[str, str]] = {}
+        self.secret_reads: list[tuple[str, str, str]] = []  # (namespace, name, rollout)
         self.events: list[Event] = []
         self.patches: list[dict[str, Any]] = []
         self._version = 0
@@ -117,8 +127,14 @@ class FakeKube:
         self._bump(obj)
         return copy.deepcopy(obj)
 
-    def add_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+    def add_secret(
+        self, namespace: str, name: str, data: Mapping[str, str], allowed: str | None = "*"
+    ) -> None:
+        """A Secret made available to the rollouts `allowed` names (None: not opted in)."""
         self.secrets[(namespace, name)] = dict(data)
+        self.secret_annotations[(namespace, name)] = (
+            {} if allowed is None else {SECRET_OPT_IN: allowed}
+        )
 
     def fail_patches(self, count: int = 1, skip: int = 0, error: Exception | None = None) -> None:
         """Let the next `skip` status patches through, then fail `count` of them."""
@@ -151,10 +167,14 @@ class FakeKube:
         self.journal.add("status", str(obj["status"].get("phase")), str(page.get("state")))
         return copy.deepcopy(obj)
 
-    async def read_secret(self, namespace: str, name: str, key: str) -> str:
+    async def read_secret(self, namespace: str, name: str, key: str, rollout: str) -> str:
+        """As the Kubernetes adapter reads: the opt-in first, then the key."""
+        self.secret_reads.append((namespace, name, rollout))
         data = self.secrets.get((namespace, name))
         if data is None:
             raise SecretError(f"Secret {namespace}/{name} not found")
+        if not secret_allows(self.secret_annotations.get((namespace, name)), rollout):
+            raise SecretNotAllowed(secret_not_allowed(namespace, name, rollout))
         if key not in data:
             raise SecretError(f"Secret {namespace}/{name} has no key {key!r}")
         return data[key]
@@ -428,6 +448,11 @@ class FakePager:
 
 # --- all of them together -----------------------------------------------------------------------
 
+# The scenario's Prometheus allowed; PagerDuty's default.
+SETTINGS = Settings(
+    allow_prometheus=Allowlist((parse_address("http://prometheus:9090"),), ALLOW_PROMETHEUS_FLAG)
+)
+
 
 def rollout_body(
     spec: Mapping[str, Any] | None = None,
@@ -485,7 +510,7 @@ class World:
     def controller(self) -> Controller:
         """A Controller on these fakes that has seen the rollout (as from the watch)."""
         controller = Controller(
-            self.kube, self.router, self.metrics, self.pager, clock=lambda: self.now
+            self.kube, self.router, self.metrics, self.pager, SETTINGS, clock=lambda: self.now
         )
         controller.seen("ADDED", self.kube.get())
         return controller

@@ -187,3 +187,20 @@ def test_api_errors_say_what_failed_and_why() -> None:
     assert _api_error(forbidden, what) == f"cannot {what}: forbidden (403): user cannot get"
     assert "not authenticated (401)" in _api_error(_api_exception(401, ""), what)
     assert "answered 500: boom" in _api_error(_api_exception(500, {"message": "boom"}), what)
+
+
+def test_explain_says_why_the_operator_refused_a_rollout() -> None:
+    problem = (
+        "spec.metrics.prometheus.address: http://10.0.0.9:8000 is not an address this "
+        "operator may send requests to (allowed: http://prometheus.monitoring:9090); the "
+        "operator's installer allows addresses with --allow-prometheus"
+    )
+    entry = HistoryEntry(
+        NOW, "AddressNotAllowed", "AddressNotAllowed", f"invalid spec: {problem}", None, None
+    )
+    status = Status(phase="Invalid", message=f"invalid: {problem}", history=(entry,))
+    text = explain(rollout("a", status), NOW)
+    assert (
+        "AddressNotAllowed because it names an address the operator's installer did not "
+        f"allow: invalid spec: {problem}"
+    ) in text

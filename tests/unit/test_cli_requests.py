@@ -32,7 +32,7 @@ def rollout(status: Status | None = None, request: ManualRequest | None = None) 
         "resourceVersion": "100",
     }
     if request is not None:
-        metadata["annotations"] = {REQUEST_ANNOTATION: request.to_annotation()}
+        metadata["annotations"] = request.annotations()
     body: dict[str, Any] = {"metadata": metadata, "spec": spec_dict()}
     if status is not None:
         body["status"] = json.loads(json.dumps(status.to_dict()))

@@ -121,21 +121,12 @@ def test_crash_after_the_rollback_weights_a_continued_breach_rolls_back_again() 
     assert world.pager.dedup_keys == [dedup_key(world)]
 
 
-@pytest.mark.parametrize(
-    "after",
-    [
-        pytest.param(FEW, id="inconclusive"),  # the canary's traffic is gone
-        pytest.param(HEALTHY, id="healthy"),  # the canary's errors stopped with its traffic
-    ],
-)
-def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary(
-    after: SloObservation,
-) -> None:
+def test_a_crash_after_the_rollback_weights_then_a_healthy_tick_holds_at_zero() -> None:
     """(a) As above, but the operator dies before the status is written, and the next
-    tick (a new operator) does not see the breach again. The stored status still says
-    50%, yet the canary's share is not re-asserted (inconclusive) nor advanced (healthy,
-    hold elapsed): DESIGN.md 8, a failed write after a rollback never sends traffic back to
-    the canary. The rollout holds, saying why."""
+    tick (a new operator) sees the canary healthy (its errors stopped with its traffic),
+    which clears the breach. The stored status still says 50%, yet the canary's share is
+    not advanced though the hold is over: DESIGN.md 8, a failed write after a rollback never
+    sends traffic back to the canary. The rollout holds, saying why."""
     world = World()
     controller = breached(world)
     world.kube.fail_patches(1)
@@ -143,8 +134,8 @@ def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_cana
         world.tick(controller, 150, obs(BREACH))
 
     restarted = world.controller()
-    world.tick(restarted, 180, obs(after))
-    world.tick(restarted, 210, obs(after))
+    world.tick(restarted, 180, obs(HEALTHY))
+    world.tick(restarted, 210, obs(HEALTHY))
 
     assert world.router.weights() == [(100, 0)]
     stored = world.kube.status()
@@ -154,6 +145,26 @@ def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_cana
     assert [r for r in world.kube.reasons() if r[1] == "WeightsLowered"] == [
         ("Warning", "WeightsLowered")
     ]
+
+
+def test_a_crash_after_the_rollback_weights_then_no_evidence_records_the_rollback() -> None:
+    """(a) The new operator finds the canary at 0% with no evidence left (inconclusive):
+    the breach never cleared and had run its window, so the rollback is recorded and paged
+    once, and the weights stay 100/0."""
+    world = World()
+    controller = breached(world)
+    world.kube.fail_patches(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 150, obs(BREACH))
+
+    restarted = world.controller()
+    world.tick(restarted, 180, obs(FEW))
+    world.tick(restarted, 210, obs(FEW))
+
+    assert world.router.weights() == [(100, 0)]
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    assert world.pager.dedup_keys == [dedup_key(world)]
 
 
 @pytest.mark.parametrize("after", [pytest.param(FEW, id="inconclusive"), HEALTHY])

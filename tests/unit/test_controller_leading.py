@@ -16,7 +16,7 @@ import pytest
 
 from canaryguard.runtime.controller import Controller
 from canaryguard.runtime.scheduler import Scheduler
-from tests.unit.fakes import InjectedFault, World, answers_for
+from tests.unit.fakes import SETTINGS, InjectedFault, World, answers_for
 from tests.unit.scenario import BREACH, HEALTHY, at, obs
 from tests.unit.virtual_time import VirtualClock, run_virtual
 
@@ -48,6 +48,7 @@ def one_term(
             world.router,
             world.metrics,
             world.pager,
+            SETTINGS,
             clock=lambda: world.now,
             scheduler_factory=lambda tick, n: Scheduler(tick, n, clock=clock),
         )
@@ -112,3 +113,20 @@ def test_a_failed_list_is_logged_and_the_term_ticks_from_the_watch(
         one_term(world, [world.kube.get()], seconds=0.5)
     assert "rollouts not listed afresh" in caplog.text
     assert world.kube.status()["phase"] == "Progressing"  # the first tick started it
+
+
+def test_a_decision_an_earlier_term_left_unwritten_is_dropped_when_it_leads_again() -> None:
+    world = World()
+    old = breached_at_half(world)
+    world.kube.fail_patches(count=1)
+    with pytest.raises(InjectedFault):
+        world.tick(old, 150, obs(BREACH))  # rolled back, but the RolledBack status is not written
+    assert ("ml", "scorer") in old._unwritten
+
+    async def term() -> None:
+        resign = asyncio.Event()
+        resign.set()  # only the start of a term: another replica may have led meanwhile
+        await old.lead(resign)
+
+    asyncio.run(term())
+    assert old._unwritten == {}

@@ -13,6 +13,7 @@ import pytest
 from canaryguard.cli.requests import new_request_id
 from canaryguard.core.manual import (
     REQUEST_ANNOTATION,
+    REQUESTED_BY_ANNOTATION,
     InvalidRequest,
     ManualRequest,
     RequestAction,
@@ -62,18 +63,30 @@ def test_the_minimal_request_and_no_request() -> None:
     assert parse_request({"other": "x"}) is None
 
 
-def test_the_annotation_written_reads_back_the_same() -> None:
+def test_the_annotations_written_read_back_the_same() -> None:
     request = ManualRequest("abort", "a1", page=True, reason="why", by="bob", revision="r")
-    text = request.to_annotation()
-    assert json.loads(text) == {
+    annotations = request.annotations()
+    assert json.loads(annotations[REQUEST_ANNOTATION]) == {
         "action": "abort",
         "id": "a1",
         "page": True,
         "reason": "why",
-        "by": "bob",
         "revision": "r",
     }
-    assert parse_request({REQUEST_ANNOTATION: text}) == request
+    assert annotations[REQUESTED_BY_ANNOTATION] == "bob"
+    assert parse_request(annotations) == request
+
+
+def test_the_requester_is_the_checked_annotation_not_what_the_json_says() -> None:
+    """requested-by is what the API server checked (manifests/admission); a `by` in the
+    JSON is only an older client's note, used when requested-by is absent."""
+    claimed = json.dumps({"action": "abort", "id": "a1", "by": "admin"})
+    checked = {REQUEST_ANNOTATION: claimed, REQUESTED_BY_ANNOTATION: "system:serviceaccount:t:x"}
+    parsed = parse_request(checked)
+    assert isinstance(parsed, ManualRequest)
+    assert parsed.by == "system:serviceaccount:t:x"
+    legacy = parse_request({REQUEST_ANNOTATION: claimed})
+    assert isinstance(legacy, ManualRequest) and legacy.by == "admin"
 
 
 def test_new_ids_are_fresh_and_valid() -> None:

@@ -15,7 +15,8 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from canaryguard.core.ports import SecretError
+from canaryguard.core.access import secret_allows, secret_not_allowed
+from canaryguard.core.ports import SecretError, SecretNotAllowed
 
 GROUP = "canaryguard.io"
 VERSION = "v1alpha1"
@@ -147,11 +148,13 @@ class KubeClient:
             )
         return items
 
-    async def read_secret(self, namespace: str, name: str, key: str) -> str:
-        """One key of a Secret, decoded. Errors name the Secret and key, never the value."""
-        return await asyncio.to_thread(self._read_secret, namespace, name, key)
+    async def read_secret(self, namespace: str, name: str, key: str, rollout: str) -> str:
+        """One key of a Secret, decoded, when the Secret was made available to the rollout
+        `rollout` (annotation `canaryguard.io/allowed-rollouts`). Errors name the Secret and
+        key, never the value."""
+        return await asyncio.to_thread(self._read_secret, namespace, name, key, rollout)
 
-    def _read_secret(self, namespace: str, name: str, key: str) -> str:
+    def _read_secret(self, namespace: str, name: str, key: str, rollout: str) -> str:
         try:
             secret = self._core.read_namespaced_secret(
                 name, namespace, _request_timeout=self._timeout
@@ -162,6 +165,11 @@ class KubeClient:
             if exc.status == 403:
                 raise SecretError(f"not allowed to read Secret {namespace}/{name}") from None
             raise
+        # The opt-in is checked before any value is looked at: a Secret nobody made
+        # available is dropped here, whatever the rollout asked of it.
+        annotations = secret.metadata.annotations if secret.metadata is not None else None
+        if not secret_allows(annotations, rollout):
+            raise SecretNotAllowed(secret_not_allowed(namespace, name, rollout))
         data = secret.data or {}
         if key not in data:
             raise SecretError(f"Secret {namespace}/{name} has no key {key!r}")

@@ -36,6 +36,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from canaryguard import __version__
+from canaryguard.core.access import strip_credentials
 from canaryguard.core.paging import (
     DEFAULT_EVENTS_URL,
     MAX_DEDUP_KEY,
@@ -160,7 +161,9 @@ class PagerDutyClient:
         parsed = urlsplit(url)
         # A malformed URL can never succeed: refuse it now, not after a retry budget.
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"the Events API URL must be http(s)://host/...: {url!r}")
+            raise ValueError(
+                f"the Events API URL must be http(s)://host/...: {strip_credentials(url)!r}"
+            )
         self.url = url
         self.timeout = float(timeout)
         self.max_attempts = max_attempts
@@ -170,7 +173,7 @@ class PagerDutyClient:
 
     def __repr__(self) -> str:
         return (
-            f"PagerDutyClient(url={self.url!r}, timeout={self.timeout}, "
+            f"PagerDutyClient(url={strip_credentials(self.url)!r}, timeout={self.timeout}, "
             f"max_attempts={self.max_attempts}, budget_seconds={self.budget_seconds})"
         )
 

@@ -4,6 +4,8 @@ prometheus-api-client is synchronous, so queries run in worker threads, each wit
 of its own (a requests session is not promised thread-safe), kept per thread and server so
 connections are reused. Its urllib3 retry is turned off:
 tenacity owns retries, with jittered backoff inside a budget kept below the tick interval.
+Redirects are never followed: the address the installer allowed is the only host a query
+(and the Authorization header with it) goes to.
 Failures fall into two kinds the engine treats differently: `PrometheusUnavailable`
 (network, timeout, 429, 5xx: an outage) and `PrometheusQueryError` (4xx: the query itself
 is wrong, a spec problem that retrying cannot fix).
@@ -35,6 +37,7 @@ from tenacity import (
 )
 from urllib3.util.retry import Retry
 
+from canaryguard.core.access import strip_credentials
 from canaryguard.core.ports import MetricsUnavailable, QueryRefused, Sample
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,11 @@ class PrometheusClient:
         try:
             # The server-side timeout stops Prometheus evaluating a query nobody waits for.
             raw = client.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
+        except requests.TooManyRedirects:
+            raise PrometheusUnavailable(
+                "answered with a redirect, which is not followed: the address must be "
+                "Prometheus's own"
+            ) from None
         except requests.RequestException as exc:
             raise PrometheusUnavailable(f"{type(exc).__name__}: {exc}") from None
         except PrometheusApiClientException as exc:
@@ -102,7 +110,7 @@ class PrometheusClient:
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
             "prometheus query retry address=%s attempt=%d error=%s",
-            self.address,
+            strip_credentials(self.address),
             state.attempt_number,
             exc,
         )
@@ -140,9 +148,12 @@ def _connection(
             for old in cache.values():
                 old.close()
             cache.clear()
+        session = requests.Session()
+        session.max_redirects = 0  # a redirect raises TooManyRedirects instead
         client = cache[key] = PrometheusConnect(
             url=address,
             headers=dict(headers),
+            session=session,
             retry=Retry(total=0, raise_on_status=False),
             timeout=timeout,  # type: ignore[arg-type]  # annotated int, passed to requests
         )

@@ -27,6 +27,8 @@ _REASONS = {
     "Manual": "someone asked for it",
     "Spec": "spec.paused was set",
     "InvalidSpec": "the spec is invalid",
+    "AddressNotAllowed": "it names an address the operator's installer did not allow",
+    "SecretNotAllowed": "it names a Secret not made available to it",
     "QueryFailed": "Prometheus queries failed",
     "QueriesSucceeded": "Prometheus queries succeeded again",
 }

@@ -7,8 +7,16 @@ import argparse
 from canaryguard.cli.explain import cmd_explain
 from canaryguard.cli.requests import cmd_request, cmd_set_paused
 from canaryguard.cli.status import cmd_status
+from canaryguard.core.access import (
+    SECRET_OPT_IN,
+    Address,
+    AddressError,
+    parse_address,
+    strip_credentials,
+)
 from canaryguard.core.durations import parse_duration
 from canaryguard.core.manual import REQUEST_ANNOTATION
+from canaryguard.core.paging import DEFAULT_EVENTS_URL
 
 
 def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
@@ -44,6 +52,30 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
         default=("0.0.0.0", 9095),  # noqa: S104
         metavar="HOST:PORT",
         help="Prometheus metrics endpoint, served at /metrics (default 0.0.0.0:9095; off)",
+    )
+    run.add_argument(
+        "--allow-prometheus",
+        type=_addresses,
+        action="extend",
+        metavar="URL",
+        help=(
+            "a Prometheus address rollouts may query, and so send the Secret their "
+            "headersSecretRef names to: scheme, host and port must match, and the path "
+            "start with this one's (repeatable; one value may list several, space-separated; "
+            "default: none, so every rollout is Invalid until one is allowed)"
+        ),
+    )
+    run.add_argument(
+        "--allow-pagerduty",
+        type=_addresses,
+        action="extend",
+        metavar="URL",
+        help=(
+            "a PagerDuty Events API URL rollouts may page through, sending the routing key "
+            "their routingKeySecretRef names (repeatable, space-separated lists too; default: "
+            f"{DEFAULT_EVENTS_URL} only). Secrets are read only when their annotation "
+            f"{SECRET_OPT_IN} names the rollout"
+        ),
     )
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument(
@@ -109,6 +141,18 @@ def _address(text: str) -> tuple[str, int] | None:
     if not sep or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT or off, got {text!r}")
     return host or "0.0.0.0", int(port)  # noqa: S104 - in a pod, probes come from outside
+
+
+def _addresses(text: str) -> list[Address]:
+    """Space-separated URL prefixes (none for an empty value), each parsed as the operator
+    will match it."""
+    addresses = []
+    for url in text.split():
+        try:
+            addresses.append(parse_address(url))
+        except AddressError as exc:
+            raise argparse.ArgumentTypeError(f"{strip_credentials(url)}: {exc}") from None
+    return addresses
 
 
 def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -18,6 +18,7 @@ from canaryguard.cli.errors import CliError
 from canaryguard.core.durations import format_duration, parse_duration
 from canaryguard.core.manual import (
     REQUEST_ANNOTATION,
+    REQUESTED_BY_ANNOTATION,
     InvalidRequest,
     ManualRequest,
     RequestAction,
@@ -110,7 +111,9 @@ def cmd_request(args: argparse.Namespace, cluster: Cluster) -> str:
             cluster.annotate(
                 namespace,
                 args.name,
-                {REQUEST_ANNOTATION: text},
+                # The API server checks requested-by against who is asking (the shipped
+                # ValidatingAdmissionPolicy), so the operator records an authenticated name.
+                {REQUEST_ANNOTATION: text, REQUESTED_BY_ANNOTATION: by},
                 str(meta.get("resourceVersion", "")),
             )
         except Conflict:

@@ -11,12 +11,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the runtime (kopf, prometheus_client) is imported only to run
+    from canaryguard.runtime.controller import Settings
     from canaryguard.runtime.leader import Election
 
 log = logging.getLogger("canaryguard")
 
 # Where a pod finds its own namespace when the downward API does not say.
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def operator_settings(args: argparse.Namespace) -> Settings:
+    """The controller's settings from `run`'s flags. An allowlist flag not given at all keeps
+    its default (no Prometheus; PagerDuty's public Events API); given empty, it allows
+    nothing."""
+    from canaryguard.core.access import Allowlist
+    from canaryguard.runtime.controller import (
+        ALLOW_PAGERDUTY_FLAG,
+        ALLOW_PROMETHEUS_FLAG,
+        DEFAULT_ALLOW_PAGERDUTY,
+        DEFAULT_ALLOW_PROMETHEUS,
+        Settings,
+    )
+
+    return Settings(
+        concurrency=args.concurrency,
+        namespaces=tuple(args.namespace),
+        allow_prometheus=DEFAULT_ALLOW_PROMETHEUS
+        if args.allow_prometheus is None
+        else Allowlist(tuple(args.allow_prometheus), ALLOW_PROMETHEUS_FLAG),
+        allow_pagerduty=DEFAULT_ALLOW_PAGERDUTY
+        if args.allow_pagerduty is None
+        else Allowlist(tuple(args.allow_pagerduty), ALLOW_PAGERDUTY_FLAG),
+    )
 
 
 def run_operator(args: argparse.Namespace) -> int:
@@ -38,24 +64,28 @@ def run_operator(args: argparse.Namespace) -> int:
     if args.liveness is not None:
         liveness = f"http://{args.liveness[0]}:{args.liveness[1]}/healthz"
     namespaces = list(args.namespace)
+    settings = operator_settings(args)
     log.info(
-        "starting operator scope=%s handlers=%s leader_election=%s",
+        "starting operator scope=%s handlers=%s leader_election=%s allow_prometheus=%s "
+        "allow_pagerduty=%s",
         ",".join(namespaces) or "cluster",
         handlers.__name__,
         f"{election.namespace}/{election.name} as {election.identity}" if election else "off",
+        settings.allow_prometheus,
+        settings.allow_pagerduty,
     )
+    if not settings.allow_prometheus.entries:
+        log.warning(
+            "no Prometheus address is allowed (%s): every rollout stays Invalid",
+            settings.allow_prometheus.flag,
+        )
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
         memo=kopf.Memo(
-            config={
-                "kubeconfig": args.kubeconfig,
-                "concurrency": args.concurrency,
-                "namespaces": tuple(namespaces),
-                "election": election,
-            }
+            config={"kubeconfig": args.kubeconfig, "settings": settings, "election": election}
         ),
     )
     return 0

@@ -34,7 +34,7 @@ page's summary and details) come from `messages`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -115,27 +115,35 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     return log.result(status)
 
 
-def invalid(status: Status, error: str, now: datetime, generation: int | None = None) -> TickResult:
-    """Record that the spec does not parse (the SpecError's message as `error`).
+def invalid(
+    status: Status,
+    error: str,
+    now: datetime,
+    generation: int | None = None,
+    reason: str = "InvalidSpec",
+) -> TickResult:
+    """Record that the spec cannot be acted on (the error's message as `error`): it does not
+    parse, names what does not exist, or what this operator may not use (`reason` then says
+    which, e.g. AddressNotAllowed).
 
     A running rollout goes to phase Invalid and holds its weights; a finished one keeps its
-    phase. Either way the SpecValid condition says why, and a Warning event is emitted when
-    that changes. The next valid tick picks up where the rollout was.
+    phase. Either way the SpecValid condition says why, and a Warning event (its reason
+    `reason`) is emitted when that changes. The next valid tick picks up where the rollout was.
     """
     log = _Log(truncate_time(now))
     error = messages.clip(error)
     if generation is not None:
         status = replace(status, observed_generation=generation)
     old = status.condition("SpecValid")
-    status = status.with_condition("SpecValid", "False", "InvalidSpec", error, log.now)
+    status = status.with_condition("SpecValid", "False", reason, error, log.now)
     if status.phase not in FINISHED:
         status = replace(
             status, phase="Invalid", paused_reason=None, message=messages.invalid_spec(error)
         )
-        status = status.with_condition("Progressing", "False", "InvalidSpec", error, log.now)
+        status = status.with_condition("Progressing", "False", reason, error, log.now)
     if old is None or old.status != "False" or old.message != error:
         message = messages.invalid_spec_event(error)
-        log.decide(status, "Warning", "InvalidSpec", "InvalidSpec", message)
+        log.decide(status, "Warning", reason, reason, message)
     return log.result(status)
 
 
@@ -390,11 +398,11 @@ def _start(spec: Spec, status: Status, observations: Observations, log: _Log) ->
         if before != ("Paused", "Spec"):
             log.decide(status, "Normal", "Paused", "Spec", message)
         return status
-    blind = [
-        slo.name
+    blind = {
+        slo.name: seen.error if seen is not None else None
         for slo in spec.analysis.slos
         if (seen := observations.slos.get(slo.name)) is None or seen.unavailable
-    ]
+    }
     if blind:
         return _wait_for_metrics(spec, status, blind, log)
     first = spec.steps[0]
@@ -415,13 +423,15 @@ def _start(spec: Spec, status: Status, observations: Observations, log: _Log) ->
     return status
 
 
-def _wait_for_metrics(spec: Spec, status: Status, blind: Sequence[str], log: _Log) -> Status:
+def _wait_for_metrics(
+    spec: Spec, status: Status, blind: Mapping[str, str | None], log: _Log
+) -> Status:
     """Not started while any SLO's query fails: no traffic goes to a canary whose metrics
     cannot be read. The outage is recorded (and posted once); the start waits for metrics."""
     now = log.now
     before = status.metrics_outage_since
     since = before or now
-    message = messages.waiting_to_start(blind, since)
+    message = messages.waiting_to_start(list(blind), since)
     status = replace(status, phase="Pending", metrics_outage_since=since, message=message)
     status = status.with_condition(
         "MetricsAvailable", "False", "QueryFailed", messages.blind_slos(blind), now
@@ -479,6 +489,8 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
         and state.breaching_since is not None
         and now - state.breaching_since >= slo.window
     ]
+    if not sustained and _pulled(status, observations.routed_canary):
+        sustained = _breach_left_unrecorded(spec, previous, slos, now)
     if sustained:
         return _rollback(spec, status, _breach_rollback(sustained, now, idle), log)
     outage_over_limit = (
@@ -530,6 +542,33 @@ def _guard_traffic(spec: Spec, status: Status, routed: float | None, log: _Log) 
             log.decide(status, "Warning", "WeightsLowered", "LoweredOutside", message)
         return status
     return status.with_condition("Traffic", "True", "AsDecided", messages.TRAFFIC_AS_DECIDED, now)
+
+
+def _pulled(status: Status, routed: float | None) -> bool:
+    """Whether all traffic was taken off a canary that the status still gives some."""
+    return routed is not None and routed < _WEIGHT_SLACK and (status.canary_weight or 0) > 0
+
+
+def _breach_left_unrecorded(
+    spec: Spec, previous: Mapping[str, SloStatus], slos: Sequence[SloStatus], now: datetime
+) -> list[tuple[Slo, SloStatus]]:
+    """The SLOs whose breach had run its window when the canary's traffic was pulled and
+    that have had no verdict since (the canary has no traffic left to be judged on): a
+    rollback whose weights were written but whose status was lost in a crash, or a person
+    pulling a breaching canary. The rollback is recorded (and paged) with the last values
+    judged, instead of holding for ever with nobody told."""
+    found = []
+    for slo, state in zip(spec.analysis.slos, slos, strict=True):
+        last = previous.get(slo.name)
+        if (
+            last is not None
+            and last.verdict == "breach"
+            and state.verdict in ("inconclusive", "unavailable")
+            and state.breaching_since is not None
+            and now - state.breaching_since >= slo.window
+        ):
+            found.append((slo, replace(last, breaching_since=state.breaching_since)))
+    return found
 
 
 def _baseline_idle(status: Status) -> bool:

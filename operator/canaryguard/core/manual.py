@@ -1,8 +1,12 @@
 """Manual requests: `promote` and `abort`, asked for through an annotation on the rollout.
 
 A request is the annotation `canaryguard.io/request` holding a small JSON object:
-`{"action": "promote"|"abort", "id": "...", "page": false, "reason": "...", "by": "..."}`,
-optionally with the `revision` and `uid` it was made for. The engine carries out a request
+`{"action": "promote"|"abort", "id": "...", "page": false, "reason": "..."}`, optionally
+with the `revision` and `uid` it was made for. Who asked is the annotation
+`canaryguard.io/requested-by`, which the shipped ValidatingAdmissionPolicy
+(manifests/admission) makes the API server check against the authenticated user; a `by`
+inside the JSON (older clients) is used only when that annotation is absent. The engine
+carries out a request
 whose id differs from `status.lastRequest.id` at the next tick, before any judging, and
 records it there: a request is carried out exactly once, also across operator restarts.
 
@@ -16,10 +20,11 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 REQUEST_ANNOTATION = "canaryguard.io/request"
+REQUESTED_BY_ANNOTATION = "canaryguard.io/requested-by"
 RequestAction = Literal["promote", "abort"]
 ACTIONS: tuple[RequestAction, ...] = get_args(RequestAction)
 MAX_ANNOTATION = 4096
@@ -54,12 +59,18 @@ class ManualRequest:
         """The reason given, or a note that there was none."""
         return self.reason or "no reason given"
 
+    def annotations(self) -> dict[str, str]:
+        """The annotations that ask for this request: the request, and who asks."""
+        found = {REQUEST_ANNOTATION: self.to_annotation()}
+        if self.by:
+            found[REQUESTED_BY_ANNOTATION] = self.by
+        return found
+
     def to_annotation(self) -> str:
         """The annotation's value: compact JSON, unset optional fields left out."""
         data: dict[str, Any] = {"action": self.action, "id": self.id, "page": self.page}
         for key, value in (
             ("reason", self.reason),
-            ("by", self.by),
             ("revision", self.revision),
             ("uid", self.uid),
         ):
@@ -90,9 +101,13 @@ def parse_request(annotations: Any) -> ManualRequest | InvalidRequest | None:
     text = raw if isinstance(raw, str) else repr(raw)
     digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:12]
     try:
-        return _parse(text)
+        request = _parse(text)
     except ValueError as exc:
         return InvalidRequest(id=f"invalid-{digest}", problem=f"{REQUEST_ANNOTATION}: {exc}")
+    by = annotations.get(REQUESTED_BY_ANNOTATION)
+    if isinstance(by, str) and by.strip():
+        request = replace(request, by=by.strip()[:MAX_NAME])
+    return request
 
 
 def _parse(text: str) -> ManualRequest:

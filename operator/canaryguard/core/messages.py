@@ -11,7 +11,7 @@ PagerDuty's limit (`paging.safe_summary`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
@@ -211,8 +211,12 @@ def metrics_recovered(lasted: timedelta) -> str:
     return f"metrics back after {format_duration(lasted)}"
 
 
-def blind_slos(names: Sequence[str]) -> str:
-    return clip("no answer from Prometheus for " + ", ".join(names))
+def blind_slos(errors: Mapping[str, str | None]) -> str:
+    """Which SLOs got no answer, and why where known."""
+    return clip(
+        "no answer from Prometheus for "
+        + "; ".join(f"{name}: {error}" if error else name for name, error in errors.items())
+    )
 
 
 def waiting_to_start(names: Sequence[str], since: datetime) -> str:

@@ -128,6 +128,11 @@ class SecretError(LookupError):
     """A Secret or key the spec names cannot be read (the message names it, never its value)."""
 
 
+class SecretNotAllowed(SecretError):
+    """The Secret was not made available to the rollout (`canaryguard.core.access`): it was
+    not read, whoever asked."""
+
+
 class Kube(Protocol):
     """What the controller needs of the Kubernetes API besides the routing objects."""
 
@@ -135,7 +140,10 @@ class Kube(Protocol):
         self, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]: ...
 
-    async def read_secret(self, namespace: str, name: str, key: str) -> str: ...
+    async def read_secret(self, namespace: str, name: str, key: str, rollout: str) -> str:
+        """One key of a Secret of the rollout `rollout`'s namespace, only when the Secret was
+        made available to that rollout (else `SecretNotAllowed`)."""
+        ...
 
     async def post_event(
         self, rollout: Mapping[str, Any], type_: str, reason: str, message: str

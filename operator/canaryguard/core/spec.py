@@ -3,7 +3,8 @@
 The CRD schema is the first line of validation; `parse_spec` is the second. It applies the
 same defaults as the schema (so raw YAML, backtests and tests see what the API server would
 store), re-checks every cross-field rule, and checks what the schema cannot: durations,
-regular expressions, query template placeholders. Every error names the field it is about.
+regular expressions, query templates (parsed as PromQL, alone and inside the query the
+operator builds around them). Every error names the field it is about.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
+from canaryguard.core.access import AddressError, parse_address
 from canaryguard.core.durations import format_duration, parse_duration
 from canaryguard.core.manual import InvalidRequest, ManualRequest, parse_request
 from canaryguard.core.paging import SEVERITIES, Severity
-from canaryguard.core.promql import LABEL_NAME, PLACEHOLDER, PLACEHOLDERS
+from canaryguard.core.promql import LABEL_NAME
+from canaryguard.core.templates import regex_problem, template_problem, wrapped_problem
 
 Direction = Literal["HigherIsWorse", "LowerIsWorse"]
 OutagePolicy = Literal["rollback", "pause"]
@@ -32,7 +35,6 @@ MAX_SELECTOR_LABELS = 16
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _MS = timedelta(milliseconds=1)
 _SECOND = timedelta(seconds=1)
@@ -290,51 +292,6 @@ def parse_spec(
     return parsed
 
 
-def template_problem(template: str) -> str | None:
-    """Why a query template is invalid, or None.
-
-    Placeholders are `{{ version }}` (required) and `{{ lookback }}`; anything else in double
-    braces is unknown; leftover `{{`/`}}` or unbalanced `{`/`}` outside string literals is
-    rejected.
-    """
-    names = []
-    for match in PLACEHOLDER.finditer(template):
-        inner = match.group(1)
-        if inner not in PLACEHOLDERS:
-            return f"unknown placeholder {{{{ {inner} }}}}"
-        names.append(inner)
-    rest = PLACEHOLDER.sub("", template)
-    if "{{" in rest or "}}" in rest or not _braces_balance(rest):
-        return "unbalanced braces"
-    if "version" not in names:
-        return "missing placeholder {{ version }}"
-    return None
-
-
-def _braces_balance(text: str) -> bool:
-    """Single braces nest properly outside PromQL string literals (which may hold regexes)."""
-    depth = 0
-    quote: str | None = None
-    escaped = False
-    for char in text:
-        if quote is not None:
-            if escaped:
-                escaped = False
-            elif char == "\\" and quote != "`":
-                escaped = True
-            elif char == quote:
-                quote = None
-        elif char in "\"'`":
-            quote = char
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth < 0:
-                return False
-    return depth == 0 and quote is None
-
-
 # --- the parser ---------------------------------------------------------------------------
 
 T = TypeVar("T")
@@ -392,6 +349,20 @@ class _Reader:
             raise SpecError(self.at(key), f"must be at most {max_length} characters")
         if pattern is not None and not pattern.fullmatch(value):
             raise SpecError(self.at(key), f"invalid value {value!r}{': ' + hint if hint else ''}")
+        return value
+
+    def address(self, key: str, *, required: bool, credentials: str) -> Any:
+        """An http(s) URL (`canaryguard.core.access.parse_address`), kept as written. An
+        error never repeats the value, which may hold a password; `credentials` says where
+        credentials belong instead."""
+        value = self.string(key, required=required, max_length=1024)
+        if value is None:
+            return None
+        try:
+            parse_address(value)
+        except AddressError as exc:
+            problem = f"{exc}: {credentials}" if exc.credentials else str(exc)
+            raise SpecError(self.at(key), problem) from None
         return value
 
     def integer(
@@ -520,8 +491,10 @@ def _virtual_service(r: _Reader) -> VirtualServiceRef:
 
 def _destination(r: _Reader) -> Destination:
     return Destination(
-        host=r.string("host"),
-        subset=r.string("subset", required=False, max_length=63),
+        host=r.string("host", pattern=_OBJECT_NAME, hint="a DNS name"),
+        subset=r.string(
+            "subset", required=False, max_length=63, pattern=_DNS_LABEL, hint="a DNS label"
+        ),
     )
 
 
@@ -534,7 +507,11 @@ def _secret_ref(r: _Reader) -> SecretKeyRef:
 
 def _prometheus(r: _Reader) -> PrometheusSpec:
     return PrometheusSpec(
-        address=r.string("address", max_length=1024, pattern=_URL, hint="an http(s) URL"),
+        address=r.address(
+            "address",
+            required=True,
+            credentials="put the Authorization header in a Secret named by headersSecretRef",
+        ),
         timeout=r.duration("timeout", default=timedelta(seconds=5), minimum=_MS),
         headers_secret_ref=r.optional_nested("headersSecretRef", _secret_ref),
     )
@@ -549,8 +526,9 @@ def _selector(r: _Reader) -> dict[str, str]:
         path = r.at(str(label))
         if not isinstance(label, str) or not LABEL_NAME.fullmatch(label):
             raise SpecError(path, "not a Prometheus label name")
-        if not isinstance(value, str) or len(value) > 253:
-            raise SpecError(path, "must be a string of at most 253 characters")
+        # An empty value would also match every series without the label.
+        if not isinstance(value, str) or not 1 <= len(value) <= 253:
+            raise SpecError(path, "must be a string of 1 to 253 characters")
         result[label] = value
     return result
 
@@ -590,10 +568,8 @@ def _margin(r: _Reader) -> Margin:
 
 def _error_rate(r: _Reader) -> ErrorRate:
     codes = r.string("codes", default="5..", max_length=64)
-    try:
-        re.compile(codes)
-    except re.error as exc:
-        raise SpecError(r.at("codes"), f"invalid regular expression: {exc}") from None
+    if (problem := regex_problem(codes)) is not None:
+        raise SpecError(r.at("codes"), f"invalid regular expression: {problem}")
     return ErrorRate(codes=codes)
 
 
@@ -671,7 +647,11 @@ def _pager_duty(r: _Reader) -> PagerDuty:
     return PagerDuty(
         routing_key_secret_ref=r.nested("routingKeySecretRef", _secret_ref),
         severity=r.choice("severity", SEVERITIES, "critical"),
-        url=r.string("url", required=False, max_length=1024, pattern=_URL, hint="an http(s) URL"),
+        url=r.address(
+            "url",
+            required=False,
+            credentials="the routing key comes from the Secret named by routingKeySecretRef",
+        ),
     )
 
 
@@ -700,3 +680,16 @@ def _check_cross_fields(spec: Spec) -> None:
             f"spec.metrics.selector.{metrics.version_label}",
             "must not match on the version label; the queries add it for each version",
         )
+    for index, slo in enumerate(spec.analysis.slos):
+        if not isinstance(slo.kind, Query):
+            continue
+        lookback = slo.lookback.total_seconds()
+        for key, text in (
+            ("template", slo.kind.template),
+            ("samplesTemplate", slo.kind.samples_template),
+        ):
+            problem = text and wrapped_problem(
+                text, metrics.baseline_version, metrics.canary_version, lookback
+            )
+            if problem:
+                raise SpecError(f"spec.analysis.slos[{index}].query.{key}", problem)

@@ -23,6 +23,13 @@ from typing import Any
 from canaryguard.adapters.istio import plan_routes, read_weights
 from canaryguard.adapters.kube import merge_patch
 from canaryguard.core import engine
+from canaryguard.core.access import (
+    AddressNotAllowed,
+    Allowlist,
+    check_address,
+    parse_address,
+    strip_credentials,
+)
 from canaryguard.core.actions import EmitEvent, Page, SetWeights
 from canaryguard.core.manual import REQUEST_ANNOTATION
 from canaryguard.core.observations import Observations
@@ -35,12 +42,14 @@ from canaryguard.core.ports import (
     RouteError,
     Router,
     SecretError,
+    SecretNotAllowed,
     canary_share,
 )
 from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError, parse_spec
 from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
+from canaryguard.runtime.conflicts import RouteClaims
 from canaryguard.runtime.observe import QueryRejected, observe
 from canaryguard.runtime.scheduler import Scheduler, TickFn
 
@@ -49,12 +58,22 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 
 
+ALLOW_PROMETHEUS_FLAG = "--allow-prometheus"
+ALLOW_PAGERDUTY_FLAG = "--allow-pagerduty"
+# Without flags: no Prometheus at all, and PagerDuty's public Events API only.
+DEFAULT_ALLOW_PROMETHEUS = Allowlist((), ALLOW_PROMETHEUS_FLAG)
+DEFAULT_ALLOW_PAGERDUTY = Allowlist((parse_address(DEFAULT_EVENTS_URL),), ALLOW_PAGERDUTY_FLAG)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Operator-wide knobs (command-line flags)."""
+    """Operator-wide knobs (command-line flags). The allowlists say where rollouts may send
+    requests, and so the Secrets they name."""
 
     concurrency: int = 32
     namespaces: tuple[str, ...] = ()  # the operator's scope; empty: every namespace
+    allow_prometheus: Allowlist = DEFAULT_ALLOW_PROMETHEUS
+    allow_pagerduty: Allowlist = DEFAULT_ALLOW_PAGERDUTY
 
 
 def _resource_version(body: Mapping[str, Any]) -> int:
@@ -87,6 +106,7 @@ class Controller:
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._unwritten: dict[Key, Status] = {}
         self._deleted_meanwhile: set[Key] | None = None  # while a resync is in flight
+        self._claims = RouteClaims()  # two rollouts never drive one route
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
 
     # --- the watch side ------------------------------------------------------------------
@@ -99,6 +119,7 @@ class Controller:
                 self._deleted_meanwhile.add(key)
             self._bodies.pop(key, None)
             self._unwritten.pop(key, None)
+            self._claims.forget(key)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
             self._count_phases()
@@ -107,6 +128,7 @@ class Controller:
         if previous is not None and _resource_version(body) < _resource_version(previous):
             return  # the watch is behind a status this operator already wrote
         self._bodies[key] = dict(body)
+        self._claims.note(key, self._bodies[key])
         metrics.record_rollout(key[0], key[1], status_from_dict(body.get("status")))
         # A spec edit or a new manual request is acted on at once, not at the next interval
         # (annotations do not bump the generation).
@@ -202,19 +224,40 @@ class Controller:
         now = self._clock()
         try:
             spec = parse_spec(body)
+            # Before anything is read or sent: an address the installer did not allow makes
+            # the rollout Invalid before any Secret is read and before any traffic moves.
+            self._check_addresses(spec)
             result = await self._decide(spec, status, now)
-        except (SpecError, RouteError, SecretError, QueryRejected) as exc:
+        except (SpecError, AddressNotAllowed, RouteError, SecretError, QueryRejected) as exc:
             if isinstance(exc, QueryRejected):
                 metrics.QUERY_ERRORS.labels(kind="rejected").inc()
-            result = engine.invalid(status, str(exc), now, generation)
+            reason = _INVALID_REASONS.get(type(exc), "InvalidSpec")
+            result = engine.invalid(status, str(exc), now, generation, reason)
             await self._carry_out(body, stored, result, None)
             return
         await self._carry_out(body, stored, result, spec)
+
+    def _check_addresses(self, spec: Spec) -> None:
+        """AddressNotAllowed unless the installer allowed every address the spec names."""
+        check_address(
+            "spec.metrics.prometheus.address",
+            spec.metrics.prometheus.address,
+            self._settings.allow_prometheus,
+        )
+        if spec.paging is not None:
+            url = spec.paging.pager_duty.url
+            check_address(
+                "spec.paging.pagerDuty.url" if url else "spec.paging.pagerDuty.url (default)",
+                url or DEFAULT_EVENTS_URL,
+                self._settings.allow_pagerduty,
+            )
 
     async def _decide(self, spec: Spec, status: Status, now: datetime) -> engine.TickResult:
         namespace = spec.namespace
         vs = await self._vs.get(namespace, spec.virtual_service.name)
         routes = plan_routes(vs, spec.virtual_service.routes, spec.baseline, spec.canary)
+        if (conflict := self._claims.conflict(spec, status.phase, vs, routes)) is not None:
+            raise RouteError(conflict)
         # What the router has now: the engine never raises the canary's share but by a decision.
         routed = canary_share(read_weights(vs, routes, spec.baseline, spec.canary))
         observations = Observations()
@@ -236,7 +279,7 @@ class Controller:
         if prom.headers_secret_ref is not None:
             ref = prom.headers_secret_ref
             headers["Authorization"] = await self._kube.read_secret(
-                spec.namespace, ref.name, ref.key
+                spec.namespace, ref.name, ref.key, spec.name
             )
         interval = spec.analysis.interval.total_seconds()
         return self._metrics.connect(
@@ -322,7 +365,7 @@ class Controller:
         ref = paging.pager_duty.routing_key_secret_ref
         now = self._clock()
         try:
-            routing_key = await self._kube.read_secret(spec.namespace, ref.name, ref.key)
+            routing_key = await self._kube.read_secret(spec.namespace, ref.name, ref.key, spec.name)
         except SecretError as exc:
             metrics.PAGES.labels(result="secret_error").inc()
             if _new_failure(status, str(exc)):
@@ -362,7 +405,7 @@ class Controller:
         if isinstance(slo_name, str) and slo_name in queries:
             expr = queries[slo_name].value
             url = (
-                spec.metrics.prometheus.address.rstrip("/")
+                strip_credentials(spec.metrics.prometheus.address).rstrip("/")
                 + "/graph?"
                 + urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": "1h"})
             )
@@ -410,6 +453,13 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(status, int):
         return f"{type(exc).__name__}: HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
     return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+# The Invalid reasons that say the operator refused, rather than that the spec is wrong.
+_INVALID_REASONS: dict[type[Exception], str] = {
+    AddressNotAllowed: "AddressNotAllowed",
+    SecretNotAllowed: "SecretNotAllowed",
+}
 
 
 def _urgent_fields(body: Mapping[str, Any]) -> tuple[Any, Any]:

@@ -48,7 +48,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Decisions are posted as Events by the controller; kopf's own are for its errors.
     settings.posting.level = 30  # logging.WARNING
     config = memo.get("config") or {}
-    concurrency = int(config.get("concurrency", 32))
+    operator_settings: Settings = config.get("settings") or Settings()
+    concurrency = operator_settings.concurrency
     # Every blocking call (Prometheus, the Kubernetes client) runs in the default executor.
     # asyncio sizes it to cores + 4, so a few slow Prometheus queries would queue everyone
     # else's calls behind them; give each tick in flight room for its queries instead.
@@ -63,7 +64,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         PrometheusConnector(),
         # PagerDuty delivery inside one tick; what is not delivered is retried next tick.
         PagerDutyPager(budget_seconds=20.0),
-        Settings(concurrency=concurrency, namespaces=tuple(config.get("namespaces") or ())),
+        operator_settings,
     )
     memo["controller"] = controller
     memo["stop"] = stop = asyncio.Event()

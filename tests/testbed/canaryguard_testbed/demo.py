@@ -115,7 +115,12 @@ def pagerduty_secret() -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "pagerduty", "namespace": NAMESPACE},
+        "metadata": {
+            "name": "pagerduty",
+            "namespace": NAMESPACE,
+            # Made available to the demo's rollout: the operator reads no other Secret.
+            "annotations": {"canaryguard.io/allowed-rollouts": "fraud-model"},
+        },
         "stringData": {"routing-key": ROUTING_KEY},
     }
 

@@ -53,8 +53,10 @@ Progress = Callable[[str], None]
 
 class OperatorProcess:
     """`canaryguard run` as a child process watching `namespaces`, logged in from
-    `kubeconfig`, with its JSON log in `log_path`; `args` are more flags, and `env` more
-    environment (e.g. POD_NAME and POD_NAMESPACE, as the downward API sets them)."""
+    `kubeconfig`, with its JSON log in `log_path`; `args` are more flags of `run` (the
+    Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...,
+    `--leader-elect`...), and `env` more environment (e.g. POD_NAME and POD_NAMESPACE, as the
+    downward API sets them)."""
 
     def __init__(
         self,
@@ -127,6 +129,12 @@ class OperatorProcess:
         if self.proc is not None:
             terminate(self.proc)
             self.proc = None
+
+
+def allow_flags(prometheus_url: str, pagerduty_url: str) -> list[str]:
+    """`run`'s flags that let rollouts use this stack's Prometheus and PagerDuty receiver
+    (and nothing else)."""
+    return [f"--allow-prometheus={prometheus_url}", f"--allow-pagerduty={pagerduty_url}"]
 
 
 class LocalStack:
@@ -245,7 +253,10 @@ class LocalStack:
 
         began = time.monotonic()
         self.operator = OperatorProcess(
-            self.operator_kubeconfig, [self.namespace], self.workdir / "operator.log"
+            self.operator_kubeconfig,
+            [self.namespace],
+            self.workdir / "operator.log",
+            allow_flags(self.prometheus.url, self.pagerduty.url),
         )
         self.operator.start()
         self._progress(

@@ -192,7 +192,7 @@ class EndToEnd:
 
     def operator(self, **options: Any) -> Operator:
         """Start an operator for this namespace (stopped after the test, its log printed);
-        `options` go to the `operator` fixture (`kubeconfig=`, `args=`)."""
+        `options` go to the `operator` fixture (`kubeconfig=`, `args=`, `env=`)."""
         return self._operator_factory(**options)
 
     def traffic(self, rate: float = 80.0) -> Traffic:

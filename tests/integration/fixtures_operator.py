@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -110,9 +110,14 @@ class Operator(OperatorProcess):
     /metrics and liveness endpoints."""
 
     def __init__(
-        self, kubeconfig: Path, namespace: str, log_path: Path, args: Sequence[str]
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(kubeconfig, [namespace], log_path, args)
+        super().__init__(kubeconfig, [namespace], log_path, args, env)
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> None:
@@ -211,16 +216,22 @@ def operator(
 ) -> Iterator[Callable[..., Operator]]:
     """`operator()` starts the operator for this test's namespace, allowed to send requests to
     the session's Prometheus and PagerDuty receiver; stopped after the test, and its log is
-    printed when the test fails. `operator(kubeconfig=..., args=[...])` logs in as someone
-    else or replaces the allow flags."""
+    printed when the test fails. `operator(kubeconfig=..., args=[...], env={...})` logs in as
+    someone else, replaces the allow flags (give them again, with `allow_flags`, to keep
+    them next to other flags such as `--leader-elect`) or adds to the environment."""
     started: list[Operator] = []
 
-    def start(kubeconfig: Path | None = None, args: Sequence[str] | None = None) -> Operator:
+    def start(
+        kubeconfig: Path | None = None,
+        args: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Operator:
         op = Operator(
             kubeconfig or operator_kubeconfig,
             namespace,
             tmp_path / f"operator-{len(started)}.log",
             allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args,
+            env,
         )
         started.append(op)
         op.start()

@@ -109,6 +109,8 @@ class FakeKube:
         self._skip = 0
         self._failures = 0
         self._error: Exception | None = None
+        self.list_error: Exception | None = None
+        self.while_listing: Callable[[], None] | None = None  # runs after the list was taken
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Store a rollout (replacing one of the same name); returns it as stored."""
@@ -189,6 +191,19 @@ class FakeKube:
     ) -> None:
         self.events.append(Event(type_, reason, message))
         self.journal.add("event", reason)
+
+    async def list_rollouts(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        if self.list_error is not None:
+            raise self.list_error
+        taken = [
+            copy.deepcopy(obj)
+            for (namespace, _), obj in self.objects.items()
+            if not namespaces or namespace in namespaces
+        ]
+        await asyncio.sleep(0)  # the answer is on its way
+        if self.while_listing is not None:
+            self.while_listing()
+        return taken
 
     def _bump(self, obj: dict[str, Any]) -> None:
         self._version += 1

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the runtime (kopf, prometheus_client) is imported only to run
     from canaryguard.runtime.controller import Settings
+    from canaryguard.runtime.leader import Election
 
 log = logging.getLogger("canaryguard")
+
+# Where a pod finds its own namespace when the downward API does not say.
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def operator_settings(args: argparse.Namespace) -> Settings:
@@ -28,6 +35,7 @@ def operator_settings(args: argparse.Namespace) -> Settings:
 
     return Settings(
         concurrency=args.concurrency,
+        namespaces=tuple(args.namespace),
         allow_prometheus=DEFAULT_ALLOW_PROMETHEUS
         if args.allow_prometheus is None
         else Allowlist(tuple(args.allow_prometheus), ALLOW_PROMETHEUS_FLAG),
@@ -48,6 +56,7 @@ def run_operator(args: argparse.Namespace) -> int:
 
     from canaryguard.runtime import handlers, logs
 
+    election = election_from(args)
     logs.configure(args.log_format, args.verbose)
     if args.metrics is not None:
         start_http_server(args.metrics[1], addr=args.metrics[0])
@@ -57,9 +66,11 @@ def run_operator(args: argparse.Namespace) -> int:
     namespaces = list(args.namespace)
     settings = operator_settings(args)
     log.info(
-        "starting operator scope=%s handlers=%s allow_prometheus=%s allow_pagerduty=%s",
+        "starting operator scope=%s handlers=%s leader_election=%s allow_prometheus=%s "
+        "allow_pagerduty=%s",
         ",".join(namespaces) or "cluster",
         handlers.__name__,
+        f"{election.namespace}/{election.name} as {election.identity}" if election else "off",
         settings.allow_prometheus,
         settings.allow_pagerduty,
     )
@@ -73,6 +84,36 @@ def run_operator(args: argparse.Namespace) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(config={"kubeconfig": args.kubeconfig, "settings": settings}),
+        memo=kopf.Memo(
+            config={"kubeconfig": args.kubeconfig, "settings": settings, "election": election}
+        ),
     )
     return 0
+
+
+def election_from(args: argparse.Namespace) -> Election | None:
+    """The Lease to campaign for, from the flags and the pod's environment (downward API);
+    None without `--leader-elect`. Exits with a message when no namespace can be found."""
+    from canaryguard.runtime.leader import Election
+
+    if not args.leader_elect:
+        return None
+    namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or _own_namespace()
+    if not namespace:
+        raise SystemExit(
+            "error: --leader-elect needs the Lease's namespace: --lease-namespace, or "
+            "POD_NAMESPACE from the downward API"
+        )
+    identity = (
+        args.leader_identity
+        or os.environ.get("POD_NAME")
+        or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    )
+    return Election(namespace, args.lease_name, identity, args.lease_duration)
+
+
+def _own_namespace() -> str | None:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from canaryguard.core.election import Lease, LeaseRecord
 from canaryguard.core.paging import DeliveryResult, PageEvent
 from canaryguard.core.spec import Destination
 
@@ -189,3 +190,30 @@ class Kube(Protocol):
     async def post_event(
         self, rollout: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None: ...
+
+    async def list_rollouts(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        """Every rollout in `namespaces` (all namespaces when empty), read afresh."""
+        ...
+
+
+# --- leader election ----------------------------------------------------------------------
+
+
+class LeaseConflict(Exception):
+    """The Lease was written by someone else since it was read (or created meanwhile)."""
+
+
+class Leases(Protocol):
+    """Reads and conditionally writes coordination.k8s.io/v1 Leases."""
+
+    async def get(self, namespace: str, name: str) -> Lease | None:
+        """The Lease, or None when it does not exist."""
+        ...
+
+    async def create(self, namespace: str, name: str, record: LeaseRecord) -> Lease:
+        """Create it; `LeaseConflict` when it exists already."""
+        ...
+
+    async def update(self, namespace: str, name: str, record: LeaseRecord, version: str) -> Lease:
+        """Replace its spec if it is still at `version`, else `LeaseConflict`."""
+        ...

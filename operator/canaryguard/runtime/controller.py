@@ -11,6 +11,7 @@ PagerDuty folds the two into one incident.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import urllib.parse
@@ -70,6 +71,7 @@ class Settings:
     requests, and so the Secrets they name."""
 
     concurrency: int = 32
+    namespaces: tuple[str, ...] = ()  # the operator's scope; empty: every namespace
     allow_prometheus: Allowlist = DEFAULT_ALLOW_PROMETHEUS
     allow_pagerduty: Allowlist = DEFAULT_ALLOW_PAGERDUTY
 
@@ -104,6 +106,7 @@ class Controller:
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._unwritten: dict[Key, Status] = {}
+        self._deleted_meanwhile: set[Key] | None = None  # while a resync is in flight
         self._claims = RouteClaims()  # two rollouts never drive one route
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
 
@@ -113,6 +116,8 @@ class Controller:
         """Take a watch event: track, update or forget the rollout."""
         key = _key(body)
         if event_type == "DELETED":
+            if self._deleted_meanwhile is not None:
+                self._deleted_meanwhile.add(key)
             self._bodies.pop(key, None)
             self._unwritten.pop(key, None)
             self._claims.forget(key)
@@ -139,6 +144,35 @@ class Controller:
             counts[phase] = counts.get(phase, 0) + 1
         for phase in ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Invalid"):
             metrics.ROLLOUTS.labels(phase=phase).set(counts.get(phase, 0))
+
+    # --- leading --------------------------------------------------------------------------
+
+    async def lead(self, resign: asyncio.Event) -> None:
+        """Tick every rollout until `resign` is set: what the elected leader runs for its
+        term (without leader election, the one replica from start to stop).
+
+        A decision an earlier term left unwritten is dropped, since another replica may have
+        moved the rollout on meanwhile; and the rollouts are listed afresh first, so that the
+        first tick of a new leader decides from the latest status even if its watch lags.
+        """
+        self._unwritten.clear()
+        await self._resync()
+        await self.scheduler.run(resign)
+
+    async def _resync(self) -> None:
+        """Take a fresh list of the rollouts in scope; the watch keeps them current after."""
+        deleted: set[Key] = set()
+        self._deleted_meanwhile = deleted
+        try:
+            bodies = await self._kube.list_rollouts(self._settings.namespaces)
+        except Exception as exc:  # the watch's view is still there, and current in general
+            log.warning("rollouts not listed afresh error=%s", describe_failure(exc))
+            return
+        finally:
+            self._deleted_meanwhile = None
+        for body in bodies:
+            if _key(body) not in deleted:  # the list was taken before the watch saw it go
+                self.seen("MODIFIED", body)
 
     # --- one tick ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""kopf wiring, and nothing else: settings, the watch feed and the scheduler's lifetime.
+"""kopf wiring, and nothing else: settings, the watch feed, the scheduler's lifetime and
+the leader election that gates it.
 
 The analysis loop is the controller's scheduler, not a kopf daemon or timer: rollouts are
 fed in by a plain watch-event handler, which puts no finalizer on them, so a rollout can be
@@ -8,6 +9,8 @@ deleted while the operator is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,12 +19,16 @@ import kopf
 from canaryguard.adapters.gateway import HTTPRouteClient
 from canaryguard.adapters.istio import VirtualServiceClient
 from canaryguard.adapters.kube import GROUP, PLURAL, VERSION, KubeClient, load_api_client
+from canaryguard.adapters.leases import LeaseClient
 from canaryguard.adapters.pagerduty import PagerDutyPager
 from canaryguard.adapters.prometheus import PrometheusConnector
 from canaryguard.core.ports import Routers
+from canaryguard.runtime import metrics
 from canaryguard.runtime.controller import Controller, Settings
+from canaryguard.runtime.leader import Election, Elector
 
 PREFIX = "canaryguard.io"
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -63,7 +70,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     memo["controller"] = controller
     memo["stop"] = stop = asyncio.Event()
-    memo["scheduler"] = asyncio.create_task(controller.scheduler.run(stop))
+    election: Election | None = config.get("election")
+    if election is None:
+        # The only replica: it leads from start to stop.
+        metrics.LEADER.set(1)
+        memo["elector"] = None
+        work = asyncio.create_task(controller.lead(stop), name="canaryguard-controller")
+    else:
+        # Every replica watches; only the Lease's holder ticks.
+        memo["elector"] = elector = Elector(LeaseClient(api), election)
+        work = asyncio.create_task(elector.run(stop, controller.lead), name="canaryguard-elector")
+    work.add_done_callback(_report_end)
+    memo["work"] = work
 
 
 @kopf.on.login()
@@ -76,11 +94,18 @@ def login(
     return kopf.login_via_client(settings=settings, **kwargs)
 
 
+def _report_end(task: asyncio.Task[None]) -> None:
+    """The scheduler and the elector run until cleanup; say so if one ends before."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Stop ticking and let ticks in flight finish."""
+    """Stop ticking, let ticks in flight finish, and release the Lease if this replica led."""
     memo["stop"].set()
-    await memo["scheduler"]
+    with contextlib.suppress(Exception):  # already reported by _report_end
+        await memo["work"]
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -95,3 +120,21 @@ async def tracked_rollouts(memo: kopf.Memo, **_: Any) -> int:
     """Liveness data: how many rollouts the scheduler tracks."""
     controller: Controller = memo["controller"]
     return len(controller.scheduler)
+
+
+@kopf.on.probe(id="leader")
+async def leadership(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Liveness data: whether this replica leads. A standby is live; a replica whose
+    scheduler or elector has ended is not (the probe fails, so the kubelet restarts it)."""
+    work: asyncio.Task[None] = memo["work"]
+    if work.done():
+        raise kopf.PermanentError(f"{work.get_name()} has ended")
+    elector: Elector | None = memo["elector"]
+    if elector is None:
+        return {"leading": True, "election": False}
+    return {
+        "leading": elector.leading,
+        "election": True,
+        "lease": elector.lease_ref,
+        "identity": elector.election.identity,
+    }

@@ -38,6 +38,11 @@ TICK_ERRORS = Counter(
     "Ticks that failed before a decision, by reason (api_<status>, network, timeout, bug).",
     ["reason"],
 )
+LEADER = Gauge(
+    "canaryguard_leader",
+    "1 while this replica ticks the rollouts (it holds the leader Lease, or runs without "
+    "leader election), 0 while it stands by.",
+)
 WEIGHT_REASSERTS = Counter(
     "canaryguard_weight_reasserts_total",
     "VirtualService weights found changed by someone else and set back.",

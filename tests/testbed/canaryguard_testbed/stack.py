@@ -54,7 +54,9 @@ Progress = Callable[[str], None]
 class OperatorProcess:
     """`canaryguard run` as a child process watching `namespaces`, logged in from
     `kubeconfig`, with its JSON log in `log_path`; `args` are more flags of `run` (the
-    Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...)."""
+    Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...,
+    `--leader-elect`...), and `env` more environment (e.g. POD_NAME and POD_NAMESPACE, as the
+    downward API sets them)."""
 
     def __init__(
         self,
@@ -62,11 +64,13 @@ class OperatorProcess:
         namespaces: Sequence[str],
         log_path: Path,
         args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = tuple(namespaces)
         self.log_path = log_path
         self.args = tuple(args)
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
         self.metrics_port = 0
@@ -87,7 +91,7 @@ class OperatorProcess:
                 *self.args,
             ),
             self.log_path,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         deadline = time.monotonic() + timeout
         while not http_ok(self.liveness_url):

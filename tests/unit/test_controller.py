@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import urllib3.exceptions
 from prometheus_client import REGISTRY
 
 from canaryguard.core.observations import SloObservation
 from canaryguard.core.paging import DEFAULT_EVENTS_URL
 from canaryguard.core.ports import Sample
-from canaryguard.runtime.controller import Controller
+from canaryguard.runtime.controller import Controller, failure_reason
 from tests.unit.fakes import FakePager, InjectedFault, World, refused
 from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, at, obs
 
@@ -357,6 +358,24 @@ def test_a_bug_in_a_tick_is_labelled_bug() -> None:
     assert failed["reason"] == "bug"
     assert "KeyError" in failed["message"]
     assert world.kube.status().get("metricsOutageSince") is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        # What the Kubernetes client raises when the API server is down or restarting.
+        (urllib3.exceptions.MaxRetryError(None, "/apis/x", "connection refused"), "network"),
+        (urllib3.exceptions.ProtocolError("Connection aborted."), "network"),
+        (urllib3.exceptions.ReadTimeoutError(None, "/apis/x", "read timed out"), "timeout"),
+        (ConnectionRefusedError(111, "refused"), "network"),
+        (TimeoutError(), "timeout"),
+        (KeyError("missing"), "bug"),
+    ],
+)
+def test_an_unreachable_api_server_is_a_network_failure_not_a_bug(
+    exc: BaseException, reason: str
+) -> None:
+    assert failure_reason(exc) == reason
 
 
 def tick_errors(reason: str) -> float:

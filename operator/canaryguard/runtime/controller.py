@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3.exceptions
+
 from canaryguard.adapters.istio import plan_routes, read_weights
 from canaryguard.adapters.kube import merge_patch
 from canaryguard.core import engine
@@ -396,13 +398,15 @@ def _key(body: Mapping[str, Any]) -> Key:
 
 def failure_reason(exc: BaseException) -> str:
     """A short, bounded label for a failed tick: the API server's HTTP status, a network
-    error or timeout, or a bug (anything else)."""
+    error or timeout, or a bug (anything else). The Kubernetes client raises urllib3's own
+    errors for a server that refuses or drops connections (MaxRetryError, ProtocolError),
+    which are not OSErrors: they are the network too."""
     status = getattr(exc, "status", None)
     if isinstance(status, int) and 100 <= status <= 599:
         return f"api_{status}"
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | urllib3.exceptions.TimeoutError):
         return "timeout"
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError | urllib3.exceptions.HTTPError):
         return "network"
     return "bug"
 

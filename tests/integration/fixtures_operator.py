@@ -11,11 +11,10 @@ annotation, as an installer and a Secret's owner would do.
 """
 
 import json
-import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -109,9 +108,16 @@ class Operator(OperatorProcess):
     /metrics and liveness endpoints."""
 
     def __init__(
-        self, kubeconfig: Path, namespace: str, log_path: Path, args: Sequence[str]
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        args: Sequence[str],
+        *,
+        module: str = "canaryguard",
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(kubeconfig, [namespace], log_path, args)
+        super().__init__(kubeconfig, [namespace], log_path, args, module=module, env=env)
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> None:
@@ -123,13 +129,6 @@ class Operator(OperatorProcess):
             super().start(timeout)
         except ChildProcessError as exc:
             pytest.fail(str(exc), pytrace=False)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no last status write."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -211,15 +210,23 @@ def operator(
     """`operator()` starts the operator for this test's namespace, allowed to send requests to
     the session's Prometheus and PagerDuty receiver; stopped after the test, and its log is
     printed when the test fails. `operator(kubeconfig=..., args=[...])` logs in as someone
-    else or replaces the allow flags."""
+    else or replaces the allow flags; `module=` and `env=` run another entry point (the crash
+    points of `canaryguard_testbed.crashpoints`) with more environment variables."""
     started: list[Operator] = []
 
-    def start(kubeconfig: Path | None = None, args: Sequence[str] | None = None) -> Operator:
+    def start(
+        kubeconfig: Path | None = None,
+        args: Sequence[str] | None = None,
+        module: str = "canaryguard",
+        env: Mapping[str, str] | None = None,
+    ) -> Operator:
         op = Operator(
             kubeconfig or operator_kubeconfig,
             namespace,
             tmp_path / f"operator-{len(started)}.log",
             allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args,
+            module=module,
+            env=env,
         )
         started.append(op)
         op.start()

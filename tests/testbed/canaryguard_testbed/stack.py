@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -54,7 +55,9 @@ Progress = Callable[[str], None]
 class OperatorProcess:
     """`canaryguard run` as a child process watching `namespaces`, logged in from
     `kubeconfig`, with its JSON log in `log_path`; `args` are more flags of `run` (the
-    Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...)."""
+    Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...).
+    `module` is what `python -m` runs (`canaryguard`, or the fault campaign's
+    `canaryguard_testbed.crashpoints`), `env` more environment variables."""
 
     def __init__(
         self,
@@ -62,11 +65,16 @@ class OperatorProcess:
         namespaces: Sequence[str],
         log_path: Path,
         args: Sequence[str] = (),
+        *,
+        module: str = "canaryguard",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = tuple(namespaces)
         self.log_path = log_path
         self.args = tuple(args)
+        self.module = module
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
         self.metrics_port = 0
@@ -77,7 +85,7 @@ class OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
         self.proc = spawn(
             python_module_args(
-                "canaryguard",
+                self.module,
                 "run",
                 f"--kubeconfig={self.kubeconfig}",
                 *(f"--namespace={ns}" for ns in self.namespaces),
@@ -87,7 +95,7 @@ class OperatorProcess:
                 *self.args,
             ),
             self.log_path,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         deadline = time.monotonic() + timeout
         while not http_ok(self.liveness_url):
@@ -124,6 +132,14 @@ class OperatorProcess:
         """SIGTERM (kopf shuts down cleanly), SIGKILL after 10 s."""
         if self.proc is not None:
             terminate(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no last status write (a crash, an OOM kill, a lost node)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
             self.proc = None
 
 

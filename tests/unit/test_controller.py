@@ -157,6 +157,58 @@ def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_cana
     ]
 
 
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+@pytest.mark.parametrize(
+    "after", [pytest.param(FEW, id="inconclusive"), pytest.param(HEALTHY, id="healthy")]
+)
+def test_a_rollback_weight_write_that_failed_is_recorded_at_the_next_tick(
+    after: SloObservation, landed: bool
+) -> None:
+    """The rollback's weight write fails with its outcome unknown: it landed and the answer
+    was lost (the API server died after committing it), or it did not land. Either way the
+    operator decides the next tick from the rollback it could not confirm, so it is recorded
+    and paged once even when the breach is no longer seen (the canary's traffic is gone), and
+    the weights end 100/0 (set back down if the write had not landed)."""
+    world = World()
+    controller = breached(world)
+    if landed:
+        world.router.lose_answers(1)
+    else:
+        world.router.fail_writes(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 150, obs(BREACH))
+    assert world.router.weights() == [(100, 0) if landed else (50, 50)]
+    assert world.kube.status()["phase"] == "Progressing"
+
+    world.tick(controller, 180, obs(after))
+
+    assert world.router.weights() == [(100, 0)]
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    assert status["rollback"]["reason"] == "SLOBreach"
+    assert world.pager.dedup_keys == [dedup_key(world)]
+
+
+def test_a_step_weight_write_that_failed_is_not_taken_as_done() -> None:
+    """A failed write that would raise the canary's share is not decided from: if it landed,
+    the next tick finds more canary traffic than the status says and sets it back down, then
+    advances again when the step is judged (DESIGN.md 8: only a judged step raises it)."""
+    world = World()
+    controller = world.controller()
+    world.tick(controller, 0, obs(HEALTHY))
+    assert world.router.weights() == [(90, 10)]
+    world.router.lose_answers(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 120, obs(HEALTHY))  # hold over: 50/50 written, answer lost
+    assert world.router.weights() == [(50, 50)]
+    assert world.kube.status()["canaryWeight"] == 10
+
+    world.tick(controller, 150, obs(FEW))  # nothing judged healthy: no advance
+
+    assert world.router.weights() == [(90, 10)]
+    assert ("Warning", "WeightsReasserted") in world.kube.reasons()
+
+
 @pytest.mark.parametrize("after", [pytest.param(FEW, id="inconclusive"), HEALTHY])
 def test_a_failed_rollback_status_write_is_written_at_the_next_tick(after: SloObservation) -> None:
     """The rollback's status write fails but the operator lives: it decides the next tick

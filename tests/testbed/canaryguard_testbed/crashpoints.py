@@ -120,16 +120,19 @@ def install(points: CrashPoints) -> None:
     from canaryguard.core.actions import SetWeights
     from canaryguard.runtime.controller import Controller
 
-    missing = [m for m in ("_apply_weights", "_deliver", "tick_key") if not hasattr(Controller, m)]
+    wrapped = ("_apply_weights", "_write", "_deliver", "tick_key")
+    missing = [m for m in wrapped if not hasattr(Controller, m)]
     if missing:
         raise RuntimeError(f"crash points cannot be placed: Controller has no {missing}")
     rng = random.Random(points.seed)
     apply_weights = Controller._apply_weights
     deliver = Controller._deliver
     tick_key = Controller.tick_key
+    write = Controller._write
     # Rollouts whose weights were written and whose decided status is not written yet: in
     # the middle of a tick, or held in memory after a failed status write (`_unwritten`).
     in_flight: dict[str, str] = {}
+    decided: dict[str, tuple[str, int]] = {}  # the phase and weight their status will have
 
     def publish() -> None:
         if points.in_flight_path:
@@ -148,6 +151,7 @@ def install(points: CrashPoints) -> None:
         # Marked before the write: a write under way may land even if the process dies
         # before the answer comes back.
         in_flight[rollout] = f"writing {weights}"
+        decided[rollout] = (result.status.phase, written[-1].canary)
         publish()
         await apply_weights(self, spec, result)
         in_flight[rollout] = weights
@@ -165,12 +169,23 @@ def install(points: CrashPoints) -> None:
                 in_flight={k: v for k, v in in_flight.items() if k != rollout},
             )
 
+    def done(rollout: str) -> None:
+        if in_flight.pop(rollout, None) is not None:
+            decided.pop(rollout, None)
+            publish()
+
+    async def write_and_track(self: Controller, body: Any, before: Any, after: Any) -> Any:
+        updated = await write(self, body, before, after)
+        meta = body.get("metadata") or {}
+        rollout = f"{meta.get('namespace')}/{meta.get('name')}"
+        if decided.get(rollout) == (after.phase, after.canary_weight):
+            done(rollout)  # the status that goes with the weights is written
+        return updated
+
     async def tick_and_track(self: Controller, key: Any) -> None:
         await tick_key(self, key)
-        rollout = f"{key[0]}/{key[1]}"
-        if rollout in in_flight and key not in getattr(self, "_unwritten", {}):
-            del in_flight[rollout]
-            publish()
+        if key not in getattr(self, "_unwritten", {}):
+            done(f"{key[0]}/{key[1]}")  # no decided status is left unwritten
 
     async def deliver_then_maybe_crash(
         self: Controller, body: Any, spec: Any, status: Any, page: Any
@@ -189,6 +204,7 @@ def install(points: CrashPoints) -> None:
 
     Controller._apply_weights = apply_weights_then_maybe_crash  # type: ignore[method-assign]
     Controller._deliver = deliver_then_maybe_crash  # type: ignore[method-assign]
+    Controller._write = write_and_track  # type: ignore[method-assign]
     Controller.tick_key = tick_and_track  # type: ignore[method-assign]
 
 

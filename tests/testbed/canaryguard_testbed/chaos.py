@@ -67,7 +67,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -124,19 +124,19 @@ class Config:
 
     rollouts: int = 50
     seed: int = 1
-    spacing: float = 2.5  # seconds between two rollouts' creation
+    spacing: float = 3.0  # seconds between two rollouts' creation
     interval: int = 1  # analysis interval, seconds
     holds: tuple[int, ...] = (4, 5, 6, 7)  # each step's hold is one of these, seconds
     windows: tuple[int, ...] = (3, 4, 5)  # each rollout's window is one of these, seconds
     error_rates: tuple[float, ...] = (0.2, 0.5)  # what a breaching v2 fails
     rps: float = 50.0  # requests/s of each service
-    kills: int = 6  # SIGKILLs of the operator at random instants
+    kills: int = 5  # SIGKILLs of the operator at random instants
     crash_after_weights: float = 0.05  # per step weight write
     crash_after_rollback_weights: float = 0.3  # per rollback weight write
     crash_after_page: float = 0.2  # per page sent
-    max_crashes_after_weights: int = 3
-    max_crashes_after_rollback_weights: int = 5
-    max_crashes_after_page: int = 3
+    max_crashes_after_weights: int = 2
+    max_crashes_after_rollback_weights: int = 3
+    max_crashes_after_page: int = 2
     apiserver_restarts: int = 3
     prometheus_restarts: int = 4
     pagerduty_periods: int = 8  # alternately 429 with Retry-After and 500
@@ -371,10 +371,17 @@ class Outage:
     cause: str
     start: float
     end: float
+    # The operator only: when every rollout it tracks had finished a tick after the restart
+    # (its liveness answers before its watch has listed them and ticked each once).
+    ticked: float | None = None
 
     @property
     def seconds(self) -> float:
         return self.end - self.start
+
+    def until_ticked(self) -> Outage:
+        """This outage, counted until the operator had ticked every rollout again."""
+        return replace(self, end=max(self.end, self.ticked or self.end))
 
 
 @dataclass
@@ -572,6 +579,27 @@ class Campaign:
                 time.sleep(1)
         raise AssertionError("unreachable")
 
+    def _ticked(self, timeout: float = 20.0) -> float | None:
+        """Wait until the just started operator has finished as many ticks as there are
+        rollouts (each is due at once when its watch lists it); when (UNIX seconds)."""
+        op = self.operator
+        assert op is not None
+        deadline = time.time() + timeout
+        tracked = len(self.timeline.created)
+        while time.time() < deadline and op.proc is not None and op.exit_code is None:
+            with contextlib.suppress(OSError, ValueError):
+                with urllib.request.urlopen(op.metrics_url, timeout=1) as resp:  # noqa: S310
+                    text = resp.read().decode()
+                ticks = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("canaryguard_tick_duration_seconds_count")
+                )
+                if ticks >= tracked:
+                    return time.time()
+            time.sleep(0.1)
+        return None
+
     def _cut(self, died: float, cause: str) -> list[dict[str, Any]]:
         """What the operator's death cut between a weight write and a status write (read
         from the file the crash points keep), for the record; the file starts afresh."""
@@ -639,7 +667,7 @@ class Campaign:
         live = self._start_operator()
         for c in cut:
             c["live_after_s"] = round(live - died, 2)
-        self.outages.append(Outage("operator", cause, died, live))
+        self.outages.append(Outage("operator", cause, died, live, self._ticked()))
         self.fault_log.append(
             {
                 "at": round(died - self._t0, 2),
@@ -706,7 +734,7 @@ class Campaign:
                 c["live_after_s"] = round(live - began, 2)
             if cut:
                 record["cut"] = [f"{c['rollout']} {c['written']}" for c in cut]
-            self.outages.append(Outage("operator", "SIGKILL", began, live))
+            self.outages.append(Outage("operator", "SIGKILL", began, live, self._ticked()))
             record["down_s"] = round(live - began, 2)
         elif fault.kind == "restart-apiserver":
             self._apiserver_up = False
@@ -920,9 +948,11 @@ def evaluate(campaign: Campaign, final: Mapping[str, Any]) -> dict[str, Any]:
             "duplicate_triggers_merged",
             "lost_after_cut_rollback",
             "cut_between_writes",
+            "late_until_ticked",
         ),
         0,
     )
+    until_ticked = [o.until_ticked() for o in campaign.outages]
     delays: list[float] = []
     net_delays: list[float] = []
     outage_delays: list[float] = []
@@ -985,10 +1015,14 @@ def evaluate(campaign: Campaign, final: Mapping[str, Any]) -> dict[str, Any]:
             if cut_rollback:
                 counts["lost_after_cut_rollback"] += 1
                 c = cut_rollback[-1]
+                back = (
+                    f"was live again {c['live_after_s']}s later"
+                    if c.get("live_after_s") is not None
+                    else "died while starting again"
+                )
                 findings.append(
                     f"lost rollback: the operator died ({c['cause']}) between the rollback's "
-                    f"VirtualService write ({c['written']}) and its status write, and was live "
-                    f"again {c.get('live_after_s')}s later"
+                    f"VirtualService write ({c['written']}) and its status write, and {back}"
                 )
             else:
                 findings.append("lost rollback")
@@ -1027,12 +1061,22 @@ def evaluate(campaign: Campaign, final: Mapping[str, Any]) -> dict[str, Any]:
             delay = at - due
             lost_to_outages = covered(campaign.outages, due, at) if at > due else 0.0
             net = delay - lost_to_outages
+            # The same, with the operator counted down until it had ticked every rollout
+            # again after each restart.
+            net_ticked = delay - (covered(until_ticked, due, at) if at > due else 0.0)
+            restarts = sum(
+                1 for o in campaign.outages if o.component == "operator" and due < o.end < at
+            )
             row.update(
                 due=due,
                 delay_s=round(delay, 3),
                 outage_in_delay_s=round(lost_to_outages, 3),
                 net_delay_s=round(net, 3),
+                net_delay_until_ticked_s=round(net_ticked, 3),
+                operator_restarts_in_delay=restarts,
             )
+            if net_ticked > interval + TICK_JITTER:
+                counts["late_until_ticked"] += 1
             delays.append(delay)
             net_delays.append(net)
             if delay < 0:
@@ -1040,7 +1084,11 @@ def evaluate(campaign: Campaign, final: Mapping[str, Any]) -> dict[str, Any]:
                 findings.append(f"rolled back {-delay:.3f}s before the window ended")
             elif net > interval + TICK_JITTER:
                 counts["late_rollbacks"] += 1
-                findings.append(f"rolled back {delay:.3f}s after the window ({net:.3f}s net)")
+                findings.append(
+                    f"rolled back {delay:.3f}s after the window ({net:.3f}s net; "
+                    f"{net_ticked:.3f}s net of the operator's restarts until it ticked; "
+                    f"{restarts} operator restart(s) in between)"
+                )
             elif delay > interval + TICK_JITTER:
                 counts["delayed_by_our_outage"] += 1
                 outage_delays.append(delay)
@@ -1048,6 +1096,9 @@ def evaluate(campaign: Campaign, final: Mapping[str, Any]) -> dict[str, Any]:
             if injected is not None:
                 detection.append(since - injected)
         rows.append(row)
+    restart_to_ticked = [
+        o.ticked - o.end for o in campaign.outages if o.component == "operator" and o.ticked
+    ]
     by_component: dict[str, dict[str, Any]] = {}
     for o in campaign.outages:
         c = by_component.setdefault(o.component, {"count": 0, "seconds": 0.0, "longest_s": 0.0})
@@ -1110,6 +1161,7 @@ def evaluate(campaign: Campaign, final: Mapping[str, Any]) -> dict[str, Any]:
             "a tick includes its page delivery, retries on 429/5xx included",
         },
         "load_average_1m": _quantiles(campaign.load),
+        "operator_live_to_every_rollout_ticked_s": _quantiles(restart_to_ticked),
         "operator_exits": campaign.operator_exits,
         "cut_writes": [{**c, "at": round(c["at"] - campaign._t0, 2)} for c in campaign.cut_writes],
         "workload_retries": len(campaign.timeline.errors),
@@ -1120,6 +1172,7 @@ def evaluate(campaign: Campaign, final: Mapping[str, Any]) -> dict[str, Any]:
                 "cause": o.cause,
                 "start": round(o.start - campaign._t0, 2),
                 "seconds": round(o.seconds, 2),
+                "ticked_after_s": round(o.ticked - o.end, 2) if o.ticked else None,
             }
             for o in campaign.outages
         ],
@@ -1157,6 +1210,11 @@ _GOALS = (
     ("second_incidents", "second incidents (or any page for a healthy canary)", "0"),
     ("late_rollbacks", "rollbacks > 1 interval after the window, our outages discounted", "0"),
     ("delayed_by_our_outage", "rollbacks > 1 interval late only because of our outages", "-"),
+    (
+        "late_until_ticked",
+        "late, with the operator down until it ticked every rollout after a restart",
+        "-",
+    ),
     ("early_rollbacks", "rollbacks before the window ended", "0"),
     ("false_rollbacks", "healthy canaries rolled back", "0"),
     ("healthy_not_promoted", "healthy canaries not Promoted at the end", "0"),
@@ -1219,6 +1277,8 @@ def render(report: Mapping[str, Any]) -> str:
         f"  less our outages in that span (s): {_fmt(report['rollback_net_delay_s'])}",
         f"  of those delayed by our outage (s): {_fmt(report['delayed_by_our_outage_s'])}",
         f"injection to breachingSince (s): {_fmt(report['injection_to_breaching_since_s'])}",
+        "operator restarts, from liveness to every rollout ticked again (s): "
+        f"{_fmt(report['operator_live_to_every_rollout_ticked_s'])}",
         f"operator ticks sampled: {report['operator_ticks']['ticks']}, of which "
         f"{report['operator_ticks']['longer_than_interval']} took longer than the interval; "
         f"machine load average (1 min): {_fmt(report['load_average_1m'])}",

@@ -36,10 +36,11 @@ receiver's records; the goal of the first four is 0:
 - second incident: more than one incident for a rollout, or any for a healthy one;
 - late rollback: `rollback.at - (breachingSince + window)`, less the time within that span
   when a component was down because the campaign stopped it (the operator from its death
-  to its liveness answering again, kube-apiserver and Prometheus from their stop to their
-  readiness), is more than one interval (plus `TICK_JITTER`, 0.1 s: both times are read
-  when a tick starts, which lags its due time). A rollback later than that only because of
-  such an outage is counted apart, as delayed by an outage we caused, with its figures.
+  to its liveness answering again, kube-apiserver from its stop until it lists CanaryRollouts
+  and VirtualServices again, Prometheus from its stop to its readiness), is more than one
+  interval (plus `TICK_JITTER`, 0.1 s: both times are read when a tick starts, which lags
+  its due time). A rollback later than that only because of such an outage is counted
+  apart, as delayed by an outage we caused, with its figures.
 
 Lost rollbacks are broken down: the operator's crash points keep a file of the rollouts
 whose weights are being or have been written and whose status is not yet, so a lost rollback
@@ -741,7 +742,7 @@ class Campaign:
             self.cp.stop_apiserver(kill=fault.kill)
             self._pause(fault.down)
             self.cp.start_apiserver()
-            ready = time.time()
+            ready = self._serving_again()
             self._apiserver_up = True
             self.outages.append(
                 Outage("apiserver", "SIGKILL" if fault.kill else "SIGTERM", began, ready)
@@ -762,6 +763,31 @@ class Campaign:
         self.fault_log.append(record)
         detail = ", ".join(f"{k}={v}" for k, v in record.items() if k not in ("at", "kind"))
         self.progress(f"{record['at']:6.1f}s {fault.kind} ({detail})")
+
+    def _serving_again(self, timeout: float = 60.0) -> float:
+        """After kube-apiserver's /readyz: wait until it serves the resources the operator
+        uses (a list of CanaryRollouts and of VirtualServices; a custom resource's storage
+        may still answer 429 "storage is (re)initializing" after /readyz); when."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                self._api.list_namespaced_custom_object(
+                    GROUP, VERSION, NAMESPACE, PLURAL, limit=1, _request_timeout=5
+                )
+                self._api.list_namespaced_custom_object(
+                    "networking.istio.io",
+                    "v1",
+                    NAMESPACE,
+                    "virtualservices",
+                    limit=1,
+                    _request_timeout=5,
+                )
+                return time.time()
+            except Exception:  # any failure: not serving yet
+                time.sleep(0.1)
+        raise CampaignError(
+            f"kube-apiserver did not serve the rollouts {timeout:.0f}s after /readyz"
+        )
 
     def _settle(self) -> None:
         """After the last fault: keep the operator alive until every rollout is finished and

@@ -11,7 +11,6 @@ annotation, as an installer and a Secret's owner would do.
 """
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -115,9 +114,11 @@ class Operator(OperatorProcess):
         namespace: str,
         log_path: Path,
         args: Sequence[str],
+        *,
+        module: str = "canaryguard",
         env: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(kubeconfig, [namespace], log_path, args, env)
+        super().__init__(kubeconfig, [namespace], log_path, args, module=module, env=env)
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> None:
@@ -129,13 +130,6 @@ class Operator(OperatorProcess):
             super().start(timeout)
         except ChildProcessError as exc:
             pytest.fail(str(exc), pytrace=False)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no last status write."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -218,12 +212,15 @@ def operator(
     the session's Prometheus and PagerDuty receiver; stopped after the test, and its log is
     printed when the test fails. `operator(kubeconfig=..., args=[...], env={...})` logs in as
     someone else, replaces the allow flags (give them again, with `allow_flags`, to keep
-    them next to other flags such as `--leader-elect`) or adds to the environment."""
+    them next to other flags such as `--leader-elect`) or adds to the environment;
+    `module=` runs another entry point (the crash points of
+    `canaryguard_testbed.crashpoints`)."""
     started: list[Operator] = []
 
     def start(
         kubeconfig: Path | None = None,
         args: Sequence[str] | None = None,
+        module: str = "canaryguard",
         env: Mapping[str, str] | None = None,
     ) -> Operator:
         op = Operator(
@@ -231,7 +228,8 @@ def operator(
             namespace,
             tmp_path / f"operator-{len(started)}.log",
             allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args,
-            env,
+            module=module,
+            env=env,
         )
         started.append(op)
         op.start()

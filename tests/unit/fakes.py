@@ -268,6 +268,7 @@ class FakeRouter:
         self.writes: list[tuple[int, int]] = []
         self._failures = 0
         self._error: Exception | None = None
+        self._lost_answers = 0
         for vs in services:
             meta = vs["metadata"]
             self.services[(meta["namespace"], meta["name"])] = copy.deepcopy(dict(vs))
@@ -276,6 +277,12 @@ class FakeRouter:
         """Fail the next `count` weight writes that would change something."""
         self._failures = count
         self._error = error or InjectedFault("VirtualService write failed (injected)")
+
+    def lose_answers(self, count: int = 1) -> None:
+        """Carry out the next `count` weight writes that change something, then fail them
+        as if the answer were lost (the API server died after committing, a cut
+        connection)."""
+        self._lost_answers = count
 
     def weights(
         self,
@@ -319,6 +326,9 @@ class FakeRouter:
         self.services[(namespace, name)] = updated
         self.writes.append((baseline_weight, canary_weight))
         self.journal.add("weights", f"{baseline_weight}/{canary_weight}")
+        if self._lost_answers:
+            self._lost_answers -= 1
+            raise InjectedFault("VirtualService written, answer lost (injected)")
         return WeightChange(before, changed=True)
 
 

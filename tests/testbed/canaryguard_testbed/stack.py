@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -56,7 +57,8 @@ class OperatorProcess:
     `kubeconfig`, with its JSON log in `log_path`; `args` are more flags of `run` (the
     Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...,
     `--leader-elect`...), and `env` more environment (e.g. POD_NAME and POD_NAMESPACE, as the
-    downward API sets them)."""
+    downward API sets them). `module` is what `python -m` runs (`canaryguard`, or the fault
+    campaign's `canaryguard_testbed.crashpoints`)."""
 
     def __init__(
         self,
@@ -64,12 +66,15 @@ class OperatorProcess:
         namespaces: Sequence[str],
         log_path: Path,
         args: Sequence[str] = (),
+        *,
+        module: str = "canaryguard",
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = tuple(namespaces)
         self.log_path = log_path
         self.args = tuple(args)
+        self.module = module
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
@@ -81,7 +86,7 @@ class OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
         self.proc = spawn(
             python_module_args(
-                "canaryguard",
+                self.module,
                 "run",
                 f"--kubeconfig={self.kubeconfig}",
                 *(f"--namespace={ns}" for ns in self.namespaces),
@@ -128,6 +133,14 @@ class OperatorProcess:
         """SIGTERM (kopf shuts down cleanly), SIGKILL after 10 s."""
         if self.proc is not None:
             terminate(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no last status write (a crash, an OOM kill, a lost node)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
             self.proc = None
 
 

@@ -87,7 +87,8 @@ node-image: node-bins kind kind-images
 	bash hack/images/kind-node.sh
 
 # The kind tier alone (tests/kind): a kind cluster from the local node image, the operator
-# from its image and `kubectl apply -k manifests/`, Prometheus, the PagerDuty receiver and the
+# from its image and `kubectl apply -k tests/kind/manifests/install` (manifests/ with an
+# allowlist for the test bed), Prometheus, the PagerDuty receiver and the
 # test-bed mesh as Deployments; deleted at the end (KEEP_CLUSTER=1 keeps it). Needs a Docker
 # engine (docker-engine, through images); everything else is built here and cached.
 e2e-kind: venv bins kind images kind-images node-image

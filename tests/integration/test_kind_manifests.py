@@ -1,8 +1,10 @@
 """What the kind tier (tests/kind, `make e2e-kind`) applies, checked without Docker: its test
 bed manifests and the scenarios' CanaryRollouts, filled in as tests/kind/stack.py fills them,
 are accepted by a real API server with the Istio and canaryguard CRDs (schemas and CEL rules
-included), its Prometheus config passes promtool and scrapes only Services that exist, and its
-cluster config asks for what the node image provides."""
+included), its Prometheus config passes promtool and scrapes only Services that exist, its
+install overlay (tests/kind/manifests/install) is manifests/ with an allowlist that lets the
+rollouts reach the stack's Prometheus and receiver and nothing else, the receiver's Secret is
+opted in for every rollout, and its cluster config asks for what the node image provides."""
 
 from __future__ import annotations
 
@@ -15,9 +17,18 @@ from typing import Any
 import pytest
 import yaml
 
+from canaryguard.cli.main import build_parser
+from canaryguard.core.access import (
+    AddressNotAllowed,
+    Allowlist,
+    check_address,
+    parse_address,
+    secret_allows,
+)
 from canaryguard.core.spec import parse_spec
 from canaryguard_testbed.controlplane import ControlPlane
 from canaryguard_testbed.prometheus_server import find_prometheus
+from tests.integration.kustomize import Obj, one, operator_args, render
 from tests.kind import stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,3 +153,70 @@ def test_the_cluster_config_asks_for_what_the_node_image_provides() -> None:
     # Inside kind's default pod subnet (the cluster config leaves it at 10.244.0.0/16).
     assert "podSubnet" not in networking
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.0.0/24"}]]
+
+
+# --- the install overlay ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def overlay(control_plane: ControlPlane) -> list[Obj]:
+    return render(control_plane, stack.INSTALL)
+
+
+def without_allowlist(objs: list[Obj]) -> list[Obj]:
+    """The objects with the allowlist ConfigMap left out and its (hashed) name blanked where
+    the Deployment refers to it."""
+    kept = []
+    for obj in copy.deepcopy(objs):
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith(
+            "canaryguard-allowlist"
+        ):
+            continue
+        if obj["kind"] == "Deployment":
+            for container in obj["spec"]["template"]["spec"]["containers"]:
+                for var in container.get("env", []):
+                    ref = var.get("valueFrom", {}).get("configMapKeyRef")
+                    if ref:
+                        ref["name"] = "canaryguard-allowlist"
+        kept.append(obj)
+    return kept
+
+
+def test_the_overlay_is_the_shipped_install_but_for_the_allowlist(
+    control_plane: ControlPlane, overlay: list[Obj]
+) -> None:
+    base = render(control_plane, ROOT / "manifests")
+    assert without_allowlist(overlay) == without_allowlist(base)
+    assert one(overlay, "Deployment", "canaryguard")["spec"]["replicas"] >= 1
+
+
+def test_the_overlay_allows_the_stacks_prometheus_and_receiver_and_nothing_else(
+    overlay: list[Obj],
+) -> None:
+    args = build_parser().parse_args(operator_args(overlay))
+    assert args.allow_prometheus == [parse_address(stack.PROMETHEUS_URL)]
+    assert args.allow_pagerduty == [parse_address(stack.PAGERDUTY_URL)]
+    prometheus = Allowlist(tuple(args.allow_prometheus), "--allow-prometheus")
+    pagerduty = Allowlist(tuple(args.allow_pagerduty), "--allow-pagerduty")
+    rollouts = [o for o in everything() if o["kind"] == "CanaryRollout"]
+    assert len(rollouts) == len(stack.SERVICES)
+    for rollout in rollouts:
+        spec = rollout["spec"]
+        check_address("prometheus", spec["metrics"]["prometheus"]["address"], prometheus)
+        check_address("pagerDuty", spec["paging"]["pagerDuty"]["url"], pagerduty)
+    # The shipped defaults are not allowed here.
+    with pytest.raises(AddressNotAllowed):
+        check_address("prometheus", "http://prometheus.monitoring:9090", prometheus)
+    with pytest.raises(AddressNotAllowed):
+        check_address("pagerDuty", "https://events.pagerduty.com/v2/enqueue", pagerduty)
+
+
+def test_the_routing_key_secret_is_opted_in_for_every_rollout_that_names_it() -> None:
+    objs = everything()
+    secrets = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Secret"}
+    for rollout in (o for o in objs if o["kind"] == "CanaryRollout"):
+        ref = rollout["spec"]["paging"]["pagerDuty"]["routingKeySecretRef"]
+        secret = secrets[ref["name"]]
+        assert ref["key"] in secret["stringData"]
+        name = rollout["metadata"]["name"]
+        assert secret_allows(secret["metadata"].get("annotations"), name), name

@@ -94,7 +94,7 @@ def kind_cluster() -> Iterator[KindCluster]:
             cluster.load(*images)
         with TIMINGS.phase("Istio CRDs"):
             stack.install_istio_crds(cluster, crds)
-        with TIMINGS.phase("kubectl apply -k manifests/, operator ready"):
+        with TIMINGS.phase("kubectl apply -k tests/kind/manifests/install, operator ready"):
             stack.install_operator(cluster)
         with TIMINGS.phase("test bed ready (Prometheus, receiver, 3 meshes with load)"):
             stack.install_stack(cluster)

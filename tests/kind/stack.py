@@ -1,5 +1,7 @@
 """What the kind tier installs in its cluster: Istio's CRDs, the operator as users install it
-(`kubectl apply -k manifests/`, its image loaded with `kind load`), and the test bed in
+(`kubectl apply -k` of manifests/ through the overlay tests/kind/manifests/install, which only
+allows the test bed's Prometheus and PagerDuty receiver; its image loaded with `kind load`),
+and the test bed in
 namespace e2e (tests/kind/manifests/): Prometheus, the PagerDuty receiver and, per service,
 model servers v1 and v2, a router that follows the VirtualService, and steady load."""
 
@@ -13,6 +15,8 @@ from typing import Any
 from tests.kind.cluster import ROOT, KindCluster
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
+# manifests/ with the allowlist replaced by the addresses below.
+INSTALL = MANIFESTS / "install"
 NAMESPACE = "e2e"
 OPERATOR_NAMESPACE = "canaryguard-system"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # 32 characters, like a real one
@@ -64,6 +68,8 @@ def stack_manifests(
             TESTBED_IMAGE=image,
             PROMETHEUS_IMAGE=PROMETHEUS_IMAGE,
             ROUTING_KEY=ROUTING_KEY,
+            # The Secret's opt-in (canaryguard.io/allowed-rollouts): every scenario's rollout.
+            ALLOWED_ROLLOUTS=",".join(services),
             SCRAPE_ROUTERS=json.dumps(routers),
             SCRAPE_MODELS=json.dumps(models),
         )
@@ -157,8 +163,9 @@ def install_istio_crds(cluster: KindCluster, crds: Path) -> None:
 
 
 def install_operator(cluster: KindCluster) -> None:
-    """`kubectl apply -k manifests/`, as the README tells users, then wait for the Pod."""
-    cluster.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests"), timeout=120)
+    """`kubectl apply -k` of the overlay (manifests/ as the README tells users to apply it,
+    allowlist aside), then wait for the Deployment."""
+    cluster.kubectl("apply", "--server-side", "-k", str(INSTALL), timeout=120)
     cluster.kubectl(
         "wait",
         "--for=condition=Established",

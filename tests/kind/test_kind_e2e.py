@@ -226,7 +226,13 @@ def test_the_operator_pod_deleted_mid_breach_rolls_back_on_time_from_the_new_pod
     r = start_rollout(kind_cluster, "fraud-restart", steps, [slo])
     r.wait_weights(50, 50, timeout=30)
     r.wait_healthy(timeout=60)
-    (old,) = operator_pods(kind_cluster)
+    # Every operator Pod goes, so this holds with more than one replica (leader election)
+    # as with the one manifests/ ships.
+    old = {p["metadata"]["name"] for p in operator_pods(kind_cluster)}
+    replicas = kind_cluster.get_json("deployment", "canaryguard", "-n", OPERATOR_NAMESPACE)["spec"][
+        "replicas"
+    ]
+    assert len(old) == replicas, old
     set_errors(kind_cluster, "fraud-restart", 0.3)
     breaching = wait_for(
         "breachingSince in status",
@@ -235,20 +241,20 @@ def test_the_operator_pod_deleted_mid_breach_rolls_back_on_time_from_the_new_pod
     )
     since = ts(breaching)
     wait_until(since + timedelta(seconds=2))
-    kind_cluster.kubectl(
-        "delete", "pod", "-n", OPERATOR_NAMESPACE, old["metadata"]["name"], "--wait=false"
-    )
+    kind_cluster.kubectl("delete", "pod", "-n", OPERATOR_NAMESPACE, *sorted(old), "--wait=false")
     deleted_at = now()
     assert r.phase() == "Progressing"
 
-    def new_pod() -> tuple[str, datetime] | None:
-        for pod in operator_pods(kind_cluster):
-            started = ready_since(pod)
-            if pod["metadata"]["name"] != old["metadata"]["name"] and started:
-                return pod["metadata"]["name"], started
-        return None
+    def new_pods() -> dict[str, datetime] | None:
+        ready = {
+            pod["metadata"]["name"]: started
+            for pod in operator_pods(kind_cluster)
+            if pod["metadata"]["name"] not in old and (started := ready_since(pod))
+        }
+        return ready if len(ready) >= replicas else None
 
-    new_name, new_started = wait_for("a new operator Pod, Ready", new_pod, timeout=60)
+    new = wait_for("new operator Pods, Ready", new_pods, timeout=60)
+    new_started = min(new.values())
     figure(f"operator Pod deleted to new Pod Ready {(now() - deleted_at).total_seconds():.1f} s")
     seen_since: set[str | None] = set()
 
@@ -272,9 +278,11 @@ def test_the_operator_pod_deleted_mid_breach_rolls_back_on_time_from_the_new_pod
     )
     assert RESTART_WINDOW <= held <= RESTART_WINDOW + LATE, held
     assert ts(rollback["at"]) > new_started
-    # The new Pod took the decision (the old one is gone, and so is its log).
-    log = kind_cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, new_name).stdout
-    decisions = [line for line in log.splitlines() if "decision" in line and r.name in line]
+    # A new Pod took the decision (the old ones are gone, and so are their logs).
+    logs = [kind_cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, name).stdout for name in new]
+    decisions = [
+        line for log in logs for line in log.splitlines() if "decision" in line and r.name in line
+    ]
     assert any("RolledBack" in line for line in decisions), decisions
     assert r.weights() == (100, 0)
     assert r.event_reasons().count("RolledBack") == 1

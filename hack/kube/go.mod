@@ -1,4 +1,6 @@
-// Wrapper module: builds kube-apiserver and kubectl of one pinned Kubernetes release.
+// Wrapper module: builds kube-apiserver and kubectl of one pinned Kubernetes release (make bins),
+// and kubelet, kubeadm, kube-proxy, kube-controller-manager and kube-scheduler for the kind
+// node image (make node-bins).
 // k8s.io/kubernetes replaces its staging modules with ./staging paths, which only work
 // inside its own repository, so this module replaces each with its published version.
 module canaryguard.local/hack/kube

@@ -9,6 +9,7 @@ server's service proxy, so the tests need no port mapping on the host.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -244,6 +245,7 @@ class KindCluster:
                     "--retain",
                     timeout=400,
                 )
+                self.deleted = False
             except KindError as exc:
                 # Retained for its logs, then deleted: nothing is left behind.
                 logs = self.workdir / "create-failure-logs"
@@ -281,6 +283,11 @@ class KindCluster:
         left = self.containers()
         if left:
             raise KindError(f"containers of kind cluster {self.name} left behind: {left}")
+        # Its kubeconfig and kubectl's cache go too; logs of a failed creation stay.
+        self.kubeconfig.unlink(missing_ok=True)
+        shutil.rmtree(self.workdir / "kubectl-cache", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.workdir.rmdir()
 
     def export_logs(self, directory: Path) -> None:
         self.kind_cmd("export", "logs", str(directory), "--name", self.name, check=False)

@@ -5,7 +5,8 @@ installed from its image and manifests, the test bed deployed in namespace e2e.
     .venv/bin/python -m pytest -m kind tests/kind
     KEEP_CLUSTER=1 make e2e-kind               # leave the cluster up afterwards
 
-The cluster (CANARYGUARD_KIND_CLUSTER, default canaryguard-e2e) is reused when a healthy one
+The cluster (CANARYGUARD_KIND_CLUSTER, default canaryguard-e2e-<hash of this checkout's path>,
+so checkouts sharing a Docker engine never touch each other's) is reused when a healthy one
 is left from an interrupted run (its namespaces e2e and canaryguard-system are deleted
 first), else deleted and created again; it is deleted at the end with every container it
 made. A failing test's report carries the operator's log, Pod states and Events; the end of
@@ -14,6 +15,7 @@ the run prints where the time went.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -47,6 +49,13 @@ def pins() -> dict[str, str]:
     return values
 
 
+def default_cluster_name() -> str:
+    """`canaryguard-e2e-<6 hex digits of this checkout's path>`: stable for this checkout (an
+    interrupted run's cluster is found again), distinct from other checkouts' clusters on the
+    same Docker engine (which this tier must never reuse or delete)."""
+    return f"canaryguard-e2e-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]}"
+
+
 def need(what: str, fix: str) -> None:
     """Stop the session: the kind tier cannot run without `what`."""
     pytest.exit(f"kind tier: {what}; {fix}", returncode=1)
@@ -77,7 +86,7 @@ def kind_cluster() -> Iterator[KindCluster]:
     if missing:
         need(f"images {', '.join(missing)} are missing", "run `make images`")
 
-    name = os.environ.get("CANARYGUARD_KIND_CLUSTER", "canaryguard-e2e")
+    name = os.environ.get("CANARYGUARD_KIND_CLUSTER") or default_cluster_name()
     workdir = Path(tempfile.gettempdir()) / f"canaryguard-kind-{name}"
     cluster = KindCluster(name, kind, kubectl, node_image, workdir, TIMINGS)
     try:

@@ -90,7 +90,8 @@ def test_duration_fields_use_the_parsers_grammar_and_bounds() -> None:
     durations = {
         path: node for path, node in nodes(SPEC_SCHEMA) if "([0-9]+h)" in node.get("pattern", "")
     }
-    assert len(durations) == 6  # timeout, hold, interval, maxMetricsOutage, window, lookback
+    # timeout, steps[].hold, shadow.hold, interval, maxMetricsOutage, window, lookback
+    assert len(durations) == 7
     assert {node["pattern"] for node in durations.values()} == {DURATION_PATTERN}
     # CEL's duration() reads the same grammar; its bounds are the parser's.
     bounds = {
@@ -115,7 +116,8 @@ def test_cross_field_rules_are_declared() -> None:
         if "([0-9]+h)" not in node.get("pattern", "")
         for rule in node.get("x-kubernetes-validations", [])
     ]
-    assert len(rules) == 13  # 10 cross-field, 2 addresses, selector keys
+    # 10 cross-field, 2 addresses, selector keys, 3 of spec.shadow.skipSlos
+    assert len(rules) == 16
     assert all(
         rule["message"]
         for _, n in nodes(SPEC_SCHEMA)

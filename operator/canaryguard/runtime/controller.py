@@ -269,7 +269,8 @@ class Controller:
         if (conflict := self._claims.conflict(spec, status.phase, vs, routes, router)) is not None:
             raise RouteError(conflict)
         # What the router has now: the engine never raises the canary's share but by a decision.
-        routed = canary_share(router.read(vs, routes, spec.baseline, spec.canary))
+        current = router.read(vs, routes, spec.baseline, spec.canary)
+        routed = canary_share(current)
         observations = Observations()
         # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before
@@ -281,7 +282,12 @@ class Controller:
             for slo in observations.slos.values():
                 if slo.unavailable:
                     metrics.QUERY_ERRORS.labels(kind="unavailable").inc()
-        return engine.tick(spec, status, replace(observations, routed_canary=routed), now)
+        observations = replace(
+            observations,
+            routed_canary=routed,
+            routed_mirror=tuple(w.mirror for w in current),
+        )
+        return engine.tick(spec, status, observations, now)
 
     async def _metrics_source(self, spec: Spec) -> MetricsSource:
         prom = spec.metrics.prometheus
@@ -354,6 +360,7 @@ class Controller:
             spec.canary,
             wanted.baseline,
             wanted.canary,
+            wanted.mirror,
         )
 
     async def _write(

@@ -49,6 +49,7 @@ def test_shadow_catches_a_v2_failing_5_percent_of_mirrored_requests_before_any_u
         r.wait_page("Delivered", timeout=30)
         served = e2e.mesh.served()
         sent_to_v2 = e2e.mesh.mirrored()
+    print(f"shadow catch (VirtualService): served {served}, mirrored {sent_to_v2}")
 
     # Not one user response came from v2, while v2 was judged on thousands of mirrored ones.
     assert served.get("v2", 0) == 0
@@ -99,3 +100,47 @@ def test_a_healthy_shadow_removes_the_mirror_and_goes_on_to_promotion(e2e: EndTo
     assert actions[:3] == ["ShadowStarted", "ShadowPassed", "StepAdvanced"]
     assert actions[-1] == "Promoted"
     assert e2e.pagerduty.events() == []
+
+
+def test_httproute_shadow_mirrors_with_a_request_mirror_filter_and_rolls_back(
+    e2e: EndToEnd,
+) -> None:
+    """The same catch on a Gateway API HTTPRoute: the operator adds a RequestMirror filter
+    (percent 50) to the rule `primary`, in the Gateway API's own CRDs (standard channel),
+    and removes it with the rollback."""
+    from tests.integration.test_e2e_httproute import V2, start
+
+    e2e.start_mesh(http_route="fraud-model")
+    e2e.mesh.control("v2", {"error_rate": 0.05})
+    r = start(
+        e2e,
+        shadow={"percent": 50, "hold": "120s"},
+        slos=[error_rate_slo(window="6s", lookback="10s")],
+    )
+
+    def rule() -> dict[str, Any]:
+        found: dict[str, Any] = next(
+            x for x in r.route()["spec"]["rules"] if x.get("name") == "primary"
+        )
+        return found
+
+    with e2e.traffic(rate=100):
+        e2e.operator()
+        wait_for("the RequestMirror filter", lambda: "filters" in rule(), timeout=30)
+        (mirror,) = rule()["filters"]
+        assert mirror["type"] == "RequestMirror"
+        assert mirror["requestMirror"]["percent"] == 50
+        assert mirror["requestMirror"]["backendRef"]["name"] == V2
+        status = r.wait_phase("RolledBack", timeout=90)
+        r.wait_page("Delivered", timeout=30)
+        served = e2e.mesh.served()
+        sent_to_v2 = e2e.mesh.mirrored()
+    print(f"shadow catch (HTTPRoute): served {served}, mirrored {sent_to_v2}")
+
+    assert served.get("v2", 0) == 0
+    assert sent_to_v2["v2"] >= 200
+    assert "filters" not in rule()
+    assert r.weights() == (100, 0)
+    assert rule()["timeouts"] == {"request": "5s"}
+    assert status["shadow"]["state"] == "Failed"
+    assert len(e2e.pagerduty.events()) == 1

@@ -5,11 +5,13 @@ forget, answers discarded, reported under v2 in Istio's metrics) and counts the 
 returned to clients per version, which is how these tests prove that no user was served by
 v2 before the shadow ended."""
 
+import json
 from typing import Any
 
 import pytest
 
-from tests.integration.fixtures_e2e import EndToEnd, error_rate_slo
+from canaryguard_testbed.controlplane import ControlPlane
+from tests.integration.fixtures_e2e import EndToEnd, error_rate_slo, rollout_body
 from tests.integration.fixtures_operator import Rollout, wait_for
 
 pytestmark = pytest.mark.integration
@@ -144,3 +146,46 @@ def test_httproute_shadow_mirrors_with_a_request_mirror_filter_and_rolls_back(
     assert rule()["timeouts"] == {"request": "5s"}
     assert status["shadow"]["state"] == "Failed"
     assert len(e2e.pagerduty.events()) == 1
+
+
+@pytest.mark.parametrize(
+    ("shadow", "message"),
+    [
+        ({"percent": 0, "hold": "1m"}, "spec.shadow.percent: Invalid value: 0"),
+        ({"percent": 101, "hold": "1m"}, "spec.shadow.percent: Invalid value: 101"),
+        ({"percent": 10}, "spec.shadow.hold: Required value"),
+        ({"percent": 10, "hold": "soon"}, "spec.shadow.hold: Invalid value"),
+        ({"percent": 10, "hold": "9000h"}, "must be at most 8760h"),
+        ({"percent": 10, "hold": "1m", "onBreach": "email"}, "spec.shadow.onBreach: Unsupported"),
+        (
+            {"percent": 10, "hold": "1m", "skipSlos": ["ctr"]},
+            "shadow.skipSlos must name SLOs of analysis.slos",
+        ),
+        (
+            {"percent": 10, "hold": "1m", "skipSlos": ["error-rate"]},
+            "shadow.skipSlos must leave at least one SLO to judge the shadow on",
+        ),
+        (
+            {"percent": 10, "hold": "1m", "skipSlos": ["error-rate", "error-rate"]},
+            "skipSlos must not repeat a name",
+        ),
+    ],
+)
+def test_the_api_server_refuses_a_bad_shadow_naming_the_field(
+    control_plane: ControlPlane, namespace: str, shadow: dict[str, Any], message: str
+) -> None:
+    body = rollout_body(namespace, "http://127.0.0.1:9", "http://127.0.0.1:9", shadow=shadow)
+    refused = control_plane.kubectl("create", "-f", "-", input=json.dumps(body), check=False)
+    assert refused.returncode != 0
+    assert message in refused.stderr
+
+
+def test_the_api_server_takes_a_good_shadow_with_its_default(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    body = rollout_body(
+        namespace, "http://127.0.0.1:9", "http://127.0.0.1:9", shadow={"percent": 5, "hold": "1m"}
+    )
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(body))
+    out = control_plane.kubectl("get", "cro", "fraud-model", "-n", namespace, "-o=json").stdout
+    assert json.loads(out)["spec"]["shadow"] == {"percent": 5, "hold": "1m", "onBreach": "page"}

@@ -369,3 +369,16 @@ def test_shadow_defaults() -> None:
         "page",
         (),
     )
+
+
+def test_shadow_dropped_from_the_spec_while_running_ends_at_the_next_healthy_tick() -> None:
+    data = shadow_spec(skipSlos=[])
+    r = Rollout(make_spec(data))
+    r.started()
+    del data["shadow"]
+    r.spec = make_spec(data)
+    assert r.tick(30, obs(FEW)).actions == ()  # no evidence: no step, mirror kept
+    assert r.status.shadow is not None and r.status.shadow.running
+    result = r.tick(60)
+    assert writes(result.actions) == [(90, 10, 0)]
+    assert r.status.shadow is not None and r.status.shadow.state == "Passed"

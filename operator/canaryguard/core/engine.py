@@ -18,6 +18,12 @@ DESIGN.md "Decision semantics":
 4. Outage: while any query fails, weights never move forward; after `maxMetricsOutage` of
    continuous outage the rollout rolls back or pauses (and resumes when metrics return).
 5. Protection never pauses: a paused rollout still rolls back.
+6. Shadow (`spec.shadow`): before step 1, the baseline serves everyone (weights 100/0) while
+   `percent` of the requests are mirrored to the canary. The canary is judged on them by the
+   rules above, except the SLOs named in `skipSlos` (verdict `skipped`: they need real
+   outcomes). A rollback there removes the mirror (it pages unless `onBreach` is `event`);
+   the hold over with every judged SLO healthy, the mirror goes and step 1 applies, in the
+   same route write. While shadowing, a mirror found missing or changed is set again.
 
 A manual request (`promote` or `abort`, from the `canaryguard.io/request` annotation) not yet
 in `status.lastRequest` is carried out first and ends the tick: nothing is judged. On a

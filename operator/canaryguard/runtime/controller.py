@@ -11,7 +11,8 @@ status write, or a failed weight write that lowered the canary and may have land
 in memory and decided from at the next tick. A crash between 1 and 2 loses that memory: the
 restarted operator finds the canary lowered below the status' weight and holds, and rolls
 back again only while the breach can still be seen (the fault campaign's known gap,
-bench/chaos.py).
+bench/chaos.py). The shadow phase's mirror is part of the weight write (one object write
+sets, or removes, both), so it has no crash window of its own.
 """
 
 from __future__ import annotations

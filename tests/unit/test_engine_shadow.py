@@ -382,3 +382,21 @@ def test_shadow_dropped_from_the_spec_while_running_ends_at_the_next_healthy_tic
     result = r.tick(60)
     assert writes(result.actions) == [(90, 10, 0)]
     assert r.status.shadow is not None and r.status.shadow.state == "Passed"
+
+
+def test_manual_abort_in_shadow_removes_the_mirror_and_marks_it_skipped() -> None:
+    data = {
+        "metadata": {"annotations": {REQUEST_ANNOTATION: '{"id": "r2", "action": "abort"}'}},
+        "spec": shadow_spec(),
+    }
+    r = Rollout(make_spec(shadow_spec()))
+    r.started()
+    r.spec = parse_spec(data, namespace="ml", name="scorer")
+    result = r.tick(30)
+    assert writes(result.actions) == [(100, 0, 0)]
+    assert pages(result.actions) == []  # an abort pages only when asked
+    assert r.status.phase == "RolledBack"
+    assert r.status.shadow is not None
+    assert (r.status.shadow.state, r.status.shadow.ended_at) == ("Skipped", at(30))
+    assert r.status.rollback is not None and r.status.rollback.reason == "Manual"
+    assert not r.status.rollback.message.startswith("in shadow")

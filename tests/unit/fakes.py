@@ -266,6 +266,7 @@ class FakeRouter:
         self.journal = journal or Journal()
         self.services: dict[Key, dict[str, Any]] = {}
         self.writes: list[tuple[int, int]] = []
+        self.mirrors: list[int] = []  # the mirror percent of each write
         self._failures = 0
         self._error: Exception | None = None
         self._lost_answers = 0
@@ -311,21 +312,28 @@ class FakeRouter:
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
+        mirror: int = 0,
     ) -> WeightChange:
         vs = await self.get(namespace, name)
         routes = self.plan(vs, route_names, baseline, canary)
         before: list[Weights] = self.read(vs, routes, baseline, canary)
-        if weights_match(before, baseline_weight, canary_weight):
+        if weights_match(before, baseline_weight, canary_weight, mirror):
             return WeightChange(before, changed=False)
         if self._failures:
             self._failures -= 1
             assert self._error is not None
             raise self._error
-        updated = self.with_weights(vs, routes, baseline, canary, baseline_weight, canary_weight)
+        updated = self.with_weights(
+            vs, routes, baseline, canary, baseline_weight, canary_weight, mirror
+        )
         updated["metadata"]["resourceVersion"] = str(int(vs["metadata"]["resourceVersion"]) + 1)
         self.services[(namespace, name)] = updated
         self.writes.append((baseline_weight, canary_weight))
-        self.journal.add("weights", f"{baseline_weight}/{canary_weight}")
+        self.mirrors.append(mirror)
+        self.journal.add(
+            "weights",
+            f"{baseline_weight}/{canary_weight}" + (f" mirror {mirror}%" if mirror else ""),
+        )
         if self._lost_answers:
             self._lost_answers -= 1
             raise InjectedFault("VirtualService written, answer lost (injected)")

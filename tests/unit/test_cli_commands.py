@@ -15,7 +15,14 @@ from canaryguard.cli.cluster import _api_error
 from canaryguard.cli.explain import explain
 from canaryguard.cli.main import build_parser, main
 from canaryguard.cli.status import render_detail, render_table
-from canaryguard.core.status import HistoryEntry, PageStatus, Rollback, SloStatus, Status
+from canaryguard.core.status import (
+    HistoryEntry,
+    PageStatus,
+    Rollback,
+    ShadowStatus,
+    SloStatus,
+    Status,
+)
 
 NOW = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
 COMMANDS = ("run", "status", "explain", "pause", "resume")
@@ -213,3 +220,65 @@ def test_explain_says_why_the_operator_refused_a_rollout() -> None:
         "AddressNotAllowed because it names an address the operator's installer did not "
         f"allow: invalid spec: {problem}"
     ) in text
+
+
+SHADOW_SPEC = {"percent": 25, "hold": "10m", "skipSlos": ["ctr"], "onBreach": "event"}
+
+
+def test_status_and_explain_show_a_running_shadow() -> None:
+    started = NOW - timedelta(minutes=3)
+    status = Status(
+        phase="Progressing",
+        canary_weight=0,
+        message="shadow, 25% mirrored to the canary: holding until 2024-06-01T12:37:00Z",
+        shadow=ShadowStatus(started, 25),
+        slos=(
+            SloStatus("errors", "healthy", "within margin"),
+            SloStatus("ctr", "skipped", "skipped in the shadow phase"),
+        ),
+    )
+    obj = rollout("a", status, shadow=SHADOW_SPEC)
+    table = render_table([obj], with_namespace=False).splitlines()
+    assert table[1].split()[:4] == ["a", "Progressing", "shadow", "0%"]
+    detail = render_detail(obj, NOW)
+    assert (
+        "Shadow:     running: 25% mirrored from 2024-06-01T12:27:00Z, held 3m of its 10m hold; "
+        "the canary serves no user; a sustained breach rolls back and only posts an Event; "
+        "not judged in shadow: ctr"
+    ) in detail.splitlines()
+    text = explain(obj, NOW)
+    lines = text.splitlines()
+    assert lines[0] == (
+        "ml/a is Progressing in its shadow phase: a/v2 gets 25% of the requests mirrored and "
+        "serves no user."
+    )
+    assert lines[1] == "It drives the VirtualService a."
+    assert lines[2].startswith("Shadow phase: running: 25% mirrored from")
+    assert any(line.startswith("SLO ctr is not judged in the shadow phase") for line in lines)
+
+
+def test_status_shows_a_failed_and_a_passed_shadow() -> None:
+    started = NOW - timedelta(minutes=3)
+    failed = Status(
+        phase="RolledBack",
+        canary_weight=0,
+        shadow=ShadowStatus(started, 25, "Failed", NOW - timedelta(minutes=1)),
+    )
+    detail = render_detail(rollout("a", failed, shadow=SHADOW_SPEC), NOW)
+    assert (
+        "Shadow:     failed at 2024-06-01T12:29:00Z (25% mirrored from 2024-06-01T12:27:00Z): "
+        "rolled back, mirror removed; no user was served"
+    ) in detail.splitlines()
+    passed = replace(failed, phase="Progressing", step_index=0, canary_weight=10)
+    passed = replace(passed, shadow=replace(failed.shadow, state="Passed"))  # type: ignore[type-var]
+    detail = render_detail(rollout("a", passed, shadow=SHADOW_SPEC), NOW)
+    assert any(
+        line.startswith("Shadow:     passed at 2024-06-01T12:29:00Z")
+        for line in detail.splitlines()
+    )
+    not_started = render_detail(rollout("a", None, shadow=SHADOW_SPEC), NOW)
+    assert (
+        "Shadow:     25% of requests mirrored to the canary for 10m before step 1 (not started); "
+        "not judged in shadow: ctr"
+    ) in not_started.splitlines()
+    assert "Shadow:" not in render_detail(rollout("a", None), NOW)

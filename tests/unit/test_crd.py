@@ -20,7 +20,18 @@ from canaryguard.core.durations import DURATION_PATTERN, MAX_DURATION, format_du
 from canaryguard.core.observations import SloObservation
 from canaryguard.core.spec import parse_spec
 from canaryguard.core.status import Status
-from tests.unit.scenario import BASE_SPEC, BREACH, DOWN, FEW, Rollout, at, make_spec, obs, spec_dict
+from tests.unit.scenario import (
+    BASE_SPEC,
+    BREACH,
+    DOWN,
+    FEW,
+    HEALTHY,
+    Rollout,
+    at,
+    make_spec,
+    obs,
+    spec_dict,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds/canaryrollout.yaml").read_text())
@@ -90,7 +101,8 @@ def test_duration_fields_use_the_parsers_grammar_and_bounds() -> None:
     durations = {
         path: node for path, node in nodes(SPEC_SCHEMA) if "([0-9]+h)" in node.get("pattern", "")
     }
-    assert len(durations) == 6  # timeout, hold, interval, maxMetricsOutage, window, lookback
+    # timeout, steps[].hold, shadow.hold, interval, maxMetricsOutage, window, lookback
+    assert len(durations) == 7
     assert {node["pattern"] for node in durations.values()} == {DURATION_PATTERN}
     # CEL's duration() reads the same grammar; its bounds are the parser's.
     bounds = {
@@ -115,7 +127,8 @@ def test_cross_field_rules_are_declared() -> None:
         if "([0-9]+h)" not in node.get("pattern", "")
         for rule in node.get("x-kubernetes-validations", [])
     ]
-    assert len(rules) == 13  # 10 cross-field, 2 addresses, selector keys
+    # 10 cross-field, 2 addresses, selector keys, 3 of spec.shadow.skipSlos
+    assert len(rules) == 16
     assert all(
         rule["message"]
         for _, n in nodes(SPEC_SCHEMA)
@@ -259,6 +272,20 @@ def engine_statuses() -> Iterator[Status]:
     assert at_100.status.rollback is not None
     assert at_100.status.rollback.baseline_reference_at is not None
     yield at_100.status
+    shadow_data = spec_dict()
+    shadow_data["shadow"] = {"percent": 20, "hold": "60s"}
+    shadow_data["analysis"]["slos"].append(
+        {"name": "ctr", "query": {"template": 'x{v="{{ version }}"}'}, "margin": {"relative": 1}}
+    )
+    shadow_data["shadow"]["skipSlos"] = ["ctr"]
+    for end in (BREACH, HEALTHY):  # a shadow running (with a skipped SLO), failed, passed
+        shadow = Rollout(make_spec(shadow_data))
+        shadow.started()
+        shadow.tick(30, obs(end, ctr=HEALTHY))
+        yield shadow.status
+        shadow.tick(90, obs(end, ctr=HEALTHY))
+        assert shadow.status.shadow is not None and not shadow.status.shadow.running
+        yield shadow.status
 
 
 def test_engine_statuses_validate_against_the_status_schema() -> None:

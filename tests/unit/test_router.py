@@ -19,8 +19,10 @@ from canaryguard_testbed.router import Backend, Router, parse_backend
 from canaryguard_testbed.scenario import load_scenario
 from canaryguard_testbed.weights import (
     RouteDestination,
+    RouteSnapshot,
     StaticWeightSource,
     VirtualServiceError,
+    httproute_snapshot,
     route_snapshot,
     traffic_shares,
 )
@@ -206,9 +208,9 @@ def test_a_fqdn_destination_host_matches_a_short_backend_host() -> None:
 # -- real requests through the router -------------------------------------------------------
 
 
-async def _serve_split(weights: dict[str, int], n: int, error_rate_v2: float) -> tuple[
-    Router, dict[str, Any]
-]:  # fmt: skip
+async def _serve_split(
+    weights: dict[str, int], n: int, error_rate_v2: float, mirror_percent: float = 0.0
+) -> tuple[Router, dict[str, Any]]:
     scenario = load_scenario("healthy")
     runners: list[web.AppRunner] = []
     urls: dict[str, str] = {}
@@ -222,6 +224,12 @@ async def _serve_split(weights: dict[str, int], n: int, error_rate_v2: float) ->
         urls[version] = f"http://127.0.0.1:{runner.addresses[0][1]}"
     source = StaticWeightSource()
     source.set_weights("fraud-model", weights)
+    if mirror_percent:
+        snapshot = source.current()
+        assert snapshot is not None
+        source._snapshot = RouteSnapshot(
+            snapshot.destinations, "test", RouteDestination("fraud-model", "v2"), mirror_percent
+        )
     router = Router(
         [parse_backend(f"fraud-model/{v}={u}", NS) for v, u in urls.items()],
         source,
@@ -236,6 +244,7 @@ async def _serve_split(weights: dict[str, int], n: int, error_rate_v2: float) ->
         )
         # A request to an unknown path is proxied too: the model answers 404.
         await run_load(f"http://127.0.0.1:{port}/nope", rate=100, max_requests=1, max_duration=5)
+        await router.mirrors_done()
     finally:
         await router.stop()
         for runner in runners:
@@ -294,3 +303,62 @@ def test_durations_use_envoys_default_buckets_written_without_exponents() -> Non
         if labels["response_code"] == "200"
     }
     assert sum(counts.values()) == 200
+
+
+# -- mirroring, as Istio does it ------------------------------------------------------------
+
+
+def test_mirrored_requests_are_counted_under_v2_and_never_answer_a_client() -> None:
+    """v1 serves everyone; half the requests are mirrored to a v2 that fails every one. No
+    client sees a failure, the served counts say v1 answered all 1000, and Istio's metrics
+    carry the mirrored requests (all 500s) under v2."""
+    router, summary = asyncio.run(_serve_split({"v1": 100, "v2": 0}, 1000, 1.0, 50.0))
+    assert summary["sent"] == 1000
+    assert summary["by_status"] == {"200": 1000}
+    served = {labels[0]: s.value for labels, s in router.served.series.items()}
+    assert served == {"v1": 1001.0}  # and the one request to /nope
+    by_code: Counter[tuple[str, str]] = Counter()
+    for labels, value in samples(router, "istio_requests_total"):
+        by_code[(labels["destination_version"], labels["response_code"])] += int(value)
+    assert by_code[("v1", "200")] == 1000
+    mirrored = sum(v for (version, _), v in by_code.items() if version == "v2")
+    assert abs(mirrored - 500.5) <= five_sigma(1001, 0.5)
+    assert mirrored == by_code[("v2", "500")] + by_code[("v2", "404")]
+    assert {labels[0]: s.value for labels, s in router.mirrored.series.items()} == {
+        "v2": float(mirrored)
+    }
+
+
+def test_mirror_read_from_a_virtualservice_and_an_httproute() -> None:
+    vs = bookinfo_like_vs()
+    catch_all = vs["spec"]["http"][1]
+    catch_all["mirror"] = {"host": "fraud-model", "subset": "v2"}
+    catch_all["mirrorPercentage"] = {"value": 12.5}
+    snapshot = route_snapshot(vs)
+    assert (snapshot.mirror, snapshot.mirror_percent) == (
+        RouteDestination("fraud-model", "v2"),
+        12.5,
+    )
+    del catch_all["mirrorPercentage"]
+    assert route_snapshot(vs).mirror_percent == 100.0
+    route = {
+        "metadata": {"namespace": NS, "name": "fraud-model"},
+        "spec": {
+            "rules": [
+                {
+                    "backendRefs": [{"name": "fraud-model-v1", "port": 80}],
+                    "filters": [
+                        {
+                            "type": "RequestMirror",
+                            "requestMirror": {
+                                "backendRef": {"name": "fraud-model-v2", "port": 80},
+                                "percent": 30,
+                            },
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    snapshot = httproute_snapshot(route)
+    assert (snapshot.mirror, snapshot.mirror_percent) == (RouteDestination("fraud-model-v2"), 30.0)

@@ -370,3 +370,12 @@ def test_any_malformed_spec_is_a_spec_error_never_a_crash(data: st.DataObject) -
         target[last] = data.draw(_TRICKY | _JSON)
     with contextlib.suppress(SpecError):
         parse_spec(spec)
+
+
+def test_the_shadow_example_reads_as_intended() -> None:
+    (body,) = rollouts_in(ROOT / "examples/fraud-model-shadow/canaryrollout.yaml")
+    spec = parse_spec(body)
+    assert spec.shadow is not None
+    assert (spec.shadow.percent, spec.shadow.hold.total_seconds()) == (20, 900.0)
+    assert (spec.shadow.on_breach, spec.shadow.skip_slos) == ("event", ("approval-rate",))
+    assert [slo.name for slo in spec.analysis.slos][-1] == "approval-rate"

@@ -10,6 +10,10 @@ Only the `weight` of the baseline and canary backendRefs changes (a canary backe
 after the baseline's, same port, when a rule lacks it); every other field round-trips as the
 API server returned it. Gateway API weights are relative and default to 1: a lone backendRef
 receives all traffic whatever its weight.
+
+The shadow phase mirrors requests to the canary with a rule-level `RequestMirror` filter whose
+backendRef is the canary's Service and whose `percent` (standard channel since v1.3) says how
+many; other RequestMirror filters are the user's and stay.
 """
 
 from __future__ import annotations
@@ -149,8 +153,59 @@ def read_weights(
                 b = weight
             elif matches(canary, ref, namespace):
                 c = weight
-        result.append(Weights(b, c))
+        result.append(Weights(b, c, mirror_percent(all_rules[i], canary, namespace)))
     return result
+
+
+def _is_our_mirror(item: Any, canary: Destination, namespace: str) -> bool:
+    if not isinstance(item, Mapping) or item.get("type") != "RequestMirror":
+        return False
+    mirror = item.get("requestMirror")
+    ref = mirror.get("backendRef") if isinstance(mirror, Mapping) else None
+    return isinstance(ref, Mapping) and matches(canary, ref, namespace)
+
+
+def mirror_percent(rule: Mapping[str, Any], canary: Destination, namespace: str) -> float:
+    """The percent of the rule's requests mirrored to the canary by a RequestMirror filter:
+    its `percent`, or its `fraction` (denominator 100 by default), else all of them."""
+    for item in rule.get("filters") or []:
+        if not _is_our_mirror(item, canary, namespace):
+            continue
+        mirror = item["requestMirror"]
+        if isinstance(mirror.get("percent"), int):
+            return float(mirror["percent"])
+        fraction = mirror.get("fraction")
+        if isinstance(fraction, Mapping) and isinstance(fraction.get("numerator"), int):
+            denominator = fraction.get("denominator", 100)
+            if isinstance(denominator, int) and denominator > 0:
+                return 100.0 * float(fraction["numerator"]) / denominator
+        return 100.0
+    return 0.0
+
+
+def _set_mirror(
+    rule: dict[str, Any], canary: Destination, namespace: str, mirror: int, base: Mapping[str, Any]
+) -> None:
+    """Put (or replace) the RequestMirror filter to the canary with `mirror` percent, or
+    remove it for 0; every other filter stays where it is."""
+    filters = [f for f in rule.get("filters") or [] if not _is_our_mirror(f, canary, namespace)]
+    if mirror > 0:
+        ref: dict[str, Any] = {
+            k: copy.deepcopy(base[k]) for k in ("group", "kind", "port") if k in base
+        }
+        name, _, rest = canary.host.partition(".")
+        ref["name"] = name
+        if rest:
+            ref["namespace"] = rest.split(".")[0]
+        elif "namespace" in base:
+            ref["namespace"] = base["namespace"]
+        filters.append(
+            {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": mirror}}
+        )
+    if filters:
+        rule["filters"] = filters
+    else:
+        rule.pop("filters", None)
 
 
 def with_weights(
@@ -160,8 +215,10 @@ def with_weights(
     canary: Destination,
     baseline_weight: int,
     canary_weight: int,
+    mirror: int = 0,
 ) -> dict[str, Any]:
-    """A copy of the HTTPRoute with the driven rules set to the given weights. The canary
+    """A copy of the HTTPRoute with the driven rules set to the given weights, and `mirror`
+    percent of their requests mirrored to the canary (0: no mirror to it). The canary
     backendRef (same group, kind, namespace and port as the baseline's) is added after the
     baseline's when a rule lacks it. Nothing else changes."""
     namespace = str(route.get("metadata", {}).get("namespace", ""))
@@ -191,6 +248,8 @@ def with_weights(
                 new_ref["namespace"] = base["namespace"]
             new_ref["weight"] = canary_weight
             refs.insert(base_at + 1, new_ref)
+        if mirror > 0 or mirror_percent(all_rules[i], canary, namespace) > 0:
+            _set_mirror(all_rules[i], canary, namespace, mirror, refs[base_at])
     return out
 
 
@@ -267,8 +326,9 @@ class HTTPRouteClient:
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
+        mirror: int = 0,
     ) -> WeightChange:
-        """Set the split on the driven rules, writing only when it differs."""
+        """Set the split and the mirror on the driven rules, writing only when it differs."""
         return await asyncio.to_thread(
             self._set_weights,
             namespace,
@@ -278,6 +338,7 @@ class HTTPRouteClient:
             canary,
             baseline_weight,
             canary_weight,
+            mirror,
         )
 
     def _set_weights(
@@ -289,14 +350,17 @@ class HTTPRouteClient:
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
+        mirror: int = 0,
     ) -> WeightChange:
         for attempt in range(CONFLICT_RETRIES):
             route = self._get(namespace, name)
             rules = plan_routes(route, selectors, baseline, canary)
             before = read_weights(route, rules, baseline, canary)
-            if weights_match(before, baseline_weight, canary_weight):
+            if weights_match(before, baseline_weight, canary_weight, mirror):
                 return WeightChange(before, changed=False)
-            body = with_weights(route, rules, baseline, canary, baseline_weight, canary_weight)
+            body = with_weights(
+                route, rules, baseline, canary, baseline_weight, canary_weight, mirror
+            )
             try:
                 self._api.replace_namespaced_custom_object(
                     GROUP,

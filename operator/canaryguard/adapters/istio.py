@@ -1,4 +1,5 @@
-"""Istio adapter: read and set the baseline/canary weights of a VirtualService.
+"""Istio adapter: read and set the baseline/canary weights of a VirtualService, and the
+mirror to the canary of the shadow phase (`mirror` and `mirrorPercentage` on the route).
 
 The pure part (`plan_routes`, `read_weights`, `with_weights`) works on the VirtualService as
 the API server returns it, so every field the operator does not drive round-trips untouched.
@@ -126,16 +127,33 @@ def read_weights(
                 b = weight
             elif matches(canary, d.get("destination", {}), namespace):
                 c = weight
-        result.append(Weights(b, c))
+        result.append(Weights(b, c, mirror_percent(http[i], canary, namespace)))
     return result
 
 
-def weights_match(current: Sequence[Weights], baseline: int, canary: int) -> bool:
-    """True when every driven route already carries the wanted split.
+def mirror_percent(route: Mapping[str, Any], canary: Destination, namespace: str) -> float:
+    """The percent of the route's requests mirrored to the canary: Istio mirrors all of them
+    when `mirrorPercentage` is absent; 0 when the route mirrors nowhere or elsewhere."""
+    mirror = route.get("mirror")
+    if not isinstance(mirror, Mapping) or not matches(canary, mirror, namespace):
+        return 0.0
+    percentage = route.get("mirrorPercentage")
+    if isinstance(percentage, Mapping):
+        value = percentage.get("value")
+        return float(value) if isinstance(value, int | float) else 0.0
+    legacy = route.get("mirrorPercent")  # deprecated integer form
+    return float(legacy) if isinstance(legacy, int) else 100.0
+
+
+def weights_match(current: Sequence[Weights], baseline: int, canary: int, mirror: int = 0) -> bool:
+    """True when every driven route already carries the wanted split and mirror.
 
     A canary destination that is absent counts as weight 0.
     """
-    return all(w.baseline == baseline and (w.canary or 0) == canary for w in current)
+    return all(
+        w.baseline == baseline and (w.canary or 0) == canary and abs(w.mirror - mirror) < 0.01
+        for w in current
+    )
 
 
 def with_weights(
@@ -145,8 +163,11 @@ def with_weights(
     canary: Destination,
     baseline_weight: int,
     canary_weight: int,
+    mirror: int = 0,
 ) -> dict[str, Any]:
-    """A copy of the VirtualService with the driven routes set to the given weights.
+    """A copy of the VirtualService with the driven routes set to the given weights, and
+    `mirror` percent of their requests mirrored to the canary (0: a mirror to the canary is
+    removed; a mirror elsewhere is the user's and stays, but cannot be replaced).
 
     The canary destination is added after the baseline (same port) when a route lacks it.
     Nothing else changes.
@@ -171,7 +192,48 @@ def with_weights(
             if "port" in base_entry.get("destination", {}):
                 new_dest["port"] = copy.deepcopy(base_entry["destination"]["port"])
             dests.append({"destination": new_dest, "weight": canary_weight})
+        _set_mirror(http[i], canary, namespace, mirror, base_entry, out)
     return out
+
+
+def _set_mirror(
+    route: dict[str, Any],
+    canary: Destination,
+    namespace: str,
+    mirror: int,
+    base_entry: Mapping[str, Any],
+    vs: Mapping[str, Any],
+) -> None:
+    ours = mirror_percent(route, canary, namespace) > 0 or (
+        isinstance(route.get("mirror"), Mapping) and matches(canary, route["mirror"], namespace)
+    )
+    if mirror <= 0:
+        if ours:
+            for key in ("mirror", "mirrorPercentage", "mirrorPercent"):
+                route.pop(key, None)
+        return
+    label = route.get("name") or "an http route"
+    name = vs.get("metadata", {}).get("name", "?")
+    if route.get("mirror") and not ours:
+        other = route["mirror"]
+        raise RouteError(
+            f"route {label} of VirtualService {name} already mirrors to "
+            f"{Destination(other.get('host', ''), other.get('subset'))}; the shadow phase "
+            f"needs its mirror for the canary {canary}"
+        )
+    if route.get("mirrors"):
+        raise RouteError(
+            f"route {label} of VirtualService {name} has mirrors; the shadow phase needs the "
+            f"route's mirror for the canary {canary} alone"
+        )
+    target: dict[str, Any] = {"host": canary.host}
+    if canary.subset:
+        target["subset"] = canary.subset
+    if "port" in base_entry.get("destination", {}):
+        target["port"] = copy.deepcopy(base_entry["destination"]["port"])
+    route["mirror"] = target
+    route["mirrorPercentage"] = {"value": float(mirror)}
+    route.pop("mirrorPercent", None)
 
 
 def route_labels(vs: Mapping[str, Any], indexes: Sequence[int]) -> str:
@@ -266,8 +328,9 @@ class VirtualServiceClient:
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
+        mirror: int = 0,
     ) -> WeightChange:
-        """Set the split on the driven routes, writing only when it differs."""
+        """Set the split and the mirror on the driven routes, writing only when it differs."""
         return await asyncio.to_thread(
             self._set_weights,
             namespace,
@@ -277,6 +340,7 @@ class VirtualServiceClient:
             canary,
             baseline_weight,
             canary_weight,
+            mirror,
         )
 
     def _set_weights(
@@ -288,14 +352,17 @@ class VirtualServiceClient:
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
+        mirror: int = 0,
     ) -> WeightChange:
         for attempt in range(CONFLICT_RETRIES):
             vs = self._get(namespace, name)
             routes = plan_routes(vs, [str(r) for r in route_names], baseline, canary)
             before = read_weights(vs, routes, baseline, canary)
-            if weights_match(before, baseline_weight, canary_weight):
+            if weights_match(before, baseline_weight, canary_weight, mirror):
                 return WeightChange(before, changed=False)
-            body = with_weights(vs, routes, baseline, canary, baseline_weight, canary_weight)
+            body = with_weights(
+                vs, routes, baseline, canary, baseline_weight, canary_weight, mirror
+            )
             try:
                 self._api.replace_namespaced_custom_object(
                     GROUP,

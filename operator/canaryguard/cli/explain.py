@@ -9,7 +9,15 @@ from typing import Any
 
 from canaryguard.cli.cluster import Cluster
 from canaryguard.cli.errors import CliError
-from canaryguard.cli.render import destination, duration, hold_text, number, steps
+from canaryguard.cli.render import (
+    destination,
+    duration,
+    hold_text,
+    number,
+    router_text,
+    shadow_text,
+    steps,
+)
 from canaryguard.cli.requests import pending_request
 from canaryguard.core.status import (
     FINISHED,
@@ -50,6 +58,9 @@ def explain(obj: Mapping[str, Any], now: datetime, last: int = 5) -> str:
     who = f"{meta.get('namespace')}/{meta.get('name')}"
     canary = destination(spec.get("canary"))
     out = [_state_sentence(who, obj, status, canary, now)]
+    out.append(f"It drives the {router_text(spec)}.")
+    if (shadow := shadow_text(spec, status, now)) is not None:
+        out.append(f"Shadow phase: {shadow}.")
     if (pending := pending_request(obj, status)) is not None:
         out.append(
             f"A manual {pending.action} {pending.who()} (request {pending.id}) is waiting for "
@@ -108,6 +119,11 @@ def _state_sentence(
     if status.phase == "Invalid":
         return f"{who} is Invalid and holds its weights ({share} to {canary})."
     step = ""
+    if status.shadowing and status.shadow is not None:
+        return (
+            f"{who} is {status.phase} in its shadow phase: {canary} gets "
+            f"{status.shadow.percent}% of the requests mirrored and serves no user."
+        )
     if status.step_index is not None:
         step = f" at step {status.step_index + 1} of {len(steps(obj))}"
     hold = hold_text(obj, status, now)
@@ -140,6 +156,12 @@ def _slo_sentences(spec: Mapping[str, Any], status: Status, now: datetime) -> li
             out.append(
                 f"SLO {slo.name} is inconclusive: {slo.reason or 'not enough evidence'}. The "
                 "rollout waits: inconclusive never counts as healthy."
+            )
+        elif slo.verdict == "skipped":
+            out.append(
+                f"SLO {slo.name} is not judged in the shadow phase: it needs real outcomes, "
+                "which mirrored requests (whose answers nobody sees) do not have. It is "
+                "judged from step 1."
             )
         elif slo.verdict == "unavailable":
             out.append(f"SLO {slo.name} could not be queried: {slo.reason or 'query failed'}.")

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from canaryguard.core.durations import format_duration, parse_duration
-from canaryguard.core.status import Status
+from canaryguard.core.status import Status, format_time
 
 
 def number(value: float | None) -> str:
@@ -54,3 +54,52 @@ def _hold(obj: Mapping[str, Any], status: Status) -> timedelta | None:
         return parse_duration(str(found[status.step_index].get("hold", "0s")))
     except ValueError:
         return None
+
+
+def router_text(spec: Mapping[str, Any]) -> str:
+    """The routing object's kind and name, with the driven routes or rules when named
+    (`VirtualService fraud-model (routes primary)`, `HTTPRoute scorer (rules a, rules[2])`)."""
+    if isinstance(spec.get("httpRoute"), Mapping):
+        ref = spec["httpRoute"]
+        rules = [
+            str(r.get("name") if r.get("name") is not None else f"rules[{r.get('index')}]")
+            for r in ref.get("rules") or []
+            if isinstance(r, Mapping)
+        ]
+        where = f" (rules {', '.join(rules)})" if rules else ""
+        return f"HTTPRoute {ref.get('name', '?')}{where}"
+    ref = spec.get("virtualService") or {}
+    routes = [str(r) for r in ref.get("routes") or []]
+    where = f" (routes {', '.join(routes)})" if routes else ""
+    return f"VirtualService {ref.get('name', '?')}{where}"
+
+
+def shadow_text(spec: Mapping[str, Any], status: Status, now: datetime) -> str | None:
+    """The shadow phase in one line, or None when the rollout has none."""
+    wanted = spec.get("shadow")
+    shadow = status.shadow
+    if not isinstance(wanted, Mapping) and shadow is None:
+        return None
+    wanted = wanted if isinstance(wanted, Mapping) else {}
+    skipped = [str(n) for n in wanted.get("skipSlos") or []]
+    tail = f"; not judged in shadow: {', '.join(skipped)}" if skipped else ""
+    on_breach = "pages" if wanted.get("onBreach", "page") == "page" else "only posts an Event"
+    if shadow is None:
+        return (
+            f"{wanted.get('percent', '?')}% of requests mirrored to the canary for "
+            f"{wanted.get('hold', '?')} before step 1 (not started){tail}"
+        )
+    since = f"{shadow.percent}% mirrored from {format_time(shadow.started_at)}"
+    ended = format_time(shadow.ended_at) if shadow.ended_at else "?"
+    if shadow.state == "Running":
+        held = duration(now - shadow.started_at)
+        hold = f" of its {wanted['hold']} hold" if "hold" in wanted else ""
+        return (
+            f"running: {since}, held {held}{hold}; the canary serves no user; a sustained "
+            f"breach rolls back and {on_breach}{tail}"
+        )
+    if shadow.state == "Passed":
+        return f"passed at {ended} ({since}); mirror removed, steps followed{tail}"
+    if shadow.state == "Failed":
+        return f"failed at {ended} ({since}): rolled back, mirror removed; no user was served"
+    return f"skipped at {ended} by a manual request ({since}); mirror removed"

@@ -10,7 +10,15 @@ from typing import Any
 
 from canaryguard.cli.cluster import KIND, Cluster
 from canaryguard.cli.errors import CliError
-from canaryguard.cli.render import destination, duration, hold_text, number, steps
+from canaryguard.cli.render import (
+    destination,
+    duration,
+    hold_text,
+    number,
+    router_text,
+    shadow_text,
+    steps,
+)
 from canaryguard.cli.requests import pending_request
 from canaryguard.core.status import Rollback, Status, format_time, status_from_dict
 
@@ -60,21 +68,6 @@ def render_table(items: Sequence[Mapping[str, Any]], with_namespace: bool) -> st
     return _columns(rows)
 
 
-def _router_text(spec: Mapping[str, Any]) -> str:
-    """The routing object's kind and name, with the driven routes or rules when named."""
-    if isinstance(spec.get("httpRoute"), Mapping):
-        ref = spec["httpRoute"]
-        rules = [
-            str(r.get("name") if r.get("name") is not None else f"rules[{r.get('index')}]")
-            for r in ref.get("rules") or []
-            if isinstance(r, Mapping)
-        ]
-        where = f" (rules {', '.join(rules)})" if rules else ""
-        return f"HTTPRoute {ref.get('name', '?')}{where}"
-    ref = spec.get("virtualService") or {}
-    return f"VirtualService {ref.get('name', '?')}"
-
-
 def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
     """One rollout: spec summary, state, SLOs, rollback, page, conditions and history."""
     meta = obj.get("metadata", {})
@@ -83,7 +76,7 @@ def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
     lines = [
         f"Name:       {meta.get('name')}",
         f"Namespace:  {meta.get('namespace')}",
-        f"Route:      {_router_text(spec)}: "
+        f"Route:      {router_text(spec)}: "
         f"{destination(spec.get('baseline'))} (baseline) -> "
         f"{destination(spec.get('canary'))} (canary)",
         f"Revision:   {status.revision or spec.get('revision') or '-'}",
@@ -91,6 +84,8 @@ def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
         f"Step:       {_step_detail(obj, status, now)}",
         f"Message:    {status.message or '-'}",
     ]
+    if (shadow := shadow_text(spec, status, now)) is not None:
+        lines.insert(-1, f"Shadow:     {shadow}")
     if (request := _request_text(obj, status)) is not None:
         lines.append(f"Request:    {request}")
     if status.metrics_outage_since is not None:
@@ -163,6 +158,8 @@ def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
 
 
 def _step_text(obj: Mapping[str, Any], status: Status) -> str:
+    if status.shadowing:
+        return "shadow"
     if status.step_index is None:
         return "-"
     return f"{status.step_index + 1}/{len(steps(obj))}"

@@ -11,10 +11,16 @@ EventType = Literal["Normal", "Warning"]
 
 @dataclass(frozen=True)
 class SetWeights:
-    """Set the driven routes' weights; the two always sum to 100."""
+    """Set the driven routes' weights; the two always sum to 100.
+
+    `mirror` is the percent of requests mirrored to the canary (the shadow phase); 0 removes
+    a mirror to the canary, so every write outside the shadow phase (a step, a rollback)
+    also ends it, in the same write as the weights.
+    """
 
     baseline: int
     canary: int
+    mirror: int = 0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,12 @@ DESIGN.md "Decision semantics":
 4. Outage: while any query fails, weights never move forward; after `maxMetricsOutage` of
    continuous outage the rollout rolls back or pauses (and resumes when metrics return).
 5. Protection never pauses: a paused rollout still rolls back.
+6. Shadow (`spec.shadow`): before step 1, the baseline serves everyone (weights 100/0) while
+   `percent` of the requests are mirrored to the canary. The canary is judged on them by the
+   rules above, except the SLOs named in `skipSlos` (verdict `skipped`: they need real
+   outcomes). A rollback there removes the mirror (it pages unless `onBreach` is `event`);
+   the hold over with every judged SLO healthy, the mirror goes and step 1 applies, in the
+   same route write. While shadowing, a mirror found missing or changed is set again.
 
 A manual request (`promote` or `abort`, from the `canaryguard.io/request` annotation) not yet
 in `status.lastRequest` is carried out first and ends the tick: nothing is judged. On a
@@ -55,6 +61,8 @@ from canaryguard.core.status import (
     PageStatus,
     RequestOutcome,
     Rollback,
+    ShadowState,
+    ShadowStatus,
     SloStatus,
     Status,
     round_value,
@@ -105,11 +113,14 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
         pass  # a person decided this tick: nothing is judged
     elif status.phase in FINISHED:
         status = _finished(spec, status, log)
+    elif status.shadowing:
+        status = _analyse(spec, status, observations, log)
     elif status.phase == "Pending" or status.step_index is None:
         status = _start(spec, replace(status, revision=revision), observations, log)
     else:
         status = _analyse(spec, status, observations, log)
     status = _guard_traffic(spec, status, observations.routed_canary, log)
+    status = _guard_mirror(spec, status, observations.routed_mirror, log)
     status = _tick_recovered(status, log)
     status = status.with_condition("SpecValid", "True", "Valid", messages.SPEC_VALID, log.now)
     return log.result(status)
@@ -363,6 +374,7 @@ def _manual_promote(spec: Spec, status: Status, request: ManualRequest, log: _Lo
         canary_weight=100,
         step_started_at=status.step_started_at if before == 100 else log.now,
         message=messages.promoted_by_hand(request),
+        shadow=_shadow_ended(status, "Skipped", log.now),
     )
     status = _record_request(
         status, request.id, request.action, request.by, "Promoted", message, log.now
@@ -405,6 +417,8 @@ def _start(spec: Spec, status: Status, observations: Observations, log: _Log) ->
     }
     if blind:
         return _wait_for_metrics(spec, status, blind, log)
+    if spec.shadow is not None and status.shadow is None:
+        return _start_shadow(spec, status, log)
     first = spec.steps[0]
     status = replace(
         status,
@@ -458,16 +472,20 @@ def _finished(spec: Spec, status: Status, log: _Log) -> Status:
 def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) -> Status:
     now = log.now
     last = len(spec.steps) - 1
-    # A spec edit may have removed steps under a running rollout: stay on the last one.
-    status = replace(
-        status,
-        step_index=min(status.step_index or 0, last),
-        step_started_at=status.step_started_at or now,
-    )
+    if not status.shadowing:
+        # A spec edit may have removed steps under a running rollout: stay on the last one.
+        status = replace(
+            status,
+            step_index=min(status.step_index or 0, last),
+            step_started_at=status.step_started_at or now,
+        )
     previous = {slo.name: slo for slo in status.slos}
     idle = _baseline_idle(status)
+    skipped = _skipped_in_shadow(spec, status)
     slos = tuple(
-        _slo_status(slo, observations.slos.get(slo.name), previous.get(slo.name), now, idle)
+        SloStatus(slo.name, "skipped", messages.SKIPPED_IN_SHADOW)
+        if slo.name in skipped
+        else _slo_status(slo, observations.slos.get(slo.name), previous.get(slo.name), now, idle)
         for slo in spec.analysis.slos
     )
     unavailable = [slo for slo in slos if slo.verdict == "unavailable"]
@@ -491,18 +509,24 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
     ]
     if not sustained and _pulled(status, observations.routed_canary):
         sustained = _breach_left_unrecorded(spec, previous, slos, now)
+    pages = _shadow_pages(spec, status)
     if sustained:
-        return _rollback(spec, status, _breach_rollback(sustained, now, idle), log)
+        return _rollback(spec, status, _breach_rollback(sustained, now, idle), log, page=pages)
     outage_over_limit = (
         outage_since is not None and now - outage_since >= spec.analysis.max_metrics_outage
     )
     if outage_over_limit and spec.analysis.on_metrics_outage == "rollback":
-        return _rollback(spec, status, _outage_rollback(spec, status, unavailable, now), log)
+        rollback = _outage_rollback(spec, status, unavailable, now)
+        return _rollback(spec, status, rollback, log, page=pages)
 
     status = _pause_or_resume(spec, status, outage_over_limit, log)
     lowered = _lowered(status, observations.routed_canary)
     if status.phase == "Progressing" and lowered is None:
-        status = _progress(spec, status, log)
+        status = (
+            _shadow_progress(spec, status, log)
+            if status.shadowing
+            else _progress(spec, status, log)
+        )
     return _describe(spec, status, now, lowered)
 
 
@@ -530,7 +554,7 @@ def _guard_traffic(spec: Spec, status: Status, routed: float | None, log: _Log) 
         return status
     now = log.now
     if routed > wanted + _WEIGHT_SLACK:
-        log.act(SetWeights(100 - wanted, wanted))
+        log.act(SetWeights(100 - wanted, wanted, _mirror(status)))
         message = messages.weights_reasserted(spec, routed, wanted)
         log.decide(status, "Warning", "WeightsReasserted", "RaisedOutside", message)
         return status.with_condition("Traffic", "True", "Reasserted", message, now)
@@ -736,7 +760,13 @@ def _rollback(
     event: str = "RolledBack",
 ) -> Status:
     """All traffic to the baseline, one page (if `page` and paging is set up), one Warning
-    event."""
+    event. A rollback in the shadow phase also removes the mirror (in the same write) and
+    says so."""
+    if status.shadowing:
+        state: ShadowState = "Skipped" if rollback.reason == "Manual" else "Failed"
+        if state == "Failed":
+            rollback = replace(rollback, message=messages.in_shadow(rollback.message))
+        status = replace(status, shadow=_shadow_ended(status, state, log.now))
     status = replace(
         status,
         phase="RolledBack",
@@ -829,11 +859,105 @@ def _progressing(spec: Spec, status: Status, now: datetime) -> tuple[str, str]:
         if slo.verdict == "breach" and slo.breaching_since is not None:
             window = by_name[slo.name].window
             return "Breaching", messages.breaching(slo, slo.breaching_since, window)
-    index = status.step_index or 0
-    started = status.step_started_at or now
-    if now < started + spec.steps[index].hold:
-        return "Holding", messages.holding(spec, status)
-    unsure = [slo for slo in status.slos if slo.verdict != "healthy"]
+    if status.shadowing and status.shadow is not None:
+        hold = spec.shadow.hold if spec.shadow is not None else timedelta(0)
+        if now < status.shadow.started_at + hold:
+            return "Shadowing", messages.shadowing(status, hold)
+    else:
+        index = status.step_index or 0
+        started = status.step_started_at or now
+        if now < started + spec.steps[index].hold:
+            return "Holding", messages.holding(spec, status)
+    unsure = [slo for slo in status.slos if slo.verdict not in ("healthy", "skipped")]
     if unsure:
         return "WaitingForEvidence", messages.waiting_for_evidence(spec, status, unsure[0])
     return "Holding", messages.hold_done(spec, status)
+
+
+# --- the shadow phase -----------------------------------------------------------------------
+
+
+def _start_shadow(spec: Spec, status: Status, log: _Log) -> Status:
+    """Before step 1: mirror `spec.shadow.percent` of the requests to the canary, the
+    baseline serving everyone (weights 100/0), and judge the canary on the mirrored
+    requests."""
+    assert spec.shadow is not None
+    now = log.now
+    percent = spec.shadow.percent
+    status = replace(
+        status,
+        phase="Progressing",
+        paused_reason=None,
+        step_index=None,
+        canary_weight=0,
+        step_started_at=None,
+        metrics_outage_since=None,
+        shadow=ShadowStatus(now, percent),
+    )
+    log.act(SetWeights(100, 0, percent))
+    message = messages.shadowing(status, spec.shadow.hold)
+    status = replace(status, message=message)
+    status = status.with_condition("Progressing", "True", "Shadowing", message, now)
+    started = messages.shadow_started(spec, percent, spec.shadow.hold)
+    log.decide(status, "Normal", "ShadowStarted", "Started", started)
+    return status
+
+
+def _shadow_progress(spec: Spec, status: Status, log: _Log) -> Status:
+    """End the shadow when its hold is over and every SLO judged in shadow is healthy: the
+    mirror goes and step 1 applies, in one write. Inconclusive never counts as healthy."""
+    shadow = status.shadow
+    assert shadow is not None
+    now = log.now
+    hold = spec.shadow.hold if spec.shadow is not None else timedelta(0)
+    if now - shadow.started_at < hold:
+        return status
+    if any(slo.verdict not in ("healthy", "skipped") for slo in status.slos):
+        return status
+    status = replace(status, shadow=replace(shadow, state="Passed", ended_at=now))
+    message = messages.shadow_passed(status, now - shadow.started_at)
+    log.decide(status, "Normal", "ShadowPassed", "AllHealthy", message)
+    return _apply_step(spec, status, 0, "ShadowPassed", log)
+
+
+def _skipped_in_shadow(spec: Spec, status: Status) -> frozenset[str]:
+    """The SLOs not judged this tick: those that need real outcomes, while shadowing."""
+    if not status.shadowing or spec.shadow is None:
+        return frozenset()
+    return frozenset(spec.shadow.skip_slos)
+
+
+def _shadow_pages(spec: Spec, status: Status) -> bool:
+    """Whether a rollback now pages: always outside the shadow; in it, unless the spec says
+    a failed shadow only posts an Event."""
+    return not status.shadowing or spec.shadow is None or spec.shadow.on_breach == "page"
+
+
+def _shadow_ended(status: Status, state: ShadowState, now: datetime) -> ShadowStatus | None:
+    shadow = status.shadow
+    if shadow is None or not shadow.running:
+        return shadow
+    return replace(shadow, state=state, ended_at=now)
+
+
+def _mirror(status: Status) -> int:
+    """The percent the routes should mirror to the canary now (0: no mirror)."""
+    return status.shadow.percent if status.shadowing and status.shadow is not None else 0
+
+
+def _guard_mirror(
+    spec: Spec, status: Status, routed: tuple[float, ...] | None, log: _Log
+) -> Status:
+    """While shadowing, the mirror is what keeps the canary judged: found missing or
+    changed (a person, or a write whose status was lost in a crash), it is set again with
+    the baseline serving everyone. A mirror never serves users, so this never raises the
+    canary's share of answers."""
+    if not status.shadowing or routed is None or log.sets_weights():
+        return status
+    percent = _mirror(status)
+    if all(abs(found - percent) < 0.01 for found in routed):
+        return status
+    log.act(SetWeights(100, 0, percent))
+    message = messages.mirror_reasserted(spec, routed, percent)
+    log.decide(status, "Warning", "MirrorReasserted", "ChangedOutside", message)
+    return status

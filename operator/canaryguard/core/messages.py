@@ -170,6 +170,8 @@ def paused(spec: Spec, status: Status) -> str:
     """The status message of a paused rollout: by the spec, or by a metrics outage."""
     if status.paused_reason == "MetricsOutage":
         return outage(spec, status)
+    if status.shadowing:
+        return f"paused (spec.paused) in the {_where(spec, status)}; users on the baseline"
     index = status.step_index or 0
     return (
         f"paused (spec.paused) at step {index + 1}/{len(spec.steps)}, "
@@ -187,6 +189,8 @@ def resumed(reason: ResumeReason) -> str:
 
 
 def _where(spec: Spec, status: Status) -> str:
+    if status.shadowing and status.shadow is not None:
+        return f"shadow, {status.shadow.percent}% mirrored to the canary"
     return f"step {(status.step_index or 0) + 1}/{len(spec.steps)} at {status.canary_weight}%"
 
 
@@ -290,7 +294,10 @@ def slo_list(slos: Sequence[SloStatus], with_since: bool = False) -> str:
 
 def all_healthy(slos: Sequence[SloStatus], baseline_idle: bool) -> str:
     """`all N SLOs healthy`; with the baseline idle, also what each was judged against."""
-    text = f"all {len(slos)} SLOs healthy"
+    skipped = [slo.name for slo in slos if slo.verdict == "skipped"]
+    text = f"all {len(slos) - len(skipped)} SLOs healthy"
+    if skipped:
+        text += f" ({', '.join(skipped)} skipped in shadow)"
     if baseline_idle and slos:
         text += f"; baseline idle (no traffic at 100%): {slo_list(slos)}"
     return clip(text)
@@ -345,6 +352,8 @@ def page_summary(spec: Spec, status: Status, rollback: Rollback) -> str:
         cause = rollback.message  # "manual abort by alice: <reason> ..."
     else:
         cause = f"metrics unavailable for {rollback.window} (since {since}): {rollback.slo}"
+    if status.shadow is not None and status.shadow.state == "Failed":
+        cause = f"in shadow (no user served by the canary): {cause}"
     return safe_summary(f"canaryguard rolled back {_who(spec)} revision {status.revision}: {cause}")
 
 
@@ -363,6 +372,7 @@ def page_details(spec: Spec, status: Status, rollback: Rollback) -> dict[str, An
         "baselineReferenceAt": format_time(rollback.baseline_reference_at),
         "rolledBackAt": format_time(rollback.at),
         "stepIndex": status.step_index,
+        "shadow": status.shadow is not None and status.shadow.state == "Failed",
         "explanation": rollback.message,
         "slos": status.to_dict()["slos"],
         "router": spec.target.kind,
@@ -408,3 +418,58 @@ def _versus(rollback: Rollback) -> str:
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+# --- the shadow phase -----------------------------------------------------------------------
+
+SKIPPED_IN_SHADOW: Final = (
+    "skipped in the shadow phase (spec.shadow.skipSlos): it needs real outcomes, which "
+    "mirrored requests do not have; judged from step 1"
+)
+
+
+def shadow_started(spec: Spec, percent: int, hold: timedelta) -> str:
+    skipped = spec.shadow.skip_slos if spec.shadow is not None else ()
+    text = (
+        f"shadow started: {percent}% of requests mirrored to the canary {spec.canary} for "
+        f"{format_duration(hold)}, its answers discarded; the baseline serves everyone"
+    )
+    if skipped:
+        text += f"; not judged in shadow: {', '.join(skipped)}"
+    return clip(text)
+
+
+def shadowing(status: Status, hold: timedelta) -> str:
+    """A shadow whose hold is not over."""
+    shadow = status.shadow
+    if shadow is None:
+        return "shadow"
+    return (
+        f"shadow, {shadow.percent}% mirrored to the canary: holding until "
+        f"{format_time(shadow.started_at + hold)}"
+    )
+
+
+def shadow_passed(status: Status, held: timedelta) -> str:
+    judged = [slo for slo in status.slos if slo.verdict != "skipped"]
+    skipped = [slo.name for slo in status.slos if slo.verdict == "skipped"]
+    text = (
+        f"shadow passed: {len(judged)} SLOs healthy on mirrored traffic for "
+        f"{format_duration(held)}; mirror removed, step 1 starts"
+    )
+    if skipped:
+        text += f" (skipped in shadow: {', '.join(skipped)})"
+    return clip(text)
+
+
+def in_shadow(message: str) -> str:
+    """A rollback's explanation when it ended the shadow phase."""
+    return clip(f"in shadow (mirror removed, no user was served by the canary): {message}")
+
+
+def mirror_reasserted(spec: Spec, routed: Sequence[float], percent: int) -> str:
+    found = ", ".join(_share(m) for m in routed)
+    return (
+        f"{spec.target.kind} {spec.target.name}: the mirror to the canary is {found}, not the "
+        f"shadow's {percent}%; set again (a mirror never serves users)"
+    )

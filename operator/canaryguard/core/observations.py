@@ -44,3 +44,6 @@ class Observations:
 
     slos: Mapping[str, SloObservation] = field(default_factory=dict)
     routed_canary: float | None = None
+    # The percent of requests each driven route mirrors to the canary (0: none), as read
+    # with `routed_canary`; None when not read.
+    routed_mirror: tuple[float, ...] | None = None

@@ -66,10 +66,12 @@ class RouteNotFound(RouteError):
 
 @dataclass(frozen=True)
 class Weights:
-    """Baseline and canary weight of one driven route; None where the destination is absent."""
+    """Baseline and canary weight of one driven route; None where the destination is absent.
+    `mirror`: the percent of the route's requests mirrored to the canary (0: none)."""
 
     baseline: int | None
     canary: int | None
+    mirror: float = 0.0
 
 
 def canary_share(routes: Sequence[Weights]) -> float:
@@ -135,8 +137,10 @@ class Router(Protocol):
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
+        mirror: int = 0,
     ) -> WeightChange:
-        """Set the split on the driven routes, writing only when it differs."""
+        """Set the split (and the percent mirrored to the canary, 0 for none) on the driven
+        routes, writing only when it differs."""
         ...
 
 

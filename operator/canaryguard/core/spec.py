@@ -24,9 +24,11 @@ from canaryguard.core.templates import regex_problem, template_problem, wrapped_
 
 Direction = Literal["HigherIsWorse", "LowerIsWorse"]
 OutagePolicy = Literal["rollback", "pause"]
+ShadowBreach = Literal["page", "event"]
 
 DIRECTIONS: tuple[Direction, ...] = ("HigherIsWorse", "LowerIsWorse")
 OUTAGE_POLICIES: tuple[OutagePolicy, ...] = ("rollback", "pause")
+SHADOW_BREACH: tuple[ShadowBreach, ...] = ("page", "event")
 
 MAX_STEPS = 20
 MAX_SLOS = 20
@@ -232,6 +234,22 @@ class Paging:
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """The shadow phase before the first step: `percent` of the baseline's requests are
+    mirrored to the canary (its answers thrown away) for `hold`, while the baseline serves
+    everyone. The canary is judged on the mirrored traffic; `skip_slos` names the SLOs that
+    need real outcomes (click-through, conversion) and so are not judged in shadow.
+    `on_breach` says what a sustained breach does besides the rollback: page, or only post
+    an Event.
+    """
+
+    percent: int
+    hold: timedelta
+    on_breach: ShadowBreach = "page"
+    skip_slos: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Spec:
     """A parsed CanaryRollout.
 
@@ -258,6 +276,7 @@ class Spec:
     request: ManualRequest | None = None
     invalid_request: InvalidRequest | None = None
     http_route: HTTPRouteRef | None = None
+    shadow: Shadow | None = None
 
     @property
     def target(self) -> RouteTarget:
@@ -322,6 +341,7 @@ def parse_spec(
         analysis=spec.nested("analysis", _analysis),
         paging=spec.optional_nested("paging", _paging),
         paused=spec.boolean("paused", default=False),
+        shadow=spec.optional_nested("shadow", _shadow),
         namespace=str(namespace or ""),
         name=str(name or ""),
         generation=generation,
@@ -547,6 +567,17 @@ def _rule_selector(r: _Reader) -> str | int:
     return str(name) if name is not None else int(index or 0)
 
 
+def _shadow(r: _Reader) -> Shadow:
+    if r.data.get("hold") is None:
+        raise SpecError(r.at("hold"), "required (how long the shadow is judged, e.g. 5m)")
+    return Shadow(
+        percent=r.integer("percent", minimum=1, maximum=100),
+        hold=r.duration("hold", default=timedelta(0)),
+        on_breach=r.choice("onBreach", SHADOW_BREACH, "page"),
+        skip_slos=r.strings("skipSlos", max_items=MAX_SLOS),
+    )
+
+
 def _destination(r: _Reader) -> Destination:
     return Destination(
         host=r.string("host", pattern=_OBJECT_NAME, hint="a DNS name"),
@@ -743,6 +774,18 @@ def _check_cross_fields(spec: Spec) -> None:
         raise SpecError(f"spec.steps[{len(weights) - 1}].weight", "the last step must be 100")
     if spec.baseline == spec.canary:
         raise SpecError("spec.canary", "must differ from spec.baseline (host or subset)")
+    if spec.shadow is not None:
+        names = {slo.name for slo in spec.analysis.slos}
+        for index, skipped in enumerate(spec.shadow.skip_slos):
+            if skipped not in names:
+                raise SpecError(
+                    f"spec.shadow.skipSlos[{index}]",
+                    f"no SLO named {skipped!r} in spec.analysis.slos",
+                )
+        if names <= set(spec.shadow.skip_slos):
+            raise SpecError(
+                "spec.shadow.skipSlos", "must leave at least one SLO to judge the shadow on"
+            )
     metrics = spec.metrics
     if metrics.baseline_version == metrics.canary_version:
         raise SpecError("spec.metrics.canaryVersion", "must differ from baselineVersion")

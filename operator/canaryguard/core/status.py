@@ -19,12 +19,13 @@ from typing import Any, Literal, get_args
 from canaryguard.core.manual import RequestAction
 
 Phase = Literal["Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Invalid"]
-Verdict = Literal["healthy", "breach", "inconclusive", "unavailable"]
+Verdict = Literal["healthy", "breach", "inconclusive", "unavailable", "skipped"]
 PausedReason = Literal["Spec", "MetricsOutage"]
 RollbackReason = Literal["SLOBreach", "MetricsOutage", "Manual"]
 PageState = Literal["Pending", "Delivered", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 RequestOutcome = Literal["Promoted", "RolledBack", "NoEffect", "Rejected"]
+ShadowState = Literal["Running", "Passed", "Failed", "Skipped"]
 
 FINISHED: frozenset[Phase] = frozenset({"Promoted", "RolledBack"})
 HISTORY_LIMIT = 20
@@ -105,6 +106,23 @@ class LastRequest:
 
 
 @dataclass(frozen=True)
+class ShadowStatus:
+    """The shadow phase: `percent` of the baseline's requests mirrored to the canary since
+    `started_at`. Running while it is judged; Passed when its hold ended healthy (step 1
+    began), Failed when it ended in a rollback, Skipped when a person promoted or the spec
+    dropped it."""
+
+    started_at: datetime
+    percent: int
+    state: ShadowState = "Running"
+    ended_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "Running"
+
+
+@dataclass(frozen=True)
 class Condition:
     """A standard Kubernetes condition."""
 
@@ -147,6 +165,12 @@ class Status:
     last_request: LastRequest | None = None
     conditions: tuple[Condition, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
+    shadow: ShadowStatus | None = None
+
+    @property
+    def shadowing(self) -> bool:
+        """Whether the shadow phase is running: the canary gets mirrored requests only."""
+        return self.shadow is not None and self.shadow.running
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of that type, if set."""
@@ -197,6 +221,7 @@ class Status:
             ),
             "conditions": [_compact(_condition_to_dict(c)) for c in self.conditions],
             "history": [_compact(_history_to_dict(h)) for h in self.history],
+            "shadow": None if self.shadow is None else _shadow_to_dict(self.shadow),
         }
 
 
@@ -229,6 +254,7 @@ def status_from_dict(data: Mapping[str, Any] | None) -> Status:
         history=tuple(h for h in (_history_from(x) for x in d.objects("history")) if h is not None)[
             -HISTORY_LIMIT:
         ],
+        shadow=_shadow_from(d.object("shadow")),
     )
 
 
@@ -336,6 +362,15 @@ def _page_to_dict(page: PageStatus) -> dict[str, Any]:
         "lastError": page.last_error,
         "failures": page.failures or None,
         "retryAt": format_time(page.retry_at),
+    }
+
+
+def _shadow_to_dict(shadow: ShadowStatus) -> dict[str, Any]:
+    return {
+        "state": shadow.state,
+        "percent": shadow.percent,
+        "startedAt": format_time(shadow.started_at),
+        "endedAt": format_time(shadow.ended_at),
     }
 
 
@@ -469,6 +504,19 @@ def _page_from(d: _Fields | None) -> PageStatus | None:
         failures=d.integer("failures") or 0,
         retry_at=d.time("retryAt"),
     )
+
+
+def _shadow_from(d: _Fields | None) -> ShadowStatus | None:
+    if d is None:
+        return None
+    started, state, percent = (
+        d.time("startedAt"),
+        d.choice("state", ShadowState),
+        d.integer("percent"),
+    )
+    if started is None or state is None or percent is None:
+        return None
+    return ShadowStatus(started, percent, state, d.time("endedAt"))
 
 
 def _request_from(d: _Fields | None) -> LastRequest | None:

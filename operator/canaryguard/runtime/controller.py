@@ -11,7 +11,8 @@ status write, or a failed weight write that lowered the canary and may have land
 in memory and decided from at the next tick. A crash between 1 and 2 loses that memory: the
 restarted operator finds the canary lowered below the status' weight and holds, and rolls
 back again only while the breach can still be seen (the fault campaign's known gap,
-bench/chaos.py).
+bench/chaos.py). The shadow phase's mirror is part of the weight write (one object write
+sets, or removes, both), so it has no crash window of its own.
 """
 
 from __future__ import annotations
@@ -269,7 +270,8 @@ class Controller:
         if (conflict := self._claims.conflict(spec, status.phase, vs, routes, router)) is not None:
             raise RouteError(conflict)
         # What the router has now: the engine never raises the canary's share but by a decision.
-        routed = canary_share(router.read(vs, routes, spec.baseline, spec.canary))
+        current = router.read(vs, routes, spec.baseline, spec.canary)
+        routed = canary_share(current)
         observations = Observations()
         # Finished rollouts are not judged: spare Prometheus the queries. One not yet started
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before
@@ -281,7 +283,12 @@ class Controller:
             for slo in observations.slos.values():
                 if slo.unavailable:
                     metrics.QUERY_ERRORS.labels(kind="unavailable").inc()
-        return engine.tick(spec, status, replace(observations, routed_canary=routed), now)
+        observations = replace(
+            observations,
+            routed_canary=routed,
+            routed_mirror=tuple(w.mirror for w in current),
+        )
+        return engine.tick(spec, status, observations, now)
 
     async def _metrics_source(self, spec: Spec) -> MetricsSource:
         prom = spec.metrics.prometheus
@@ -354,6 +361,7 @@ class Controller:
             spec.canary,
             wanted.baseline,
             wanted.canary,
+            wanted.mirror,
         )
 
     async def _write(

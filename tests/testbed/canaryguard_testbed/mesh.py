@@ -215,6 +215,17 @@ class Mesh:
             data: dict[str, Any] = json.loads(resp.read())
         return data
 
+    def served(self) -> dict[str, float]:
+        """Responses the router returned to clients so far, by version (mirrored requests,
+        whose answers are discarded, are not among them)."""
+        served: dict[str, float] = self.current_route().get("served", {})
+        return served
+
+    def mirrored(self) -> dict[str, float]:
+        """Requests the router mirrored so far, by the version mirrored to."""
+        mirrored: dict[str, float] = self.current_route().get("mirrored", {})
+        return mirrored
+
     def wait_route(self, shares: dict[str, float], timeout: float = 10.0) -> float:
         """Wait until the router applies `shares` ({subset: share}); returns seconds waited."""
         began = time.monotonic()

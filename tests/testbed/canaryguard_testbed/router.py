@@ -11,7 +11,15 @@ A backend is `HOST/SUBSET=URL`, optionally followed by `,version=V`, `,workload=
 (defaults: version = subset, workload = <service>-<version>, app = service). Requests to any
 path are proxied; the router's own endpoints are `GET /metrics` (`istio_requests_total`,
 `istio_request_duration_milliseconds`, reporter="destination"), `GET /-/ready` and
-`GET /-/route` (the current route and shares, as JSON).
+`GET /-/route` (the current route and shares, the mirror, and the responses served to clients
+per version, as JSON).
+
+Mirroring is Istio's: when the route has a `mirror` (an HTTPRoute rule a RequestMirror
+filter), that percent of the requests is also sent to the mirror's backend, fire and forget;
+its answer is discarded and never delays or changes the client's, and the mirrored request is
+reported in the Istio metrics under the mirror's workload (so under v2 when v2 is mirrored
+to). `router_served_responses_total{destination_version}` counts only the responses returned
+to clients, so a test can prove how many users a version served.
 """
 
 from __future__ import annotations
@@ -104,6 +112,9 @@ class _Table:
     cumulative: tuple[float, ...]
     choices: tuple[tuple[Backend, ...], ...]
     shares: tuple[tuple[str, float], ...]
+    mirror: tuple[Backend, ...] = ()
+    mirror_share: float = 0.0
+    mirror_name: str = ""
 
 
 class Router:
@@ -134,6 +145,18 @@ class Router:
             "Requests the router could not send anywhere (503 no healthy upstream).",
             ("reason",),
         )
+        self.served = CounterFamily(
+            "router_served_responses_total",
+            "Responses returned to clients, by the version that served them (mirrored "
+            "requests are not responses to anyone and are not counted).",
+            ("destination_version",),
+        )
+        self.mirrored = CounterFamily(
+            "router_mirrored_requests_total",
+            "Requests mirrored (fire and forget), by the version mirrored to.",
+            ("destination_version",),
+        )
+        self._mirrors_in_flight: set[asyncio.Task[None]] = set()
         self._rng = random.Random(seed)
         self._timeout = aiohttp.ClientTimeout(total=upstream_timeout)
         self._ready = ready or (lambda: True)
@@ -164,7 +187,26 @@ class Router:
             cumulative.append(total)
             choices.append(served)
             shares.append((f"{host}/{dest.subset or '*'}", share))
-        return _Table(snapshot, tuple(cumulative), tuple(choices), tuple(shares))
+        mirror: tuple[Backend, ...] = ()
+        name = ""
+        if snapshot.mirror is not None and snapshot.mirror_percent > 0:
+            host = service_fqdn(snapshot.mirror.host, self.namespace)
+            subset = snapshot.mirror.subset
+            mirror = tuple(
+                b
+                for b in self.backends
+                if b.host == host and (subset is None or b.subset == subset)
+            )
+            name = f"{host}/{subset or '*'}"
+        return _Table(
+            snapshot,
+            tuple(cumulative),
+            tuple(choices),
+            tuple(shares),
+            mirror,
+            min(snapshot.mirror_percent, 100.0) / 100.0 if mirror else 0.0,
+            name,
+        )
 
     def table(self) -> _Table:
         snapshot = self.weights.current()
@@ -185,6 +227,56 @@ class Router:
             return None
         return served[0] if len(served) == 1 else self._rng.choice(served)
 
+    def choose_mirror(self) -> Backend | None:
+        """The backend one request is also mirrored to, or None (no mirror, or not this
+        request: Istio mirrors the route's mirrorPercentage of them)."""
+        table = self.table()
+        if not table.mirror or self._rng.random() >= table.mirror_share:
+            return None
+        return table.mirror[0] if len(table.mirror) == 1 else self._rng.choice(table.mirror)
+
+    async def _send_mirror(
+        self, backend: Backend, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> None:
+        """One mirrored request: sent, timed and reported under its backend's workload; the
+        answer is read and thrown away."""
+        assert self._session is not None
+        began = time.perf_counter()
+        flags = "-"
+        try:
+            async with self._session.request(
+                method,
+                backend.url + path,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as upstream:
+                await upstream.read()
+                status = upstream.status
+        except TimeoutError:
+            status, flags = 504, "UT"
+        except aiohttp.ClientError:
+            status, flags = 503, "UF"
+        elapsed_ms = (time.perf_counter() - began) * 1000.0
+        self.telemetry.record(self.source, backend.workload, status, elapsed_ms, flags)
+        self.mirrored.inc((backend.workload.version,))
+
+    def _mirror(self, request: web.Request, body: bytes, headers: dict[str, str]) -> None:
+        backend = self.choose_mirror()
+        if backend is None or self._session is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._send_mirror(backend, request.method, request.path_qs, body, dict(headers))
+        )
+        self._mirrors_in_flight.add(task)
+        task.add_done_callback(self._mirrors_in_flight.discard)
+
+    async def mirrors_done(self) -> None:
+        """Wait for the mirrored requests in flight (tests; clients never wait for them)."""
+        while self._mirrors_in_flight:
+            await asyncio.gather(*list(self._mirrors_in_flight), return_exceptions=True)
+
     # -- HTTP -------------------------------------------------------------------------------
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
@@ -196,6 +288,7 @@ class Router:
             return web.Response(status=503, text="no healthy upstream")
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        self._mirror(request, body, headers)
         flags = "-"
         try:
             async with self._session.request(
@@ -218,12 +311,15 @@ class Router:
         elapsed_ms = (time.perf_counter() - began) * 1000.0
         out_headers["x-envoy-upstream-service-time"] = str(int(elapsed_ms))
         self.telemetry.record(self.source, backend.workload, status, elapsed_ms, flags)
+        self.served.inc((backend.workload.version,))
         return web.Response(status=status, body=payload, headers=out_headers)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = self.telemetry.render()
         out: list[str] = []
         self.unroutable.render(out)
+        self.served.render(out)
+        self.mirrored.render(out)
         return web.Response(
             body=body + "".join(out).encode(), headers={"Content-Type": CONTENT_TYPE}
         )
@@ -238,6 +334,9 @@ class Router:
         data: dict[str, Any] = {
             "origin": table.snapshot.origin if table.snapshot else "service (no virtualservice)",
             "shares": dict(table.shares),
+            "mirror": {table.mirror_name: table.mirror_share} if table.mirror else {},
+            "served": _by_version(self.served),
+            "mirrored": _by_version(self.mirrored),
         }
         return web.json_response(data)
 
@@ -262,12 +361,18 @@ class Router:
         return self.port
 
     async def stop(self) -> None:
+        for task in list(self._mirrors_in_flight):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _by_version(family: CounterFamily) -> dict[str, float]:
+    return {labels[0]: series.value for labels, series in family.series.items()}
 
 
 async def _serve(args: argparse.Namespace, backends: list[Backend]) -> int:

@@ -31,10 +31,13 @@ class RouteDestination:
 
 @dataclass(frozen=True)
 class RouteSnapshot:
-    """The destinations of the route being served, at one moment."""
+    """The destinations of the route being served, at one moment, and where (and what
+    percent of) its requests are mirrored, if anywhere."""
 
     destinations: tuple[RouteDestination, ...]
     origin: str = "static"  # where it came from, for logs
+    mirror: RouteDestination | None = None
+    mirror_percent: float = 0.0
 
 
 class WeightSource(Protocol):
@@ -121,7 +124,44 @@ def route_snapshot(vs: Mapping[str, Any], route_name: str | None = None) -> Rout
             raise VirtualServiceError(f"{origin}: route[{i}].weight: expected an integer")
         subset = dest.get("subset")
         dests.append(RouteDestination(dest["host"], subset if subset else None, weight))
-    return RouteSnapshot(tuple(dests), origin)
+    mirror, percent = _istio_mirror(route)
+    return RouteSnapshot(tuple(dests), origin, mirror, percent)
+
+
+def _istio_mirror(route: Mapping[str, Any]) -> tuple[RouteDestination | None, float]:
+    """Istio's `mirror` and `mirrorPercentage.value` (all requests when absent; the
+    deprecated integer `mirrorPercent` read too)."""
+    mirror = route.get("mirror")
+    if not isinstance(mirror, Mapping) or not isinstance(mirror.get("host"), str):
+        return None, 0.0
+    target = RouteDestination(mirror["host"], mirror.get("subset") or None)
+    percentage = route.get("mirrorPercentage")
+    if isinstance(percentage, Mapping) and isinstance(percentage.get("value"), int | float):
+        return target, float(percentage["value"])
+    legacy = route.get("mirrorPercent")
+    return target, float(legacy) if isinstance(legacy, int) else 100.0
+
+
+def _gateway_mirror(rule: Mapping[str, Any]) -> tuple[RouteDestination | None, float]:
+    """The rule's first RequestMirror filter: its backendRef, and its `percent` or
+    `fraction` (all requests when neither is set)."""
+    for item in rule.get("filters") or []:
+        if not isinstance(item, Mapping) or item.get("type") != "RequestMirror":
+            continue
+        mirror = item.get("requestMirror") or {}
+        ref = mirror.get("backendRef") or {}
+        if not isinstance(ref.get("name"), str):
+            continue
+        ns = ref.get("namespace")
+        host = f"{ref['name']}.{ns}.svc.cluster.local" if ns else ref["name"]
+        if isinstance(mirror.get("percent"), int):
+            return RouteDestination(host), float(mirror["percent"])
+        fraction = mirror.get("fraction")
+        if isinstance(fraction, Mapping) and isinstance(fraction.get("numerator"), int):
+            denominator = fraction.get("denominator", 100) or 100
+            return RouteDestination(host), 100.0 * fraction["numerator"] / denominator
+        return RouteDestination(host), 100.0
+    return None, 0.0
 
 
 def httproute_snapshot(route: Mapping[str, Any], rule: str | None = None) -> RouteSnapshot:
@@ -166,7 +206,8 @@ def httproute_snapshot(route: Mapping[str, Any], rule: str | None = None) -> Rou
         ns = ref.get("namespace")
         host = f"{ref['name']}.{ns}.svc.cluster.local" if ns else ref["name"]
         dests.append(RouteDestination(host, None, weight))
-    return RouteSnapshot(tuple(dests), origin)
+    mirror, percent = _gateway_mirror(chosen)
+    return RouteSnapshot(tuple(dests), origin, mirror, percent)
 
 
 def _catch_all(matches: Any) -> bool:

@@ -22,6 +22,7 @@ import yaml
 from canaryguard_testbed import bins
 from canaryguard_testbed.controlplane import ControlPlane
 from tests.integration.kustomize import Obj, one, operator_args, render
+from tests.kind import stack
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "manifests/helm/canaryguard"
@@ -320,3 +321,20 @@ def test_the_api_server_refuses_a_chart_rendered_with_a_bad_value(
     )
     assert result.returncode != 0
     assert "replicas" in result.stderr
+
+
+def test_the_kind_tiers_chart_install_is_its_kustomize_install(
+    helm: Path, control_plane: ControlPlane
+) -> None:
+    """The kind tier installs once with the overlay and once with the chart and the same
+    allowlist (tests/kind/stack.py): both are the same objects."""
+    chart = objects(
+        template(
+            helm,
+            "namespace.create=true",
+            f"allowlist.prometheus={stack.PROMETHEUS_URL}",
+            f"allowlist.pagerduty={stack.PAGERDUTY_URL}",
+            crds=True,
+        )
+    )
+    assert_same(chart, render(control_plane, stack.INSTALL))

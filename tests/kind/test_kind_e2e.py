@@ -226,8 +226,8 @@ def test_the_operator_pod_deleted_mid_breach_rolls_back_on_time_from_the_new_pod
     r = start_rollout(kind_cluster, "fraud-restart", steps, [slo])
     r.wait_weights(50, 50, timeout=30)
     r.wait_healthy(timeout=60)
-    # Every operator Pod goes, so this holds with more than one replica (leader election)
-    # as with the one manifests/ ships.
+    # Every operator Pod goes (both of the two replicas manifests/ ships, the leader and the
+    # standby), so no surviving standby takes over: the new Pods must resume the breach.
     old = {p["metadata"]["name"] for p in operator_pods(kind_cluster)}
     replicas = kind_cluster.get_json("deployment", "canaryguard", "-n", OPERATOR_NAMESPACE)["spec"][
         "replicas"

@@ -55,8 +55,16 @@ unit: venv
 integration: venv stack-deps
 	$(PY) -m pytest -m integration tests
 
-test: venv stack-deps lint
-	$(PY) -m pytest tests
+# Everything the kind tier needs besides the venv and `bins`: a Docker engine (started here
+# when none answers; without one, and none installable, a clear message and exit 1), the
+# images, kind and the node image. Built once and cached; about 2 s each when up to date.
+KIND_DEPS := docker-engine images kind kind-images node-image
+
+# Lint, the unit and integration tiers, then the kind tier (tests/kind is only collected when
+# the marker expression names kind, so it runs as its own session, after the others).
+test: venv stack-deps lint $(KIND_DEPS)
+	$(PY) -m pytest -m 'not kind' tests
+	$(PY) -m pytest -m kind tests/kind
 
 # make demo [SCENARIO=healthy|error-spike|latency|business-drop|drift] [ARGS="--keep --plain"]
 demo: venv stack-deps
@@ -86,12 +94,12 @@ kind-images: docker-engine
 node-image: node-bins kind kind-images
 	bash hack/images/kind-node.sh
 
-# The kind tier alone (tests/kind): a kind cluster from the local node image, the operator
+# The kind tier alone (tests/kind; `make test` runs it last): a kind cluster from the local node image, the operator
 # from its image and `kubectl apply -k tests/kind/manifests/install` (manifests/ with an
 # allowlist for the test bed), Prometheus, the PagerDuty receiver and the
 # test-bed mesh as Deployments; deleted at the end (KEEP_CLUSTER=1 keeps it). Needs a Docker
 # engine (docker-engine, through images); everything else is built here and cached.
-e2e-kind: venv bins kind images kind-images node-image
+e2e-kind: venv bins $(KIND_DEPS)
 	$(PY) -m pytest -m kind tests/kind
 
 # docs/reference.md, the CanaryRollout field reference, from crds/canaryrollout.yaml.

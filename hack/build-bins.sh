@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl and etcd from the pinned wrapper modules (hack/kube,
-# hack/etcd) into ${CANARYGUARD_BIN_DIR:-~/.cache/canaryguard/bin}/<component>-<version>/.
+# Builds kube-apiserver, kubectl, etcd and helm from the pinned wrapper modules (hack/kube,
+# hack/etcd, hack/helm) into ${CANARYGUARD_BIN_DIR:-~/.cache/canaryguard/bin}/<component>-<version>/.
 # A binary already present is kept; a new one is built under a temporary name and renamed,
 # so an interrupted build never leaves a half-written binary behind.
 #
@@ -27,6 +27,7 @@ ISTIO_API_VERSION=$(sed -n 's/^ISTIO_API_VERSION=//p' "$hack_dir/versions.env")
 COREDNS_VERSION=$(sed -n 's/^COREDNS_VERSION=//p' "$hack_dir/versions.env")
 CRICTL_VERSION=$(sed -n 's/^CRICTL_VERSION=//p' "$hack_dir/versions.env")
 GATEWAY_API_VERSION=$(sed -n 's/^GATEWAY_API_VERSION=//p' "$hack_dir/versions.env")
+HELM_VERSION=$(sed -n 's/^HELM_VERSION=//p' "$hack_dir/versions.env")
 
 # Never let a go.mod's toolchain line download another Go; build with the one installed.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly
@@ -51,6 +52,7 @@ ensure_go() {
   fi
   check_pin kube k8s.io/kubernetes "$KUBE_VERSION"
   check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
   if [[ $with_node == 1 ]]; then
     check_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
     check_pin cri-tools sigs.k8s.io/cri-tools "$CRICTL_VERSION"
@@ -110,6 +112,14 @@ build kube-apiserver "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kube-apiserver \
 build kubectl "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kubectl \
   "$kube_tags" "$kube_ldflags" version --client
 build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "-s -w" --version
+# helm, for the chart's tests (manifests/helm): the version and the Kubernetes version its
+# lint and `template` assume (that of its client-go, 1.34) as helm's own Makefile sets them.
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+done
+build helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm "" "$helm_ldflags" version --short
 if [[ $with_node == 1 ]]; then
   # One at a time: each shares the Go build cache with the ones before it.
   for component in kubeadm kubelet kube-proxy kube-controller-manager kube-scheduler; do

@@ -49,7 +49,8 @@ def test_the_stack_is_accepted_by_the_api_server(
 ) -> None:
     objs = [o for o in everything() if o["kind"] != "Namespace"]
     for obj in objs:
-        assert obj["metadata"]["namespace"] == stack.NAMESPACE
+        # The headless Service for the operator's Pods goes beside them.
+        assert obj["metadata"]["namespace"] in (stack.NAMESPACE, stack.OPERATOR_NAMESPACE)
         obj["metadata"]["namespace"] = namespace
     moved = yaml.safe_dump_all(objs).replace(f".{stack.NAMESPACE}:", f".{namespace}:")
     out = control_plane.kubectl(
@@ -80,21 +81,32 @@ def test_every_scrape_target_is_a_service_of_the_stack_or_the_operators(tmp_path
         if o["kind"] == "Service"
         for p in o["spec"]["ports"]
     }
-    operator_service = yaml.safe_load((ROOT / "manifests" / "service.yaml").read_text())
-    (operator_port,) = operator_service["spec"]["ports"]
-    services.add(
-        (
-            f"{operator_service['metadata']['name']}.{stack.OPERATOR_NAMESPACE}",
-            operator_port["port"],
-        )
-    )
     targets = [
-        t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+        t
+        for job in config["scrape_configs"]
+        for sc in job.get("static_configs", [])
+        for t in sc["targets"]
     ]
-    assert len(targets) == 3 * len(stack.SERVICES) + 1
+    assert len(targets) == 3 * len(stack.SERVICES)
     for target in targets:
         host, port = target.rsplit(":", 1)
         assert (host, int(port)) in services, target
+    # The operator: each Pod, through the stack's headless Service, on the metrics port
+    # manifests/service.yaml targets, selected as that Service selects them.
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "canaryguard"]
+    (sd,) = job["dns_sd_configs"]
+    (name,) = sd["names"]
+    service, namespace = name.split(".")[:2]
+    headless = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == service)
+    assert namespace == headless["metadata"]["namespace"] == stack.OPERATOR_NAMESPACE
+    assert headless["spec"]["clusterIP"] == "None"
+    operator_service = yaml.safe_load((ROOT / "manifests" / "service.yaml").read_text())
+    assert headless["spec"]["selector"] == operator_service["spec"]["selector"]
+    (operator_port,) = operator_service["spec"]["ports"]
+    deployment = yaml.safe_load((ROOT / "manifests" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert sd["type"] == "A" and sd["port"] == ports[operator_port["targetPort"]]
     promtool = Path(find_prometheus()).with_name("promtool")
     tool = str(promtool) if promtool.exists() else shutil.which("promtool")
     if tool is None:

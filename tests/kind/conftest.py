@@ -2,8 +2,12 @@
 installed from its image and manifests, the test bed deployed in namespace e2e.
 
     make e2e-kind                              # builds what is missing, then runs this tier
+    make test                                  # the same, after lint and the other tiers
     .venv/bin/python -m pytest -m kind tests/kind
     KEEP_CLUSTER=1 make e2e-kind               # leave the cluster up afterwards
+
+The last module (test_kind_helm.py) replaces the kustomize install with the Helm chart's and
+runs a scenario against it.
 
 The cluster (CANARYGUARD_KIND_CLUSTER, default canaryguard-e2e-<hash of this checkout's path>,
 so checkouts sharing a Docker engine never touch each other's) is reused when a healthy one
@@ -73,6 +77,7 @@ def kind_cluster() -> Iterator[KindCluster]:
         need(f"kind {versions['KIND_VERSION']} is not built ({kind})", "run `make kind`")
     try:
         kubectl = bins.find_binary("kubectl", versions["KUBE_VERSION"])
+        bins.find_binary("helm", versions["HELM_VERSION"])  # the chart's install, at the end
         crds = bins.istio_crds()
     except bins.MissingBinaryError as exc:
         need(str(exc), "run `make bins`")
@@ -128,10 +133,18 @@ def kind_cluster() -> Iterator[KindCluster]:
                 cluster.delete()
 
 
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The helm `make bins` built (checked before the cluster is created)."""
+    return bins.find_binary("helm", pins()["HELM_VERSION"])
+
+
 def every_target_up(cluster: KindCluster) -> bool:
-    """Every target of the cluster's Prometheus (routers, model servers, the operator) is up."""
+    """Every target of the cluster's Prometheus (routers, model servers, each operator Pod)
+    is up."""
     up = cluster.prometheus_query("up")
-    expected = 3 * len(stack.SERVICES) + 1
+    replicas = cluster.get_json("deployment", "canaryguard", "-n", stack.OPERATOR_NAMESPACE)
+    expected = 3 * len(stack.SERVICES) + replicas["spec"]["replicas"]
     return len(up) == expected and all(sample["value"][1] == "1" for sample in up)
 
 

@@ -12,7 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.kind.cluster import ROOT, KindCluster
+import yaml
+
+from tests.kind.cluster import ROOT, KindCluster, run
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 # manifests/ with the allowlist replaced by the addresses below.
@@ -196,3 +198,45 @@ def install_stack(cluster: KindCluster) -> None:
         "--timeout=240s",
         timeout=260,
     )
+
+
+# --- the same operator from the Helm chart --------------------------------------------------
+
+CHART = ROOT / "manifests" / "helm" / "canaryguard"
+RELEASE = "canaryguard"
+
+
+def uninstall_kustomize(cluster: KindCluster) -> None:
+    """Delete what `kubectl apply -k` of the overlay created, except its Namespace and the
+    CRD (and so the CanaryRollouts): the chart must then create every other object itself,
+    which Helm refuses to do over objects it does not own."""
+    rendered = cluster.kubectl("kustomize", str(INSTALL)).stdout
+    kept = ("Namespace", "CustomResourceDefinition")
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] not in kept]
+    cluster.kubectl(
+        "delete", "-f", "-", "--ignore-not-found", "--wait=true", "--timeout=120s",
+        input=yaml.safe_dump_all(docs), timeout=150,
+    )  # fmt: skip
+
+
+def helm_env(cluster: KindCluster) -> dict[str, str]:
+    """helm against this cluster, with its cache, config and data in the cluster's folder."""
+    env = cluster.env()
+    for name in ("CACHE", "CONFIG", "DATA"):
+        env[f"HELM_{name}_HOME"] = str(cluster.workdir / "helm" / name.lower())
+    return env
+
+
+def install_chart(cluster: KindCluster, helm: Path) -> str:
+    """`helm install` of the chart into the operator's namespace, with the same allowlist as
+    the overlay, waiting for the Deployment; returns helm's output."""
+    return run(
+        [
+            str(helm), "install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE,
+            "--set", f"allowlist.prometheus={PROMETHEUS_URL}",
+            "--set", f"allowlist.pagerduty={PAGERDUTY_URL}",
+            "--wait", "--timeout", "180s",
+        ],
+        env=helm_env(cluster),
+        timeout=200,
+    ).stdout  # fmt: skip

@@ -226,8 +226,8 @@ def test_the_operator_pod_deleted_mid_breach_rolls_back_on_time_from_the_new_pod
     r = start_rollout(kind_cluster, "fraud-restart", steps, [slo])
     r.wait_weights(50, 50, timeout=30)
     r.wait_healthy(timeout=60)
-    # Every operator Pod goes, so this holds with more than one replica (leader election)
-    # as with the one manifests/ ships.
+    # Every operator Pod goes (both of the two replicas manifests/ ships, the leader and the
+    # standby), so no surviving standby takes over: the new Pods must resume the breach.
     old = {p["metadata"]["name"] for p in operator_pods(kind_cluster)}
     replicas = kind_cluster.get_json("deployment", "canaryguard", "-n", OPERATOR_NAMESPACE)["spec"][
         "replicas"
@@ -307,31 +307,64 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 def test_prometheus_in_the_cluster_scrapes_the_operator_pods_own_metrics(
     kind_cluster: KindCluster,
 ) -> None:
-    (up,) = kind_cluster.prometheus_query('up{job="canaryguard"}')
-    assert up["value"][1] == "1"
-    assert up["metric"]["instance"] == "canaryguard-metrics.canaryguard-system:9095"
-    # The Pod's /metrics, read through its Service, and what Prometheus has of them.
-    direct = samples(
-        kind_cluster.service_get(OPERATOR_NAMESPACE, "canaryguard-metrics", 9095, "/metrics")
-    )
-    ticks = direct[("canaryguard_tick_duration_seconds_count", frozenset())]
+    """Each operator Pod is a target of its own (its address from DNS, through a headless
+    Service, as a ServiceMonitor scrapes each endpoint): one leads and ticks, the other stands
+    by; Prometheus has both."""
+    instances = {
+        p["metadata"]["name"]: f"{p['status']['podIP']}:9095"
+        for p in operator_pods(kind_cluster)
+        if ready_since(p)
+    }
+    deployment = kind_cluster.get_json("deployment", "canaryguard", "-n", OPERATOR_NAMESPACE)
+    assert len(instances) == deployment["spec"]["replicas"], instances
+
+    def every_pod_up() -> list[dict[str, Any]] | None:
+        up = kind_cluster.prometheus_query('up{job="canaryguard"}')
+        found = {s["metric"]["instance"]: s["value"][1] for s in up}
+        return up if found == dict.fromkeys(instances.values(), "1") else None
+
+    wait_for("every operator Pod scraped and up", every_pod_up, timeout=60)
+    # Each Pod's /metrics, read through the API server's Pod proxy.
+    direct = {
+        pod: samples(
+            kind_cluster.kubectl(
+                "get",
+                "--raw",
+                f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/http:{pod}:9095/proxy/metrics",
+            ).stdout
+        )
+        for pod in instances
+    }
+    leader_key = ("canaryguard_leader", frozenset[tuple[str, str]]())
+    ticks_key = ("canaryguard_tick_duration_seconds_count", frozenset[tuple[str, str]]())
+    leading = [pod for pod, found in direct.items() if found[leader_key] == 1]
+    assert len(leading) == 1, {pod: found[leader_key] for pod, found in direct.items()}
+    (leader_pod,) = leading
+    leader = instances[leader_pod]
+    ticks = direct[leader_pod][ticks_key]
     assert ticks > 0
+    for pod in set(instances) - {leader_pod}:  # a standby ticks nothing
+        assert direct[pod][ticks_key] == 0, pod
 
     def scraped_ticks() -> float | None:
         result = kind_cluster.prometheus_query(
-            'canaryguard_tick_duration_seconds_count{job="canaryguard"}'
+            f'canaryguard_tick_duration_seconds_count{{job="canaryguard",instance="{leader}"}}'
         )
         value = float(result[0]["value"][1]) if result else None
         return value if value is not None and value >= ticks else None
 
-    wait_for("Prometheus to scrape the ticks the Pod reports", scraped_ticks, timeout=15)
+    wait_for("Prometheus to scrape the ticks the leader reports", scraped_ticks, timeout=15)
+    (leaders,) = kind_cluster.prometheus_query('sum(canaryguard_leader{job="canaryguard"})')
+    assert leaders["value"][1] == "1"  # what CanaryguardNoLeader / SeveralLeaders watch
     for result in ("delivered", "rejected", "exhausted", "secret_error"):
         series = kind_cluster.prometheus_query(
-            f'canaryguard_pages_total{{job="canaryguard",result="{result}"}}'
+            f'canaryguard_pages_total{{job="canaryguard",result="{result}",instance="{leader}"}}'
         )
         assert len(series) == 1, (result, series)
     phases = {
         s["metric"]["phase"]: float(s["value"][1])
-        for s in kind_cluster.prometheus_query('canaryguard_rollouts{job="canaryguard"}')
+        for s in kind_cluster.prometheus_query(
+            f'canaryguard_rollouts{{job="canaryguard",instance="{leader}"}}'
+        )
     }
     assert sum(phases.values()) >= 1, phases

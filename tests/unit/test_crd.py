@@ -115,7 +115,8 @@ def test_cross_field_rules_are_declared() -> None:
         if "([0-9]+h)" not in node.get("pattern", "")
         for rule in node.get("x-kubernetes-validations", [])
     ]
-    assert len(rules) == 13  # 10 cross-field, 2 addresses, selector keys
+    assert len(rules) == 17  # 13 cross-field (3 for confidence), 2 addresses, selector keys,
+    # confidence's range
     assert all(
         rule["message"]
         for _, n in nodes(SPEC_SCHEMA)

@@ -244,3 +244,19 @@ def test_a_shared_degradation_at_a_weight_change_is_not_blamed_on_the_canary() -
     pooled = Stratum(5400 + 4500, 27 + 135, 600 + 4500, 3 + 135)
     assert sequential.rate_ratio([pooled]) == pytest.approx((138 / 5100) / (162 / 9900))
     assert sequential.shown([pooled], 1.0, "above", 0.99)
+
+
+def test_at_100_percent_without_any_step_beside_the_baseline_the_limit_judges() -> None:
+    idle = SloObservation(None, 0.07, 0, 3000)
+    alone = (Stratum(0, 0, 3000, 210),)
+    verdict = judge(slo(limit=0.05), idle, None, baseline_idle=True, strata=alone)
+    assert (verdict.verdict, verdict.reason) == (
+        "breach",
+        "canary 0.07 (no baseline reference; judged by limit only): above the limit 0.05",
+    )
+    fine = SloObservation(None, 0.01, 0, 3000)
+    assert judge(slo(), fine, None, baseline_idle=True, strata=alone).verdict == "healthy"
+    # With earlier steps beside the baseline, their evidence judges at 100% too.
+    assert judge(slo(), fine, None, baseline_idle=True, strata=(*WORSE, *alone)).verdict == (
+        "breach"
+    )

@@ -33,6 +33,9 @@ difference of rates:
 - inconclusive: fewer than minRequests requests (since the analysis began) on either
   version, or neither shown.
 
+At 100% the strata of earlier steps still judge; without any (the only step is 100%) the SLO
+is judged as without `confidence`.
+
 The false-rollback bound: an SLO whose canary is no worse than the null breaches at any tick
 of the whole analysis with probability at most 1 - confidence.
 """
@@ -118,8 +121,11 @@ def judge(
         return Judgement("unavailable", "no observation was gathered")
     if observation.unavailable:
         return Judgement("unavailable", f"query failed: {observation.error or 'unknown error'}")
-    if slo.confidence is not None:
+    informative = any(s.informative() for s in strata)
+    if slo.confidence is not None and (informative or not baseline_idle):
         return _with_confidence(slo, slo.confidence, observation, strata)
+    # With confidence but the baseline never had traffic beside the canary (a schedule
+    # whose only step is 100%): nothing to compare, judged as any SLO at 100% below.
     if baseline_idle:
         canary = _canary_evidence(slo, observation)
         if isinstance(canary, str):

@@ -269,3 +269,17 @@ def test_engine_statuses_validate_against_the_status_schema() -> None:
         stored = pruned(json.loads(json.dumps(status.to_dict())))
         assert problems(STATUS_SCHEMA, stored, ".status") == []
     assert phases == {"Progressing", "Paused", "Promoted", "RolledBack", "Invalid"}
+
+
+def test_a_status_with_evidence_validates_against_the_status_schema() -> None:
+    from canaryguard.core.status import SloStatus, Status, StratumRecord
+    from tests.unit.scenario import at
+
+    evidence = (
+        StratumRecord(at(0), 5, 9500, 48, 500, 8),
+        StratumRecord(at(120), 25, 7500, 37, 2500, 38),
+    )
+    status = Status(phase="Progressing", slos=(SloStatus("errors", "breach", evidence=evidence),))
+    stored = pruned(json.loads(json.dumps(status.to_dict())))
+    assert stored["slos"][0]["evidence"][1]["canaryEvents"] == 38
+    assert problems(STATUS_SCHEMA, stored, ".status") == []

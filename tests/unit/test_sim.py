@@ -97,3 +97,36 @@ def test_slos_without_simulated_errors_see_both_versions_equal() -> None:
     spec = make_spec(spec_dict(slos=[slo_dict(margin={"absolute": 0.01}), latency]))
     outcome = simulate(spec, Traffic(rps=200, baseline_error=0.0), random.Random(1))
     assert (outcome.phase, outcome.seconds) == ("Promoted", 300)
+
+
+def test_looking_every_tick_keeps_false_alarms_within_the_bound() -> None:
+    """Ville's inequality in practice: identical versions, rates that jump when the split
+    changes (a shared degradation), 40 looks; the stratified e-value ever reaches 1/alpha in
+    at most alpha of the runs (plus three standard errors), while the same counts pooled
+    across the two splits cross far more often."""
+    from canaryguard.core.sequential import Stratum, log_e_value
+
+    alpha, runs = 0.05, 1000
+    rng = random.Random(11)
+    stratified = pooled = 0
+    for _ in range(runs):
+        strata: list[list[float]] = []
+        crossed_s = crossed_p = False
+        for look in range(40):
+            share, rate = (0.05, 0.005) if look < 10 else (0.5, 0.03)
+            if look in (0, 10):
+                strata.append([0.0, 0.0, 0.0, 0.0])
+            nb, nc = 1500 * (1 - share), 1500 * share
+            s = strata[-1]
+            s[0] += nb
+            s[1] += poisson(rng, nb * rate)
+            s[2] += nc
+            s[3] += poisson(rng, nc * rate)
+            as_strata = [Stratum(*x) for x in strata]
+            whole = Stratum(*(sum(x[i] for x in strata) for i in range(4)))
+            crossed_s |= log_e_value(as_strata, 1.0, "above") >= math.log(1 / alpha)
+            crossed_p |= log_e_value([whole], 1.0, "above") >= math.log(1 / alpha)
+        stratified += crossed_s
+        pooled += crossed_p
+    assert stratified / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs)
+    assert pooled / runs > 0.5

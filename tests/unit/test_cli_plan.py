@@ -5,13 +5,17 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from canaryguard.cli.errors import CliError
 from canaryguard.cli.main import main
+from canaryguard.cli.plan import read_rates
+from canaryguard.core.ports import MetricsUnavailable, Sample
 from canaryguard.core.spec import parse_spec
 from canaryguard.sim.plan import plan
 
@@ -99,7 +103,7 @@ def test_the_command_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixt
     ("args", "error"),
     [
         (["--rps", "0"], "error: --rps must be positive"),
-        (["--baseline-error-rate", "5"], "error: --baseline-error-rate must be between 0 and 1"),
+        (["--baseline-error-rate", "5"], "error: the baseline error rate must be between 0 and 1"),
         (["-f", "/nonexistent.yaml"], "error: cannot read /nonexistent.yaml"),
     ],
 )
@@ -150,3 +154,67 @@ def test_the_installed_command_runs_from_stdin() -> None:
     assert done.returncode == 0, done.stderr
     assert '"slo": "error-rate"' in done.stdout
     assert '"rps": 100.0' in done.stdout
+
+
+def answers(requests: list[Sample], errors: list[Sample]) -> Callable[[str], list[Sample]]:
+    def query(text: str) -> list[Sample]:
+        if text.startswith("sum by (destination_version) (increase("):
+            return requests
+        return errors
+
+    return query
+
+
+def v(b: float, c: float | None = None) -> list[Sample]:
+    out = [Sample({"destination_version": "v1"}, b)]
+    if c is not None:
+        out.append(Sample({"destination_version": "v2"}, c))
+    return out
+
+
+def test_rates_read_from_prometheus_with_the_rollouts_own_queries() -> None:
+    spec = parse_spec(body(**PLAIN))
+    asked: list[str] = []
+
+    def query(text: str) -> list[Sample]:
+        asked.append(text)
+        return answers(v(180_000, 0), v(0.004, 0.0))(text)
+
+    rps, rate = read_rates(spec, query, 3600)
+    assert (rps, rate) == (50.0, 0.004)  # 180,000 requests in an hour
+    assert all('destination_service_name="fraud-model"' in q and "[3600s]" in q for q in asked)
+    # Before the rollout the canary has no series at all: the baseline's alone.
+    assert read_rates(spec, answers(v(90_000), v(0.01)), 1800) == (50.0, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        (answers([], []), "no baseline traffic found in Prometheus over the last 1h"),
+        (answers(v(0.0), v(0.0)), "no baseline traffic found"),
+    ],
+)
+def test_no_traffic_in_prometheus_says_what_to_type(
+    query: Callable[[str], list[Sample]], error: str
+) -> None:
+    with pytest.raises(CliError) as caught:
+        read_rates(parse_spec(body(**PLAIN)), query, 3600)
+    assert str(caught.value).startswith(error)
+
+
+def test_prometheus_down_is_one_line() -> None:
+    def down(text: str) -> list[Sample]:
+        raise MetricsUnavailable("ConnectionError: refused")
+
+    with pytest.raises(CliError) as caught:
+        read_rates(parse_spec(body(**PLAIN)), down, 3600)
+    assert str(caught.value) == "Prometheus: ConnectionError: refused"
+
+
+def test_without_rates_or_prometheus_the_command_says_what_it_needs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["plan", "-f", str(EXAMPLE), "--rps", "50"]) == 1
+    assert capsys.readouterr().err == (
+        "error: give --rps and --baseline-error-rate, or --prometheus to read them\n"
+    )

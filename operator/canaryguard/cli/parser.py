@@ -171,14 +171,22 @@ def _add_plan_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     plan.add_argument("-f", "--filename", required=True, help="the manifest (- for stdin)")
-    plan.add_argument("--rps", type=float, required=True, help="requests per second, in all")
+    plan.add_argument("--rps", type=float, help="requests per second, in all")
     plan.add_argument(
         "--baseline-error-rate",
         type=float,
-        required=True,
         metavar="R",
         help="the baseline's share of failing requests (0.005 is 0.5%%)",
     )
+    plan.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help=(
+            "read what is not typed from this Prometheus: the service's request rate and the "
+            "baseline's error share, with the rollout's own selector and error codes"
+        ),
+    )
+    plan.add_argument("--over", default="1h", help="the range read from Prometheus (default 1h)")
     plan.add_argument(
         "--rollouts", type=int, default=200, help="simulated rollouts per regression (200)"
     )

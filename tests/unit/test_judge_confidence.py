@@ -227,6 +227,7 @@ def test_a_regression_shown_on_the_accumulated_evidence_rolls_back_after_its_win
     assert r.status.slos[0].breaching_since == at(90)
     assert r.tick(120, obs(counted(3000, 15, 3000, 47))).status.phase == "RolledBack"
     assert r.status.rollback is not None and r.status.rollback.slo == "errors"
+    assert r.status.rollback.margin == "relative 0% shown at 99% confidence"
 
 
 def test_a_shared_degradation_at_a_weight_change_is_not_blamed_on_the_canary() -> None:

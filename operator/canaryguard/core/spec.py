@@ -201,6 +201,8 @@ class Slo:
     def describe_tolerance(self) -> str:
         """The margin and limit in words, e.g. `absolute 0.01, relative 50%; limit 0.05`."""
         parts = [self.margin.describe()] if self.margin is not None else []
+        if self.confidence is not None and parts:
+            parts[0] += f" shown at {self.confidence * 100:g}% confidence"
         if self.limit is not None:
             parts.append(f"limit {self.limit:g}")
         return "; ".join(parts)

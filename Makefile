@@ -11,7 +11,7 @@ export CANARYGUARD_BIN_DIR ?= $(HOME)/.cache/canaryguard/bin
 export CANARYGUARD_PROJECT_DIR := $(CURDIR)
 
 .PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind reference clean \
-	docker-engine images kind kind-images node-bins node-image bench chaos
+	docker-engine images kind kind-images node-bins node-image bench bench-judge chaos
 
 # The operator (with its dev tools) and the test bed, a distribution of its own.
 $(VENV)/.installed: pyproject.toml tests/testbed/pyproject.toml
@@ -106,8 +106,14 @@ e2e-kind: venv bins $(KIND_DEPS)
 reference: venv
 	$(PY) hack/gen_reference.py
 
+# The judges simulated (bench/bench_judge.py): false rollbacks, regressions caught and how
+# fast, shared degradations, for plain margins, confidence and a Flagger-style threshold; the
+# engine alone (no Prometheus), about a minute. Prints the README's table, writes JSON.
+bench-judge: venv
+	$(PY) bench/bench_judge.py --rollouts $${ROLLOUTS_PER_CELL:-200} --json $${JSON:-bench-judge.json}
+
 # Figures, not assertions: the decision path, the real operator with many rollouts, the mesh.
-bench: venv stack-deps
+bench: venv stack-deps bench-judge
 	$(PY) bench/bench_engine.py 1000 20
 	$(PY) bench/bench_operator.py --rollouts $${ROLLOUTS:-1000} --interval 30 --window 90
 	$(PY) bench/bench_mesh.py

@@ -21,6 +21,7 @@ import yaml
 from canaryguard.adapters.kube import merge_patch
 from canaryguard.core import engine
 from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.sequential import Stratum
 from canaryguard.core.spec import parse_spec
 from canaryguard.core.status import status_from_dict
 from canaryguard.runtime.observe import plan
@@ -40,7 +41,8 @@ def main() -> None:
         bodies.append(body)
     healthy = Observations(
         {
-            "error-rate": SloObservation(0.01, 0.011, 900, 100),
+            # The example's error rate has `confidence`: it is judged on counts since the step.
+            "error-rate": SloObservation(0.01, 0.011, 900, 100, counts=Stratum(900, 9, 100, 1)),
             "p99-latency": SloObservation(80.0, 82.0, 900, 100),
             "fraud-flag-rate": SloObservation(0.03, 0.031, 9000, 1000),
         }

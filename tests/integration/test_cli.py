@@ -19,6 +19,7 @@ import yaml
 from canaryguard.cli.main import main
 from canaryguard.core import engine
 from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.sequential import Stratum
 from canaryguard.core.spec import parse_spec
 from canaryguard.core.status import Status
 from canaryguard_testbed.bins import find_binaries
@@ -28,12 +29,16 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples/fraud-model/canaryrollout.yaml"
 SLOS = ("error-rate", "p99-latency", "fraud-flag-rate")
 
+# The example's error rate has `confidence`: it is judged on the counts since the step.
 HEALTHY = {
-    "error-rate": SloObservation(0.002, 0.0025, 5000, 400),
+    "error-rate": SloObservation(0.002, 0.0025, 5000, 400, counts=Stratum(5000, 10, 400, 1)),
     "p99-latency": SloObservation(80.0, 84.0, 5000, 400),
     "fraud-flag-rate": SloObservation(0.031, 0.030, 5000, 600),
 }
-BREACH = {**HEALTHY, "error-rate": SloObservation(0.002, 0.09, 5000, 400)}
+BREACH = {
+    **HEALTHY,
+    "error-rate": SloObservation(0.002, 0.09, 5000, 400, counts=Stratum(5000, 10, 400, 36)),
+}
 
 
 def rollout_body(namespace: str, name: str) -> dict[str, Any]:
@@ -177,7 +182,8 @@ def test_explain_says_why_it_was_rolled_back_and_that_on_call_was_paged(
     assert f"{namespace}/fraud-model was rolled back" in out
     assert "because an SLO stayed in breach for its whole window" in out
     assert "SLO error-rate had the canary at 0.09 against the baseline's 0.002" in out
-    assert "for its window of 2m" in out
+    assert "for its window of 1m" in out
+    assert "beyond relative 0% shown at 99% confidence" in out
     assert "On-call was paged: PagerDuty accepted the trigger" in out
     decisions = out.split("Latest decisions, newest first")[1].splitlines()[1:]
     assert all(line.startswith("- ") for line in decisions)
@@ -193,7 +199,8 @@ def test_explain_a_progressing_rollout_names_the_breach_and_what_follows(
     assert code == 0, err
     assert "is Progressing at step 2 of 4: fraud-model/v2 takes 25% of the traffic" in out
     assert "SLO error-rate is in breach since" in out
-    assert "If it lasts its 2m window, the rollout is rolled back." in out
+    assert "If it lasts its 1m window, the rollout is rolled back." in out
+    assert "SLO error-rate evidence since the analysis began (events/requests per step)" in out
     assert "Healthy at the last tick: p99-latency, fraud-flag-rate." in out
     assert "(2 of " in out
 

@@ -282,3 +282,40 @@ def test_status_shows_a_failed_and_a_passed_shadow() -> None:
         "not judged in shadow: ctr"
     ) in not_started.splitlines()
     assert "Shadow:" not in render_detail(rollout("a", None), NOW)
+
+
+def test_explain_shows_the_evidence_and_the_confidence_bounds() -> None:
+    from canaryguard.core import sequential
+    from canaryguard.core.sequential import Stratum
+    from canaryguard.core.status import StratumRecord
+
+    records = (
+        StratumRecord(NOW - timedelta(minutes=8), 10, 9500, 48, 500, 8),
+        StratumRecord(NOW - timedelta(minutes=6), 100, 7500, 37, 2500, 38),
+    )
+    status = Status(
+        phase="Progressing",
+        step_index=1,
+        canary_weight=100,
+        step_started_at=NOW - timedelta(minutes=6),
+        slos=(SloStatus("errors", "breach", "shown worse", evidence=records),),
+    )
+    body = rollout(
+        "a",
+        status,
+        analysis={"slos": [{"name": "errors", "confidence": 0.99, "margin": {"relative": 0}}]},
+    )
+    text = explain(body, NOW)
+    strata = [Stratum(9500, 48, 500, 8), Stratum(7500, 37, 2500, 38)]
+    low = sequential.bound(strata, "above", 0.99)
+    high = sequential.bound(strata, "below", 0.99)
+    assert 1 < low < high
+    assert (
+        "SLO errors evidence since the analysis began (events/requests per step) at 10% from "
+        "2024-06-01T12:22:00Z: canary 8/500, baseline 48/9500; at 100% from "
+        "2024-06-01T12:24:00Z: canary 38/2500, baseline 37/7500." in text
+    )
+    assert (
+        f"at 99% confidence, valid at every tick, it is above {low:.3g}x and below {high:.3g}x"
+        in text
+    )

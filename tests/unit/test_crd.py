@@ -127,8 +127,9 @@ def test_cross_field_rules_are_declared() -> None:
         if "([0-9]+h)" not in node.get("pattern", "")
         for rule in node.get("x-kubernetes-validations", [])
     ]
-    # 10 cross-field, 2 addresses, selector keys, 3 of spec.shadow.skipSlos
-    assert len(rules) == 16
+    # 13 cross-field (3 for confidence), 2 addresses, selector keys, confidence's range,
+    # 3 of spec.shadow.skipSlos
+    assert len(rules) == 20
     assert all(
         rule["message"]
         for _, n in nodes(SPEC_SCHEMA)
@@ -295,3 +296,17 @@ def test_engine_statuses_validate_against_the_status_schema() -> None:
         stored = pruned(json.loads(json.dumps(status.to_dict())))
         assert problems(STATUS_SCHEMA, stored, ".status") == []
     assert phases == {"Progressing", "Paused", "Promoted", "RolledBack", "Invalid"}
+
+
+def test_a_status_with_evidence_validates_against_the_status_schema() -> None:
+    from canaryguard.core.status import SloStatus, Status, StratumRecord
+    from tests.unit.scenario import at
+
+    evidence = (
+        StratumRecord(at(0), 5, 9500, 48, 500, 8),
+        StratumRecord(at(120), 25, 7500, 37, 2500, 38),
+    )
+    status = Status(phase="Progressing", slos=(SloStatus("errors", "breach", evidence=evidence),))
+    stored = pruned(json.loads(json.dumps(status.to_dict())))
+    assert stored["slos"][0]["evidence"][1]["canaryEvents"] == 38
+    assert problems(STATUS_SCHEMA, stored, ".status") == []

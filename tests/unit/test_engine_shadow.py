@@ -400,3 +400,59 @@ def test_manual_abort_in_shadow_removes_the_mirror_and_marks_it_skipped() -> Non
     assert (r.status.shadow.state, r.status.shadow.ended_at) == ("Skipped", at(30))
     assert r.status.rollback is not None and r.status.rollback.reason == "Manual"
     assert not r.status.rollback.message.startswith("in shadow")
+
+
+def test_a_confidence_slo_counts_its_evidence_over_the_shadow_and_then_over_step_1() -> None:
+    from canaryguard.core.observations import SloObservation
+    from canaryguard.core.sequential import Stratum
+    from canaryguard.core.status import StratumRecord
+
+    def counted(nb: float, xb: float, nc: float, xc: float) -> SloObservation:
+        return SloObservation(xb / nb, xc / nc, nb, nc, counts=Stratum(nb, xb, nc, xc))
+
+    data = shadow_spec()
+    data["analysis"]["slos"][0] = {
+        "name": "errors",
+        "errorRate": {},
+        "margin": {"relative": 0},
+        "confidence": 0.99,
+        "window": "30s",
+    }
+    r = Rollout(make_spec(data))
+    r.started()
+    # The shadow's stratum starts with the shadow (step_started_at is unset while shadowing).
+    r.tick(60, obs(counted(6000, 30, 1200, 6)))
+    assert r.status.slos[0].evidence == (StratumRecord(at(0), 0, 6000, 30, 1200, 6),)
+    assert r.status.slos[0].verdict == "healthy"
+    passed = r.tick(120, obs(counted(12000, 60, 2400, 12)))
+    assert writes(passed.actions) == [(90, 10, 0)]
+    # Step 1 begins its own stratum; the shadow's stays.
+    r.tick(150, obs(counted(2700, 13, 300, 2)))
+    assert r.status.slos[0].evidence == (
+        StratumRecord(at(0), 0, 12000, 60, 2400, 12),
+        StratumRecord(at(120), 10, 2700, 13, 300, 2),
+    )
+
+
+def test_a_canary_shown_worse_on_mirrored_traffic_fails_the_shadow() -> None:
+    from canaryguard.core.observations import SloObservation
+    from canaryguard.core.sequential import Stratum
+
+    data = shadow_spec()
+    data["analysis"]["slos"][0] = {
+        "name": "errors",
+        "errorRate": {},
+        "margin": {"relative": 0},
+        "confidence": 0.99,
+        "window": "30s",
+    }
+    r = Rollout(make_spec(data))
+    r.started()
+    worse = Stratum(6000, 30, 1200, 60)  # 5% of mirrored requests failing against 0.5%
+    r.tick(30, obs(SloObservation(0.005, 0.05, 6000, 1200, counts=worse)))
+    assert r.status.slos[0].verdict == "breach"
+    assert r.status.slos[0].breaching_since == at(30)
+    failed = r.tick(60, obs(SloObservation(0.005, 0.05, 12000, 2400, counts=worse)))
+    assert r.status.phase == "RolledBack"
+    assert writes(failed.actions) == [(100, 0, 0)]
+    assert r.status.shadow is not None and r.status.shadow.state == "Failed"

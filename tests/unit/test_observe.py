@@ -126,3 +126,55 @@ def test_missing_nan_and_ambiguous_answers_are_no_data() -> None:
     assert split(by_version(math.nan, math.inf), key) == (None, None)
     two_canaries = [*by_version(1.0, 2.0), Sample({"destination_version": "v2"}, 5.0)]
     assert split(two_canaries, key) == (1.0, None)
+
+
+def confident_spec() -> Spec:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["spec"]["analysis"]["slos"][0]["confidence"] = 0.99
+    data["spec"]["analysis"]["slos"][2]["confidence"] = 0.99
+    return parse_spec(data)
+
+
+def test_confidence_slos_count_their_evidence_since_the_step_began() -> None:
+    spec = confident_spec()
+    planned = plan(spec, step_age=95.5)
+    errors, flags = planned["error-rate"].since, planned["fraud-flag-rate"].since
+    assert errors is not None and flags is not None
+    assert planned["p99-latency"].since is None  # no confidence
+    assert "[95500ms]" in errors.samples and "[95500ms]" in errors.value
+    assert "[95500ms]" in flags.samples and "[300s]" in planned["fraud-flag-rate"].samples
+    assert plan(spec)["error-rate"].since is None  # no step age: nothing to count
+    assert plan(spec, step_age=0.5)["error-rate"].since is None  # under a second
+    answers = {
+        errors.value: by_version(0.01, 0.04),
+        errors.samples: by_version(9000, 500),
+        flags.value: by_side(0.03, 0.01),
+        flags.samples: by_side(900, 100),
+    }
+
+    def answer(q: str) -> list[Sample]:
+        return answers.get(q, by_version(1, 1) if "destination_version" in q else by_side(1, 1))
+
+    seen = asyncio.run(observe(spec, Source(answer), step_age=95.5)).slos
+    counts = seen["error-rate"].counts
+    assert counts is not None
+    assert (counts.baseline_requests, counts.canary_requests) == (9000, 500)
+    assert (counts.baseline_events, counts.canary_events) == pytest.approx((90, 20))
+    flagged = seen["fraud-flag-rate"].counts
+    assert flagged is not None
+    assert (flagged.baseline_events, flagged.canary_events) == pytest.approx((27, 1))
+    assert seen["p99-latency"].counts is None
+
+
+def test_a_version_without_counts_yet_gives_no_stratum() -> None:
+    spec = confident_spec()
+    errors = plan(spec, step_age=30)["error-rate"].since
+    assert errors is not None
+
+    def answer(q: str) -> list[Sample]:
+        if q in (errors.value, errors.samples):
+            return [Sample({"destination_version": "v1"}, 5.0)]  # no canary series yet
+        return by_version(1, 1) if "destination_version" in q else by_side(1, 1)
+
+    seen = asyncio.run(observe(spec, Source(answer), step_age=30)).slos
+    assert seen["error-rate"].counts is None

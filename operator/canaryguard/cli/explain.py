@@ -19,6 +19,8 @@ from canaryguard.cli.render import (
     steps,
 )
 from canaryguard.cli.requests import pending_request
+from canaryguard.core import sequential
+from canaryguard.core.sequential import Stratum
 from canaryguard.core.status import (
     FINISHED,
     HistoryEntry,
@@ -93,6 +95,7 @@ def explain(obj: Mapping[str, Any], now: datetime, last: int = 5) -> str:
         out.append(_page_sentence(status))
     elif status.phase not in FINISHED:
         out += _slo_sentences(spec, status, now)
+    out += _evidence_sentences(spec, status)
     spec_valid = status.condition("SpecValid")
     if spec_valid is not None and spec_valid.status == "False":
         out.append(f"The spec is invalid: {spec_valid.message}")
@@ -167,6 +170,41 @@ def _slo_sentences(spec: Mapping[str, Any], status: Status, now: datetime) -> li
             out.append(f"SLO {slo.name} could not be queried: {slo.reason or 'query failed'}.")
     if healthy:
         out.append(f"Healthy at the last tick: {', '.join(healthy)}.")
+    return out
+
+
+def _evidence_sentences(spec: Mapping[str, Any], status: Status) -> list[str]:
+    """For SLOs with `confidence`: the counts per step and the confidence sequence's bounds
+    on the canary's rate as a multiple of the baseline's (core.sequential)."""
+    confidences = {
+        str(slo.get("name")): slo.get("confidence")
+        for slo in (spec.get("analysis") or {}).get("slos") or []
+        if isinstance(slo, Mapping)
+    }
+    out = []
+    for slo in status.slos:
+        confidence = confidences.get(slo.name)
+        if not slo.evidence or not isinstance(confidence, int | float):
+            continue
+        strata = [
+            Stratum(r.baseline_requests, r.baseline_events, r.canary_requests, r.canary_events)
+            for r in slo.evidence
+        ]
+        steps_text = "; ".join(
+            f"at {r.weight}% from {format_time(r.since)}: canary {r.canary_events}/"
+            f"{r.canary_requests}, baseline {r.baseline_events}/{r.baseline_requests}"
+            for r in slo.evidence
+        )
+        ratio = sequential.rate_ratio(strata)
+        low = sequential.bound(strata, "above", confidence)
+        high = sequential.bound(strata, "below", confidence)
+        estimate = "no events yet" if ratio is None else f"{ratio:.3g}x the baseline's"
+        out.append(
+            f"SLO {slo.name} evidence since the analysis began (events/requests per step) "
+            f"{steps_text}. The canary's rate is {estimate}; at {confidence * 100:g}% "
+            f"confidence, valid at every tick, it is above {low:.3g}x and below "
+            f"{'infinity' if high == float('inf') else f'{high:.3g}x'} (each bound one-sided)."
+        )
     return out
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from canaryguard.cli.cluster import Cluster, connect
 from canaryguard.cli.errors import CliError
 from canaryguard.cli.parser import build_parser
+from canaryguard.cli.plan import cmd_plan
 from canaryguard.cli.run import run_operator
 
 __all__ = ["build_parser", "main"]
@@ -27,7 +28,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser("kubectl canary" if plugin else "canaryguard").parse_args(argv)
     if args.command == "run":
         return run_operator(args)
+    if args.command == "plan":
+        return _run_plan(args)
     return _run_cluster_command(args)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    """`plan` needs no cluster; errors become one line on stderr."""
+    try:
+        output = cmd_plan(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(output)
+    return 0
 
 
 def _run_cluster_command(args: argparse.Namespace) -> int:

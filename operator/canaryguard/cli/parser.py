@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from canaryguard.cli.explain import cmd_explain
+from canaryguard.cli.plan import cmd_plan
 from canaryguard.cli.requests import cmd_request, cmd_set_paused
 from canaryguard.cli.status import cmd_status
 from canaryguard.core.access import (
@@ -84,6 +85,7 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_election_flags(run)
     _add_cluster_commands(sub)
+    _add_plan_command(sub)
     return parser
 
 
@@ -153,6 +155,44 @@ def _addresses(text: str) -> list[Address]:
         except AddressError as exc:
             raise argparse.ArgumentTypeError(f"{strip_credentials(url)}: {exc}") from None
     return addresses
+
+
+def _add_plan_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add plan: a simulation of a rollout manifest, without a cluster."""
+    plan = sub.add_parser(
+        "plan",
+        help="simulate a rollout: what it catches, how fast, how often it cries wolf",
+        description=(
+            "Simulate a CanaryRollout manifest through the real engine at a request rate "
+            "and baseline error rate (Poisson requests, binomial errors): per step, the "
+            "smallest regression caught by its end and the chance of rolling back an "
+            "identical canary; the median time to catch 2x; warnings for holds too short "
+            "to gather evidence and margins that sit on a likely regression."
+        ),
+    )
+    plan.add_argument("-f", "--filename", required=True, help="the manifest (- for stdin)")
+    plan.add_argument("--rps", type=float, help="requests per second, in all")
+    plan.add_argument(
+        "--baseline-error-rate",
+        type=float,
+        metavar="R",
+        help="the baseline's share of failing requests (0.005 is 0.5%%)",
+    )
+    plan.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help=(
+            "read what is not typed from this Prometheus: the service's request rate and the "
+            "baseline's error share, with the rollout's own selector and error codes"
+        ),
+    )
+    plan.add_argument("--over", default="1h", help="the range read from Prometheus (default 1h)")
+    plan.add_argument(
+        "--rollouts", type=int, default=200, help="simulated rollouts per regression (200)"
+    )
+    plan.add_argument("--seed", type=int, default=1, help="random seed (1)")
+    plan.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    plan.set_defaults(handler=cmd_plan)
 
 
 def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

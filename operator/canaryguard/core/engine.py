@@ -40,6 +40,7 @@ page's summary and details) come from `messages`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -52,8 +53,10 @@ from canaryguard.core.manual import ManualRequest, RequestAction
 from canaryguard.core.messages import NoEffect, ResumeReason
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.paging import safe_dedup_key
+from canaryguard.core.sequential import Stratum
 from canaryguard.core.spec import Slo, Spec
 from canaryguard.core.status import (
+    EVIDENCE_LIMIT,
     FINISHED,
     ConditionStatus,
     HistoryEntry,
@@ -65,6 +68,7 @@ from canaryguard.core.status import (
     ShadowStatus,
     SloStatus,
     Status,
+    StratumRecord,
     round_value,
     truncate_time,
 )
@@ -482,10 +486,13 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
     previous = {slo.name: slo for slo in status.slos}
     idle = _baseline_idle(status)
     skipped = _skipped_in_shadow(spec, status)
+    step = (status.stratum_started_at or now, status.canary_weight or 0)
     slos = tuple(
         SloStatus(slo.name, "skipped", messages.SKIPPED_IN_SHADOW)
         if slo.name in skipped
-        else _slo_status(slo, observations.slos.get(slo.name), previous.get(slo.name), now, idle)
+        else _slo_status(
+            slo, observations.slos.get(slo.name), previous.get(slo.name), now, idle, step
+        )
         for slo in spec.analysis.slos
     )
     unavailable = [slo for slo in slos if slo.verdict == "unavailable"]
@@ -606,9 +613,17 @@ def _slo_status(
     previous: SloStatus | None,
     now: datetime,
     baseline_idle: bool,
+    step: tuple[datetime, int],
 ) -> SloStatus:
     reference = _reference(slo, observation, previous, now)
-    judgement = judge(slo, observation, reference, baseline_idle=baseline_idle)
+    evidence = _evidence(slo, observation, previous, step)
+    judgement = judge(
+        slo,
+        observation,
+        reference,
+        baseline_idle=baseline_idle,
+        strata=tuple(_stratum(record) for record in evidence),
+    )
     since = previous.breaching_since if previous is not None else None
     if judgement.verdict == "breach":
         since = since or now
@@ -628,6 +643,46 @@ def _slo_status(
         baseline_reference=reference.value if reference else None,
         baseline_reference_samples=reference.samples if reference else None,
         baseline_reference_at=reference.at if reference else None,
+        evidence=evidence,
+    )
+
+
+def _evidence(
+    slo: Slo,
+    observation: SloObservation | None,
+    previous: SloStatus | None,
+    step: tuple[datetime, int],
+) -> tuple[StratumRecord, ...]:
+    """An SLO's strata after this tick (only with `confidence`): the current step's record
+    replaced by this tick's counts since the step began, earlier steps' records kept."""
+    if slo.confidence is None:
+        return ()
+    kept = previous.evidence if previous is not None else ()
+    counts = observation.counts if observation is not None else None
+    if counts is None or observation is None or observation.unavailable:
+        return kept
+    since, weight = step
+    whole = [round(max(0.0, c)) if math.isfinite(c) else 0 for c in _values(counts)]
+    record = StratumRecord(since, weight, *whole)
+    earlier = tuple(r for r in kept if r.since != since)
+    return (*earlier, record)[-EVIDENCE_LIMIT:]
+
+
+def _values(counts: Stratum) -> tuple[float, float, float, float]:
+    return (
+        counts.baseline_requests,
+        counts.baseline_events,
+        counts.canary_requests,
+        counts.canary_events,
+    )
+
+
+def _stratum(record: StratumRecord) -> Stratum:
+    return Stratum(
+        record.baseline_requests,
+        record.baseline_events,
+        record.canary_requests,
+        record.canary_events,
     )
 
 

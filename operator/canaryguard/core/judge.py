@@ -16,15 +16,40 @@ canary's value and evidence are judged against the baseline reference, the basel
 at the last tick where it was evidence enough (`take_reference`). Without a reference only
 the absolute limit can judge (beyond it is a breach); an SLO without a limit is then healthy
 on the canary's evidence alone. The reason says which of these was used.
+
+With `confidence` (counts only: error rates, count-ratio queries) the margin is judged on the
+evidence accumulated since the analysis began, one stratum per step (`core.sequential`), not
+on the lookback's values. The relative margin `r` sets the null rate ratio (`1 + r`, or
+`1 - r` for LowerIsWorse); the absolute margin, if set, is a floor on the stratified
+difference of rates:
+
+- breach: the data show at that confidence (anytime-valid) that the ratio is beyond the null,
+  and the estimated difference exceeds the absolute margin (when set); or the lookback's
+  canary value is beyond `limit`;
+- healthy: the data show the ratio within the null (needs r > 0), or the estimated difference
+  is within a positive absolute margin; with no positive margin at all (any worsening counts)
+  no amount of data can rule out an infinitesimal worsening, so there the SLO is healthy while
+  the data do not show it worse;
+- inconclusive: fewer than minRequests requests (since the analysis began) on either
+  version, or neither shown.
+
+At 100% the strata of earlier steps still judge; without any (the only step is 100%) the SLO
+is judged as without `confidence`.
+
+The false-rollback bound: an SLO whose canary is no worse than the null breaches at any tick
+of the whole analysis with probability at most 1 - confidence.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from canaryguard.core import sequential
 from canaryguard.core.observations import SloObservation
+from canaryguard.core.sequential import Side, Stratum
 from canaryguard.core.spec import Query, Slo
 from canaryguard.core.status import Verdict, format_time, round_value
 
@@ -83,17 +108,24 @@ def judge(
     reference: BaselineReference | None = None,
     *,
     baseline_idle: bool = False,
+    strata: Sequence[Stratum] = (),
 ) -> Judgement:
     """Judge one SLO on one tick's observation (None: nothing was gathered for it).
 
     `baseline_idle` says the baseline has no traffic (canary at 100%): the canary is then
     judged against `reference` (or by the limit alone without one), and the baseline's
-    current values are ignored. Otherwise `reference` is not used.
+    current values are ignored. Otherwise `reference` is not used. An SLO with `confidence`
+    is judged on `strata` (the counts since the analysis began, this tick's included).
     """
     if observation is None:
         return Judgement("unavailable", "no observation was gathered")
     if observation.unavailable:
         return Judgement("unavailable", f"query failed: {observation.error or 'unknown error'}")
+    informative = any(s.informative() for s in strata)
+    if slo.confidence is not None and (informative or not baseline_idle):
+        return _with_confidence(slo, slo.confidence, observation, strata)
+    # With confidence but the baseline never had traffic beside the canary (a schedule
+    # whose only step is 100%): nothing to compare, judged as any SLO at 100% below.
     if baseline_idle:
         canary = _canary_evidence(slo, observation)
         if isinstance(canary, str):
@@ -110,6 +142,85 @@ def judge(
         return Judgement("inconclusive", evidence)
     b, c = evidence
     return _compare(slo, b, c, f"canary {c:.4g} vs baseline {b:.4g}")
+
+
+def _with_confidence(
+    slo: Slo, confidence: float, observation: SloObservation, strata: Sequence[Stratum]
+) -> Judgement:
+    """The verdict on the accumulated evidence (see the module's docstring)."""
+    for side, count in (
+        ("baseline", sum(s.baseline_requests for s in strata)),
+        ("canary", sum(s.canary_requests for s in strata)),
+    ):
+        if slo.min_requests > 0 and count < slo.min_requests:
+            unit = "samples" if isinstance(slo.kind, Query) else "requests"
+            return Judgement(
+                "inconclusive",
+                f"{side} has {count:.6g} {unit} since the analysis began, needs {slo.min_requests}",
+            )
+    canary_now = observation.canary
+    if canary_now is not None and math.isfinite(canary_now) and _beyond_limit(slo, canary_now):
+        return Judgement("breach", f"canary {canary_now:.4g}: {_side(slo)} the limit {slo.limit:g}")
+    difference = sequential.rate_difference(strata)
+    if difference is None:
+        return Judgement("inconclusive", "no step yet where both versions had requests")
+    higher = slo.direction == "HigherIsWorse"
+    margin = slo.margin
+    relative = (margin.relative or 0.0) if margin is not None else 0.0
+    absolute = margin.absolute if margin is not None else None
+    rho0 = 1 + relative if higher else 1 - relative
+    worse_by = difference if higher else -difference
+    worse: Side = "above" if higher else "below"
+    better: Side = "below" if higher else "above"
+    e_worse = math.exp(sequential.log_e_value(strata, rho0, worse))
+    needed = 1 / (1 - confidence)
+    ratio = sequential.rate_ratio(strata)
+    ratio_text = "n/a" if ratio is None else f"{ratio:.3g}"
+    evidence = (
+        f"since the analysis began ({len(strata)} step{'s' if len(strata) != 1 else ''}): "
+        f"canary {_events(strata, 'canary')} vs baseline {_events(strata, 'baseline')}, "
+        f"rate ratio {ratio_text}, difference {difference:.4g}; "
+        f"e-value {e_worse:.3g} for {'above' if higher else 'below'} {rho0:g}x "
+        f"(needs {needed:.4g} at {confidence:g})"
+    )
+    relative_worse = None if ratio is None else (ratio - 1 if higher else 1 - ratio)
+    if e_worse >= needed and (absolute is None or _exceeds(worse_by, absolute)):
+        return Judgement(
+            "breach",
+            f"{evidence}: shown worse by more than {_margin_text(slo)}",
+            worse_by,
+            relative_worse,
+        )
+    ruled_out = relative > 0 and sequential.shown(strata, rho0, better, confidence)
+    within_absolute = absolute is not None and absolute > 0 and not _exceeds(worse_by, absolute)
+    any_worsening = relative == 0 and not absolute
+    if ruled_out or within_absolute:
+        why = "shown within" if ruled_out else "estimate within"
+        return Judgement(
+            "healthy", f"{evidence}: {why} {_margin_text(slo)}", worse_by, relative_worse
+        )
+    if any_worsening:
+        return Judgement("healthy", f"{evidence}: not shown worse", worse_by, relative_worse)
+    return Judgement(
+        "inconclusive",
+        f"{evidence}: neither shown worse nor within {_margin_text(slo)} yet",
+        worse_by,
+        relative_worse,
+    )
+
+
+def _margin_text(slo: Slo) -> str:
+    return slo.margin.describe() if slo.margin is not None else "no margin"
+
+
+def _events(strata: Sequence[Stratum], side: str) -> str:
+    if side == "canary":
+        events = sum(s.canary_events for s in strata)
+        requests = sum(s.canary_requests for s in strata)
+    else:
+        events = sum(s.baseline_events for s in strata)
+        requests = sum(s.baseline_requests for s in strata)
+    return f"{events:.6g}/{requests:.6g}"
 
 
 def _compare(slo: Slo, b: float, c: float, comparison: str) -> Judgement:

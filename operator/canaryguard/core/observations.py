@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from canaryguard.core.sequential import Stratum
+
 
 @dataclass(frozen=True)
 class SloObservation:
@@ -25,6 +27,9 @@ class SloObservation:
     canary_samples: float | None
     unavailable: bool = False
     error: str | None = None
+    # For an SLO with `confidence`: each version's requests and events since the current
+    # step began (one stratum of core.sequential); None when not gathered or no data.
+    counts: Stratum | None = None
 
     @classmethod
     def failed(cls, error: str) -> SloObservation:

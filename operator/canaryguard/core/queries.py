@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from canaryguard.core import promql
 from canaryguard.core.ports import Sample
@@ -25,17 +25,31 @@ class SloQueries:
     # Which label tells the versions apart in the answers, and the values it takes.
     value_key: tuple[str, str, str]
     samples_key: tuple[str, str, str]
+    # For an SLO with `confidence`: the same two queries over the time since the current
+    # step began; the events are value x samples (errors = error share x requests).
+    since: SloQueries | None = None
 
 
-def plan(spec: Spec) -> dict[str, SloQueries]:
-    """The queries for every SLO of a rollout, by SLO name."""
-    return {slo.name: slo_queries(spec.metrics, slo) for slo in spec.analysis.slos}
+def plan(spec: Spec, step_age: float | None = None) -> dict[str, SloQueries]:
+    """The queries for every SLO of a rollout, by SLO name. With `step_age` (seconds since
+    the current step began, at least 1 s), SLOs with `confidence` also count their evidence
+    over that time."""
+    return {slo.name: slo_queries(spec.metrics, slo, step_age) for slo in spec.analysis.slos}
 
 
-def slo_queries(metrics: MetricsSpec, slo: Slo) -> SloQueries:
+def slo_queries(metrics: MetricsSpec, slo: Slo, step_age: float | None = None) -> SloQueries:
     """Build the value and samples queries of one SLO (pure)."""
+    queries = _slo_queries(metrics, slo, slo.lookback.total_seconds())
+    if slo.confidence is not None and step_age is not None and step_age >= 1:
+        # Whole milliseconds: the range Prometheus is asked for is the one meant.
+        queries = replace(
+            queries, since=_slo_queries(metrics, slo, math.floor(step_age * 1000) / 1000)
+        )
+    return queries
+
+
+def _slo_queries(metrics: MetricsSpec, slo: Slo, lookback: float) -> SloQueries:
     m = metrics
-    lookback = slo.lookback.total_seconds()
     by_version = (m.version_label, m.baseline_version, m.canary_version)
     by_side = (promql.SIDE_LABEL, promql.BASELINE, promql.CANARY)
     args = (m.selector, m.version_label, m.baseline_version, m.canary_version, lookback)

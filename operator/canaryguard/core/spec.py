@@ -197,10 +197,14 @@ class Slo:
     limit: float | None = None
     window: timedelta = timedelta(minutes=1)
     lookback: timedelta = timedelta(minutes=1)
+    # Judge by anytime-valid evidence over the analysis (core.sequential) at this confidence.
+    confidence: float | None = None
 
     def describe_tolerance(self) -> str:
         """The margin and limit in words, e.g. `absolute 0.01, relative 50%; limit 0.05`."""
         parts = [self.margin.describe()] if self.margin is not None else []
+        if self.confidence is not None and parts:
+            parts[0] += f" shown at {self.confidence * 100:g}% confidence"
         if self.limit is not None:
             parts.append(f"limit {self.limit:g}")
         return "; ".join(parts)
@@ -701,18 +705,44 @@ def _slo(default_min_requests: int) -> Callable[[_Reader], Slo]:
         limit = r.number("limit")
         if margin is None and limit is None:
             raise SpecError(r.path, "set a margin, a limit or both")
+        direction = r.choice("direction", DIRECTIONS, "HigherIsWorse")
+        confidence = _confidence(r, kinds[0], margin, direction)
         return Slo(
             name=name,
             kind=kinds[0],
-            direction=r.choice("direction", DIRECTIONS, "HigherIsWorse"),
+            direction=direction,
             margin=margin,
             limit=limit,
             window=r.duration("window", default=timedelta(minutes=1)),
             lookback=r.duration("lookback", default=timedelta(minutes=1), minimum=_SECOND),
             min_requests=r.integer("minRequests", default=default_min_requests),
+            confidence=confidence,
         )
 
     return parse
+
+
+def _confidence(r: _Reader, kind: SloKind, margin: Margin | None, direction: str) -> float | None:
+    """`confidence`: only for counts (errorRate, or a query with samplesTemplate), with a
+    margin to be shown beyond, between 0.5 and 0.9999."""
+    confidence = r.number("confidence")
+    if confidence is None:
+        return None
+    path = r.at("confidence")
+    if not 0.5 <= confidence <= 0.9999:
+        raise SpecError(path, f"must be between 0.5 and 0.9999, got {confidence:g}")
+    counts = isinstance(kind, ErrorRate) or (isinstance(kind, Query) and kind.samples_template)
+    if not counts:
+        raise SpecError(
+            path,
+            "needs counts: only for errorRate, or a query (events over samples) with "
+            "samplesTemplate",
+        )
+    if margin is None:
+        raise SpecError(path, "needs a margin (relative: 0 for any worsening)")
+    if direction == "LowerIsWorse" and (margin.relative or 0) >= 1:
+        raise SpecError(r.at("margin.relative"), "must be below 1 for LowerIsWorse with confidence")
+    return confidence
 
 
 def _analysis(r: _Reader) -> Analysis:

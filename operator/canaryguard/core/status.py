@@ -35,6 +35,24 @@ SIGNIFICANT_DIGITS = 4
 
 
 @dataclass(frozen=True)
+class StratumRecord:
+    """An SLO's counts over one constant-weight period of the analysis (a step, from
+    `since`, at canary weight `weight`): the evidence an SLO with `confidence` is judged on.
+    Earlier periods' totals stay here, so a restarted operator loses none of them."""
+
+    since: datetime
+    weight: int
+    baseline_requests: int
+    baseline_events: int
+    canary_requests: int
+    canary_events: int
+
+
+# The evidence kept per SLO: one record per step, the latest kept.
+EVIDENCE_LIMIT = 20
+
+
+@dataclass(frozen=True)
 class SloStatus:
     """The latest verdict of one SLO, the values behind it, and its breach run.
 
@@ -55,6 +73,7 @@ class SloStatus:
     baseline_reference: float | None = None
     baseline_reference_samples: float | None = None
     baseline_reference_at: datetime | None = None
+    evidence: tuple[StratumRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,14 @@ class Status:
     def shadowing(self) -> bool:
         """Whether the shadow phase is running: the canary gets mirrored requests only."""
         return self.shadow is not None and self.shadow.running
+
+    @property
+    def stratum_started_at(self) -> datetime | None:
+        """When the current constant-traffic period began, the one `confidence` SLOs count
+        their evidence over: the shadow's start while shadowing, else the step's."""
+        if self.shadowing and self.shadow is not None:
+            return self.shadow.started_at
+        return self.step_started_at
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of that type, if set."""
@@ -334,7 +361,19 @@ def _slo_to_dict(slo: SloStatus) -> dict[str, Any]:
         "baselineReference": _number_out(slo.baseline_reference),
         "baselineReferenceSamples": _number_out(slo.baseline_reference_samples),
         "baselineReferenceAt": format_time(slo.baseline_reference_at),
+        "evidence": [_stratum_to_dict(s) for s in slo.evidence] or None,
         "reason": slo.reason,
+    }
+
+
+def _stratum_to_dict(stratum: StratumRecord) -> dict[str, Any]:
+    return {
+        "since": format_time(stratum.since),
+        "weight": stratum.weight,
+        "baselineRequests": stratum.baseline_requests,
+        "baselineEvents": stratum.baseline_events,
+        "canaryRequests": stratum.canary_requests,
+        "canaryEvents": stratum.canary_events,
     }
 
 
@@ -466,7 +505,22 @@ def _slo_from(d: _Fields) -> SloStatus | None:
         baseline_reference=d.number("baselineReference"),
         baseline_reference_samples=d.number("baselineReferenceSamples"),
         baseline_reference_at=d.time("baselineReferenceAt"),
+        evidence=tuple(
+            r for r in (_stratum_from(x) for x in d.objects("evidence")) if r is not None
+        )[-EVIDENCE_LIMIT:],
     )
+
+
+def _stratum_from(d: _Fields) -> StratumRecord | None:
+    since = d.time("since")
+    counts = [
+        d.integer(k)
+        for k in ("weight", "baselineRequests", "baselineEvents", "canaryRequests", "canaryEvents")
+    ]
+    if since is None or any(c is None or c < 0 for c in counts):
+        return None
+    weight, nb, xb, nc, xc = (int(c or 0) for c in counts)
+    return StratumRecord(since, weight, nb, xb, nc, xc)
 
 
 def _rollback_from(d: _Fields | None) -> Rollback | None:

@@ -279,7 +279,10 @@ class Controller:
         # the tick without metrics: it is carried out without waiting on Prometheus.
         if status.phase not in FINISHED and not engine.request_due(spec, status):
             source = await self._metrics_source(spec)
-            observations = await observe(spec, source)
+            step_age = None
+            if (stratum_start := status.stratum_started_at) is not None:
+                step_age = (now - stratum_start).total_seconds()
+            observations = await observe(spec, source, step_age)
             for slo in observations.slos.values():
                 if slo.unavailable:
                     metrics.QUERY_ERRORS.labels(kind="unavailable").inc()

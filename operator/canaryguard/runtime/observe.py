@@ -11,7 +11,8 @@ import asyncio
 
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.ports import MetricsSource, MetricsUnavailable, QueryRefused, Sample
-from canaryguard.core.queries import plan, split
+from canaryguard.core.queries import SloQueries, plan, split
+from canaryguard.core.sequential import Stratum
 from canaryguard.core.spec import Spec
 
 
@@ -24,26 +25,28 @@ class QueryRejected(Exception):
         self.query = query
 
 
-async def observe(spec: Spec, source: MetricsSource) -> Observations:
+async def observe(spec: Spec, source: MetricsSource, step_age: float | None = None) -> Observations:
     """Run every query of the rollout at once and fold the answers into Observations.
 
     A query that failed for lack of Prometheus (`MetricsUnavailable`) makes its SLO
     unavailable; a query that Prometheus refused raises QueryRejected (a spec problem, shown
     on the rollout); any other error is a bug and propagates, never disguised as an outage.
     Identical queries (the request count shared by SLOs of the same lookback) run once.
+    With `step_age` (seconds since the current step began), SLOs with `confidence` also get
+    their counts since then (`SloObservation.counts`); a failed count query makes the SLO
+    unavailable like any other.
     """
-    planned = plan(spec)
-    texts = sorted({q for sq in planned.values() for q in (sq.value, sq.samples)})
+    planned = plan(spec, step_age)
+    texts = sorted({q for sq in planned.values() for q in _texts(sq)})
     answers = await asyncio.gather(*(source.query(t) for t in texts), return_exceptions=True)
     by_text: dict[str, list[Sample] | BaseException] = dict(zip(texts, answers, strict=True))
     result: dict[str, SloObservation] = {}
     for name, sq in planned.items():
-        value, samples = by_text[sq.value], by_text[sq.samples]
-        for text, answer in ((sq.value, value), (sq.samples, samples)):
-            if isinstance(answer, QueryRefused):
+        for text in _texts(sq):
+            if isinstance(answer := by_text[text], QueryRefused):
                 raise QueryRejected(name, text, str(answer))
         failure = next(
-            (a for a in (value, samples) if isinstance(a, BaseException)),
+            (a for t in _texts(sq) if isinstance(a := by_text[t], BaseException)),
             None,
         )
         if failure is not None:
@@ -51,8 +54,31 @@ async def observe(spec: Spec, source: MetricsSource) -> Observations:
                 raise failure  # a bug, or cancellation: not an observation
             result[name] = SloObservation.failed(str(failure) or type(failure).__name__)
             continue
-        assert not isinstance(value, BaseException) and not isinstance(samples, BaseException)
-        b, c = split(value, sq.value_key)
-        nb, nc = split(samples, sq.samples_key)
-        result[name] = SloObservation(baseline=b, canary=c, baseline_samples=nb, canary_samples=nc)
+        b, c = split(_answer(by_text, sq.value), sq.value_key)
+        nb, nc = split(_answer(by_text, sq.samples), sq.samples_key)
+        counts = None if sq.since is None else _counts(by_text, sq.since)
+        result[name] = SloObservation(
+            baseline=b, canary=c, baseline_samples=nb, canary_samples=nc, counts=counts
+        )
     return Observations(slos=result)
+
+
+def _texts(sq: SloQueries) -> tuple[str, ...]:
+    since = () if sq.since is None else (sq.since.value, sq.since.samples)
+    return (sq.value, sq.samples, *since)
+
+
+def _answer(by_text: dict[str, list[Sample] | BaseException], text: str) -> list[Sample]:
+    answer = by_text[text]
+    assert not isinstance(answer, BaseException)
+    return answer
+
+
+def _counts(by_text: dict[str, list[Sample] | BaseException], sq: SloQueries) -> Stratum | None:
+    """Requests and events of each version since the step began, or None without a finite
+    value on both sides (a version that served nothing yet has no series)."""
+    b, c = split(_answer(by_text, sq.value), sq.value_key)
+    nb, nc = split(_answer(by_text, sq.samples), sq.samples_key)
+    if b is None or c is None or nb is None or nc is None:
+        return None
+    return Stratum(nb, b * nb, nc, c * nc)

@@ -162,6 +162,10 @@ class Pager(Protocol):
 
     async def trigger(self, url: str, routing_key: str, event: PageEvent) -> DeliveryResult: ...
 
+    async def resolve(self, url: str, routing_key: str, dedup_key: str) -> DeliveryResult:
+        """Resolve the incident `dedup_key` names (PagerDuty drops it if none is open)."""
+        ...
+
 
 # --- the rollout's own API ----------------------------------------------------------------
 

@@ -258,6 +258,8 @@ class Spec:
     request: ManualRequest | None = None
     invalid_request: InvalidRequest | None = None
     http_route: HTTPRouteRef | None = None
+    # Judge and record every decision, but never move weights and never page.
+    dry_run: bool = False
 
     @property
     def target(self) -> RouteTarget:
@@ -322,6 +324,7 @@ def parse_spec(
         analysis=spec.nested("analysis", _analysis),
         paging=spec.optional_nested("paging", _paging),
         paused=spec.boolean("paused", default=False),
+        dry_run=spec.boolean("dryRun", default=False),
         namespace=str(namespace or ""),
         name=str(name or ""),
         generation=generation,

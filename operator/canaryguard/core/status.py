@@ -25,6 +25,7 @@ RollbackReason = Literal["SLOBreach", "MetricsOutage", "Manual"]
 PageState = Literal["Pending", "Delivered", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 RequestOutcome = Literal["Promoted", "RolledBack", "NoEffect", "Rejected"]
+IncidentState = Literal["Open", "Resolving", "Resolved", "Failed"]
 
 FINISHED: frozenset[Phase] = frozenset({"Promoted", "RolledBack"})
 HISTORY_LIMIT = 20
@@ -89,6 +90,27 @@ class PageStatus:
 
 
 @dataclass(frozen=True)
+class IncidentStatus:
+    """The incident an earlier, rolled-back revision paged for, kept until a later revision
+    is promoted and it is resolved (PagerDuty `resolve` with the same dedup key).
+
+    Open: waiting for a promotion. Resolving: the resolve is decided and not yet delivered
+    (sent again after a restart, with backoff like the page). Resolved: PagerDuty accepted
+    it. Failed: PagerDuty refused it (a 4xx other than 429), never retried.
+    """
+
+    dedup_key: str
+    revision: str
+    state: IncidentState = "Open"
+    attempts: int = 0
+    failures: int = 0
+    retry_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None  # the promoted revision
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
 class LastRequest:
     """The last manual request handled (carried out, without effect, or rejected).
 
@@ -147,6 +169,8 @@ class Status:
     last_request: LastRequest | None = None
     conditions: tuple[Condition, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
+    dry_run: bool = False
+    previous_incident: IncidentStatus | None = None
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of that type, if set."""
@@ -197,6 +221,12 @@ class Status:
             ),
             "conditions": [_compact(_condition_to_dict(c)) for c in self.conditions],
             "history": [_compact(_history_to_dict(h)) for h in self.history],
+            "dryRun": True if self.dry_run else None,
+            "previousIncident": (
+                None
+                if self.previous_incident is None
+                else _incident_to_dict(self.previous_incident)
+            ),
         }
 
 
@@ -229,6 +259,8 @@ def status_from_dict(data: Mapping[str, Any] | None) -> Status:
         history=tuple(h for h in (_history_from(x) for x in d.objects("history")) if h is not None)[
             -HISTORY_LIMIT:
         ],
+        dry_run=data.get("dryRun") is True,
+        previous_incident=_incident_from(d.object("previousIncident")),
     )
 
 
@@ -336,6 +368,20 @@ def _page_to_dict(page: PageStatus) -> dict[str, Any]:
         "lastError": page.last_error,
         "failures": page.failures or None,
         "retryAt": format_time(page.retry_at),
+    }
+
+
+def _incident_to_dict(incident: IncidentStatus) -> dict[str, Any]:
+    return {
+        "dedupKey": incident.dedup_key,
+        "revision": incident.revision,
+        "state": incident.state,
+        "attempts": incident.attempts,
+        "failures": incident.failures or None,
+        "retryAt": format_time(incident.retry_at),
+        "resolvedAt": format_time(incident.resolved_at),
+        "resolvedBy": incident.resolved_by,
+        "lastError": incident.last_error,
     }
 
 
@@ -468,6 +514,26 @@ def _page_from(d: _Fields | None) -> PageStatus | None:
         last_error=d.string("lastError"),
         failures=d.integer("failures") or 0,
         retry_at=d.time("retryAt"),
+    )
+
+
+def _incident_from(d: _Fields | None) -> IncidentStatus | None:
+    if d is None:
+        return None
+    key, revision = d.string("dedupKey"), d.string("revision")
+    state = d.choice("state", IncidentState)
+    if key is None or revision is None or state is None:
+        return None
+    return IncidentStatus(
+        dedup_key=key,
+        revision=revision,
+        state=state,
+        attempts=d.integer("attempts") or 0,
+        failures=d.integer("failures") or 0,
+        retry_at=d.time("retryAt"),
+        resolved_at=d.time("resolvedAt"),
+        resolved_by=d.string("resolvedBy"),
+        last_error=d.string("lastError"),
     )
 
 

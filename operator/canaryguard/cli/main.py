@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from canaryguard.cli.backtest import run_backtest
 from canaryguard.cli.cluster import Cluster, connect
 from canaryguard.cli.errors import CliError
 from canaryguard.cli.parser import build_parser
@@ -27,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser("kubectl canary" if plugin else "canaryguard").parse_args(argv)
     if args.command == "run":
         return run_operator(args)
+    if args.command == "backtest":  # Prometheus history only: no cluster
+        return run_backtest(args)
     return _run_cluster_command(args)
 
 

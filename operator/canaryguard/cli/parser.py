@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from canaryguard.cli.backtest import add_backtest
 from canaryguard.cli.explain import cmd_explain
 from canaryguard.cli.requests import cmd_request, cmd_set_paused
 from canaryguard.cli.status import cmd_status
@@ -84,6 +85,7 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_election_flags(run)
     _add_cluster_commands(sub)
+    add_backtest(sub)
     return parser
 
 

@@ -28,6 +28,14 @@ class Sample:
     value: float
 
 
+@dataclass(frozen=True)
+class Series:
+    """One series of a range query: its labels and its (UNIX seconds, value) points."""
+
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]
+
+
 class MetricsUnavailable(Exception):
     """The metrics backend could not answer (network error, timeout, 429 or 5xx): an outage."""
 

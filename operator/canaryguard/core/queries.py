@@ -76,6 +76,15 @@ def slo_queries(metrics: MetricsSpec, slo: Slo) -> SloQueries:
     return SloQueries(value, samples, value_key, samples_key)
 
 
+def fold(sq: SloQueries, value: Sequence[Sample], samples: Sequence[Sample]) -> SloObservation:
+    """One SLO's observation from the answers to its two queries."""
+    if sq.buckets:
+        return drift_observation(value, sq.value_key)
+    b, c = split(value, sq.value_key)
+    nb, nc = split(samples, sq.samples_key)
+    return SloObservation(baseline=b, canary=c, baseline_samples=nb, canary_samples=nc)
+
+
 def drift_observation(samples: Sequence[Sample], key: tuple[str, str, str]) -> SloObservation:
     """A drift SLO's observation from its bucket answer: the canary's value is the PSI of its
     distribution against the baseline's (`drift.histogram_psi`), the baseline's is 0 (its

@@ -11,7 +11,7 @@ import asyncio
 
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.ports import MetricsSource, MetricsUnavailable, QueryRefused, Sample
-from canaryguard.core.queries import drift_observation, plan, split
+from canaryguard.core.queries import fold, plan
 from canaryguard.core.spec import Spec
 
 
@@ -52,10 +52,5 @@ async def observe(spec: Spec, source: MetricsSource) -> Observations:
             result[name] = SloObservation.failed(str(failure) or type(failure).__name__)
             continue
         assert not isinstance(value, BaseException) and not isinstance(samples, BaseException)
-        if sq.buckets:
-            result[name] = drift_observation(value, sq.value_key)
-            continue
-        b, c = split(value, sq.value_key)
-        nb, nc = split(samples, sq.samples_key)
-        result[name] = SloObservation(baseline=b, canary=c, baseline_samples=nb, canary_samples=nc)
+        result[name] = fold(sq, value, samples)
     return Observations(slos=result)

@@ -8,15 +8,24 @@ paging through PagerDuty. Here with `dryRun: true`.
 
 from __future__ import annotations
 
-from canaryguard.core import messages
-from canaryguard.core.actions import Page, Resolve, SetWeights
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from canaryguard.core import engine, messages
+from canaryguard.core.actions import EmitEvent, Page, Resolve, SetWeights
 from canaryguard.core.manual import REQUEST_ANNOTATION
 from canaryguard.core.observations import Observations
-from canaryguard.core.spec import parse_spec
+from canaryguard.core.spec import Spec, parse_spec
+from canaryguard.core.status import Status, status_from_dict
 from tests.unit.scenario import (
     BREACH,
     DOWN,
     HEALTHY,
+    T0,
     Rollout,
     at,
     cond,
@@ -27,6 +36,7 @@ from tests.unit.scenario import (
     spec_dict,
     weights,
 )
+from tests.unit.test_engine_properties import Tick, specs, ticks
 
 
 def dry_spec(**analysis: object) -> dict[str, object]:
@@ -213,3 +223,29 @@ def test_turning_dry_run_on_mid_rollout_starts_again_and_leaves_the_weights_alon
         "dry run: spec.dryRun turned on: weights are left as they are; the schedule starts again"
     )
     assert (r.status.step_index, r.status.canary_weight, r.status.dry_run) == (0, 10, True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(specs(), ticks(plausible=True), st.lists(st.sampled_from([None, 0.0, 20.0, 100.0])))
+def test_a_dry_run_never_sets_a_weight_never_pages_and_says_so_whatever_it_sees(
+    spec: Spec, stream: list[Tick], routed: list[float | None]
+) -> None:
+    spec = replace(spec, dry_run=True)
+    status = Status()
+    now = T0
+    for index, (gap, paused, observations, request) in enumerate(stream):
+        now += timedelta(seconds=gap)
+        share = routed[index % len(routed)] if routed else None
+        seen = replace(observations, routed_canary=share)
+        result = engine.tick(replace(spec, paused=paused, request=request), status, seen, now)
+        assert no_traffic_actions(result.actions)
+        assert result.status.page is None
+        assert result.status.dry_run is True
+        for action in result.actions:
+            assert isinstance(action, EmitEvent) and action.message.startswith("dry run: ")
+        assert {"StepAdvanced", "Promoted", "RolledBack"}.isdisjoint(
+            a.reason for a in result.actions if isinstance(a, EmitEvent)
+        )
+        stored = json.loads(json.dumps(result.status.to_dict(), allow_nan=False))
+        status = status_from_dict(stored)
+        assert status.to_dict() == result.status.to_dict()

@@ -110,3 +110,5 @@ def test_the_next_revision_promoted_resolves_the_rolled_back_revision_s_incident
     reasons = r.event_reasons()
     assert "ResolvingIncident" in reasons and "IncidentResolved" in reasons
     assert reasons.count("RolledBack") == 1
+    # r2 started on the tick that saw it, with its metrics read: no false outage on the way.
+    assert "MetricsOutage" not in reasons

@@ -88,6 +88,7 @@ __all__ = [
     "record_page_result",
     "record_resolve_result",
     "request_due",
+    "restarts",
     "tick",
     "tick_failed",
 ]
@@ -117,7 +118,7 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     revision = spec.effective_revision()
     if status.revision is not None and status.revision != revision:
         status = _restart(status, revision, log)
-    elif status.revision is not None and status.dry_run != spec.dry_run:
+    elif restarts(spec, status):
         status = _restart(status, revision, log, messages.dry_run_toggled(spec.dry_run))
     status = replace(status, dry_run=spec.dry_run)
     status, decided = _manual(spec, status, log)
@@ -302,6 +303,15 @@ def request_due(spec: Spec, status: Status) -> bool:
     if status.revision is not None and status.revision != spec.effective_revision():
         return False  # the new revision starts first
     return _no_effect(spec, status, request) is None
+
+
+def restarts(spec: Spec, status: Status) -> bool:
+    """Whether the next tick starts the schedule again (a new revision, or dryRun turned on or
+    off): the controller then queries metrics even for a finished rollout, since the start
+    needs them."""
+    if status.revision is None:
+        return False
+    return status.revision != spec.effective_revision() or status.dry_run != spec.dry_run
 
 
 def dedup_key(spec: Spec, revision: str) -> str:

@@ -275,7 +275,9 @@ class Controller:
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before
         # any traffic moves to a canary it could not protect. A manual request due now decides
         # the tick without metrics: it is carried out without waiting on Prometheus.
-        if status.phase not in FINISHED and not engine.request_due(spec, status):
+        # A finished rollout given a new revision starts again on this tick: it needs them too.
+        judged = status.phase not in FINISHED or engine.restarts(spec, status)
+        if judged and not engine.request_due(spec, status):
             source = await self._metrics_source(spec)
             observations = await observe(spec, source)
             for slo in observations.slos.values():

@@ -32,6 +32,7 @@ HEALTHY = {
     "error-rate": SloObservation(0.002, 0.0025, 5000, 400),
     "p99-latency": SloObservation(80.0, 84.0, 5000, 400),
     "fraud-flag-rate": SloObservation(0.031, 0.030, 5000, 600),
+    "score-drift": SloObservation(0.0, 0.02, 5000, 2500),
 }
 BREACH = {**HEALTHY, "error-rate": SloObservation(0.002, 0.09, 5000, 400)}
 
@@ -194,7 +195,7 @@ def test_explain_a_progressing_rollout_names_the_breach_and_what_follows(
     assert "is Progressing at step 2 of 4: fraud-model/v2 takes 25% of the traffic" in out
     assert "SLO error-rate is in breach since" in out
     assert "If it lasts its 2m window, the rollout is rolled back." in out
-    assert "Healthy at the last tick: p99-latency, fraud-flag-rate." in out
+    assert "Healthy at the last tick: p99-latency, fraud-flag-rate, score-drift." in out
     assert "(2 of " in out
 
 

@@ -50,7 +50,7 @@ lint: venv
 	cd tests/testbed && ../../$(VENV)/bin/deptry .
 
 unit: venv
-	$(PY) -m pytest -m 'not integration' tests
+	$(PY) -m pytest -m 'not integration and not kind' tests
 
 integration: venv stack-deps
 	$(PY) -m pytest -m integration tests
@@ -117,6 +117,7 @@ bench: venv stack-deps bench-judge
 	$(PY) bench/bench_engine.py 1000 20
 	$(PY) bench/bench_operator.py --rollouts $${ROLLOUTS:-1000} --interval 30 --window 90
 	$(PY) bench/bench_mesh.py
+	$(PY) bench/bench_drift.py 200
 
 # The fault campaign (bench/chaos.py): ROLLOUTS canary rollouts (half breaching) while the
 # operator is SIGKILLed and crashes between its writes, kube-apiserver and Prometheus restart

@@ -1,6 +1,6 @@
 """How much CPU the operator's own decision path costs per rollout tick.
 
-For N rollouts built from the fraud-model example (3 SLOs), one tick is what the controller
+For N rollouts built from the fraud-model example (4 SLOs), one tick is what the controller
 does between I/O: parse the spec from the body, read the status, plan the queries, run the
 engine, write the status dict and diff it against the previous one. Prints the mean cost of
 a tick and the share of one core that N rollouts at a 30 s interval would use.
@@ -45,6 +45,7 @@ def main() -> None:
             "error-rate": SloObservation(0.01, 0.011, 900, 100, counts=Stratum(900, 9, 100, 1)),
             "p99-latency": SloObservation(80.0, 82.0, 900, 100),
             "fraud-flag-rate": SloObservation(0.03, 0.031, 9000, 1000),
+            "score-drift": SloObservation(0.0, 0.02, 9000, 3000),
         }
     )
     t0 = datetime(2026, 1, 1, tzinfo=UTC)

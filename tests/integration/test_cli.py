@@ -34,6 +34,7 @@ HEALTHY = {
     "error-rate": SloObservation(0.002, 0.0025, 5000, 400, counts=Stratum(5000, 10, 400, 1)),
     "p99-latency": SloObservation(80.0, 84.0, 5000, 400),
     "fraud-flag-rate": SloObservation(0.031, 0.030, 5000, 600),
+    "score-drift": SloObservation(0.0, 0.02, 5000, 2500),
 }
 BREACH = {
     **HEALTHY,
@@ -201,7 +202,7 @@ def test_explain_a_progressing_rollout_names_the_breach_and_what_follows(
     assert "SLO error-rate is in breach since" in out
     assert "If it lasts its 1m window, the rollout is rolled back." in out
     assert "SLO error-rate evidence since the analysis began (events/requests per step)" in out
-    assert "Healthy at the last tick: p99-latency, fraud-flag-rate." in out
+    assert "Healthy at the last tick: p99-latency, fraud-flag-rate, score-drift." in out
     assert "(2 of " in out
 
 

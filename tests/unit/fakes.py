@@ -501,6 +501,7 @@ class FakePager:
     ) -> None:
         self.journal = journal or Journal()
         self.triggers: list[Trigger] = []
+        self.resolves: list[tuple[str, str, str]] = []  # (url, routing key, dedup key)
         self._results = list(results) or [DeliveryOutcome.DELIVERED]
 
     @property
@@ -513,6 +514,18 @@ class FakePager:
             raise result
         self.triggers.append(Trigger(url, routing_key, event))
         self.journal.add("page", event.dedup_key)
+        return self._answer(result, event.dedup_key)
+
+    async def resolve(self, url: str, routing_key: str, dedup_key: str) -> DeliveryResult:
+        result = self._results.pop(0) if len(self._results) > 1 else self._results[0]
+        if isinstance(result, Exception):
+            raise result
+        self.resolves.append((url, routing_key, dedup_key))
+        self.journal.add("resolve", dedup_key)
+        return self._answer(result, dedup_key)
+
+    @staticmethod
+    def _answer(result: DeliveryOutcome | DeliveryResult, dedup_key: str) -> DeliveryResult:
         if isinstance(result, DeliveryResult):
             return result
         delivered = result is DeliveryOutcome.DELIVERED
@@ -521,7 +534,7 @@ class FakePager:
             attempts=1,
             status=_HTTP_STATUS[result],
             message="accepted" if delivered else f"HTTP {_HTTP_STATUS[result]} (fake)",
-            dedup_key=event.dedup_key if delivered else None,
+            dedup_key=dedup_key if delivered else None,
         )
 
 

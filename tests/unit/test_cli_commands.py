@@ -17,6 +17,7 @@ from canaryguard.cli.main import build_parser, main
 from canaryguard.cli.status import render_detail, render_table
 from canaryguard.core.status import (
     HistoryEntry,
+    IncidentStatus,
     PageStatus,
     Rollback,
     ShadowStatus,
@@ -25,7 +26,7 @@ from canaryguard.core.status import (
 )
 
 NOW = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
-COMMANDS = ("run", "status", "explain", "pause", "resume")
+COMMANDS = ("run", "status", "explain", "pause", "resume", "backtest")
 
 
 def rollout(name: str, status: Status | None, namespace: str = "ml", **spec: Any) -> dict[str, Any]:
@@ -174,6 +175,26 @@ def test_detail_shows_the_rollback_and_the_page() -> None:
     assert "Rollback:" in text and "SLOBreach" in text
     assert "state Failed, 1 attempt(s), dedup key key" in text
     assert "2024-06-01T12:25:00Z (5m ago)" in text
+
+
+def test_detail_shows_a_dry_run_and_the_incident_it_will_resolve() -> None:
+    status = Status(
+        phase="Promoted",
+        revision="r2",
+        dry_run=True,
+        previous_incident=IncidentStatus(
+            "canaryguard/ml/a/r1",
+            "r1",
+            state="Resolved",
+            resolved_at=datetime(2024, 6, 1, 12, 20, tzinfo=UTC),
+            resolved_by="r2",
+        ),
+    )
+    text = render_detail(rollout("a", status), NOW)
+    assert "Dry run:    decisions recorded only: no weight is set, no one is paged" in text
+    assert "  state Resolved, revision r1, dedup key canaryguard/ml/a/r1" in text
+    assert "  resolved at 2024-06-01T12:20:00Z by revision r2" in text
+    assert "Dry run:" not in render_detail(rollout("a", Status()), NOW)
 
 
 def test_detail_shows_the_router_kind() -> None:

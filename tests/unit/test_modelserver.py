@@ -13,6 +13,10 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from canaryguard.core import drift
+from canaryguard.core.judge import judge
+from canaryguard.core.observations import SloObservation
+from canaryguard.core.spec import Drift, Margin, Query, Slo
 from canaryguard_testbed.fraudmodel import Transaction, fraud_score, random_transaction
 from canaryguard_testbed.modelserver import ModelServer
 from canaryguard_testbed.scenario import load_scenario, parse_scenario
@@ -155,3 +159,54 @@ def test_drift_moves_scores_and_flag_rate_up() -> None:
     drifted = sum(fraud_score(t, 1.5) > 0.5 for t in txs) / len(txs)
     assert 0.02 < base < 0.05
     assert drifted > base * 1.5
+
+
+def score_histogram(server: ModelServer) -> tuple[dict[float, float], float, float]:
+    """The exported score histogram: cumulative counts by bound, the sum and the count."""
+    cumulative: dict[float, float] = {}
+    total = count = 0.0
+    for family in text_string_to_metric_families(server.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == "model_prediction_score_bucket":
+                cumulative[float(sample.labels["le"])] = sample.value
+            elif sample.name == "model_prediction_score_sum":
+                total = sample.value
+            elif sample.name == "model_prediction_score_count":
+                count = sample.value
+    return cumulative, total, count
+
+
+def test_polarized_scores_keep_the_mean_and_move_the_distribution() -> None:
+    """`score_polarize` turns scores into hard 0/1 labels drawn with the score's probability:
+    the mean score stays (what a mean-score SLO sees), the histogram parts (what a drift SLO
+    sees)."""
+    servers = {v: ModelServer(v, load_scenario("healthy"), seed=3, sleep=no_sleep) for v in "AB"}
+    for server in servers.values():
+        server.set_overrides({"error_rate": 0})
+    servers["B"].set_overrides({"score_polarize": 0.8})
+    rng = random.Random(5)
+    txs = [{"features": random_transaction(rng).to_dict()} for _ in range(2000)]
+
+    for server in servers.values():
+
+        async def body(session: aiohttp.ClientSession, url: str) -> None:
+            for tx in txs:
+                async with session.post(url + "/predict", json=tx) as resp:
+                    assert resp.status == 200
+
+        asyncio.run(with_server(server, body))
+
+    (a, a_sum, a_n), (b, b_sum, b_n) = score_histogram(servers["A"]), score_histogram(servers["B"])
+    assert a_n == b_n == 2000
+    mean_a, mean_b = a_sum / a_n, b_sum / b_n
+    assert 0.05 < mean_a < 0.09
+    assert abs(mean_b - mean_a) < 0.015, (mean_a, mean_b)  # the same mean, within noise
+    psi, _, _ = drift.histogram_psi(a, b)
+    assert psi is not None and psi > 0.3, psi
+    # The demo's mean-score SLO (examples/fraud-model/demo) judges these means healthy; the
+    # drift SLO, at its default threshold, a breach.
+    mean_slo = Slo("mean", Query('x{v="{{ version }}"}'), 300, margin=Margin(0.03, 0.5))
+    assert judge(mean_slo, SloObservation(mean_a, mean_b, a_n, b_n)).verdict == "healthy"
+    drift_slo = Slo("drift", Drift("model_prediction_score"), 300)
+    assert judge(drift_slo, SloObservation(0.0, psi, a_n, b_n)).verdict == "breach"
+    print(f"\npolarize 0.8: mean {mean_a:.4f} -> {mean_b:.4f}, PSI {psi:.3f}")

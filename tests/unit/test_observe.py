@@ -55,6 +55,12 @@ def test_each_slo_reads_its_value_and_evidence_from_one_answer_per_query() -> No
         planned["p99-latency"].samples: by_version(1800, 200),
         planned["fraud-flag-rate"].value: by_side(0.031, 0.012),
         planned["fraud-flag-rate"].samples: by_side(9000, 1000),
+        # score-drift: one answer of every bucket of both versions (its value and evidence).
+        planned["score-drift"].value: [
+            Sample({"version": v, "le": le}, n)
+            for v, counts in (("v1", (5000, 8000, 10000)), ("v2", (2000, 5000, 10000)))
+            for le, n in zip(("0.25", "0.5", "+Inf"), counts, strict=True)
+        ],
     }
     asked: list[str] = []
 
@@ -67,8 +73,13 @@ def test_each_slo_reads_its_value_and_evidence_from_one_answer_per_query() -> No
     assert (obs["error-rate"].baseline_samples, obs["error-rate"].canary_samples) == (900, 100)
     assert (obs["p99-latency"].baseline, obs["p99-latency"].canary) == (80, 95)
     assert obs["fraud-flag-rate"].canary_samples == 1000
+    drift = obs["score-drift"]
+    # Bins 50/30/20% against 20/30/50%, 3 bins smoothed by 1e-4: the closed form.
+    expected = 2 * (0.3 / 1.0003) * math.log(0.5001 / 0.2001)
+    assert drift.baseline == 0.0 and drift.canary == pytest.approx(expected, rel=1e-12)
+    assert (drift.baseline_samples, drift.canary_samples) == (10000, 10000)
     assert not any(o.unavailable for o in obs.values())
-    assert len(asked) == len(set(asked)) == 6
+    assert len(asked) == len(set(asked)) == 7
 
 
 def test_slos_with_the_same_lookback_share_one_request_count_query() -> None:

@@ -73,8 +73,8 @@ def test_the_operator_needs_none_of_the_test_beds_libraries(
 ) -> None:
     needs = requirements(operator_wheel)
     assert {"kopf", "kubernetes", "aiohttp"} <= needs
-    # pyyaml is the operator's own since `canaryguard plan -f` reads manifests (and the
-    # kubernetes client needs it anyway), so it is not a test-bed library here.
+    # PyYAML is the operator's own (canaryguard backtest reads a rollout's YAML), and the
+    # Kubernetes client requires it anyway; the others are the test bed's alone.
     assert not needs & {"rich", "cryptography", "canaryguard-testbed"}
 
 

@@ -41,3 +41,12 @@ def test_forgetting_a_rollout_drops_all_its_series() -> None:
     labels = {"namespace": "ml", "rollout": "gauges-c", "slo": "p99", "side": "canary"}
     assert _sample("canaryguard_slo_value", **labels) is None
     metrics.forget_rollout("ml", "never-seen")  # harmless
+
+
+def test_a_dry_run_publishes_no_canary_weight_but_its_slo_values() -> None:
+    metrics.record_rollout("ml", "gauges-d", Status(canary_weight=50))
+    slo = SloStatus("errors", "breach", baseline=0.01, canary=0.3)
+    metrics.record_rollout("ml", "gauges-d", Status(canary_weight=50, slos=(slo,), dry_run=True))
+    assert _sample("canaryguard_canary_weight", namespace="ml", rollout="gauges-d") is None
+    labels = {"namespace": "ml", "rollout": "gauges-d", "slo": "errors", "side": "canary"}
+    assert _sample("canaryguard_slo_value", **labels) == 0.3

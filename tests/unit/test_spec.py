@@ -184,7 +184,7 @@ def add_query_slo(template: str, samples: str | None = None) -> Edit:
         (slo0(name="Errors"), "spec.analysis.slos[0].name: invalid value 'Errors': a DNS label"),
         (
             slo0(latency={"quantile": 0.9}),
-            "spec.analysis.slos[0]: set exactly one of errorRate, latency, query",
+            "spec.analysis.slos[0]: set exactly one of errorRate, latency, query, drift",
         ),
         (slo0(margin=None), "spec.analysis.slos[0]: set a margin, a limit or both"),
         (slo0(margin={}), "spec.analysis.slos[0].margin: set absolute, relative or both"),

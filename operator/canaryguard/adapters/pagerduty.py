@@ -394,3 +394,7 @@ class PagerDutyPager:
     async def trigger(self, url: str, routing_key: str, event: PageEvent) -> DeliveryResult:
         client = PagerDutyClient(url, budget_seconds=self.budget_seconds)
         return await client.trigger(routing_key, event)
+
+    async def resolve(self, url: str, routing_key: str, dedup_key: str) -> DeliveryResult:
+        client = PagerDutyClient(url, budget_seconds=self.budget_seconds)
+        return await client.resolve(routing_key, dedup_key)

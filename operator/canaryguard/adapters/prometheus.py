@@ -20,8 +20,9 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -38,7 +39,7 @@ from tenacity import (
 from urllib3.util.retry import Retry
 
 from canaryguard.core.access import strip_credentials
-from canaryguard.core.ports import MetricsUnavailable, QueryRefused, Sample
+from canaryguard.core.ports import MetricsUnavailable, QueryRefused, Sample, Series
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,53 @@ class PrometheusClient:
         loop."""
         return await asyncio.to_thread(self.query_blocking, promql)
 
+    def query_range_blocking(
+        self, promql: str, start: datetime, end: datetime, step: float
+    ) -> list[Series]:
+        """Run a range query (evaluated at `start`, `start + step`, ... up to `end`),
+        retrying outages within the budget; for replaying history (the backtest)."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(PrometheusUnavailable),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_budget),
+            wait=wait_random_exponential(multiplier=0.25, max=2.0),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        result: list[Series] = retrying(self._range_once, promql, start, end, step)
+        return result
+
+    def _range_once(self, promql: str, start: datetime, end: datetime, step: float) -> list[Series]:
+        client = _connection(self.address, self.timeout, tuple(sorted(self.headers.items())))
+        raw = self._guarded(
+            lambda: client.custom_query_range(
+                promql,
+                start_time=start,
+                end_time=end,
+                step=f"{step:g}s",
+                # The client rounds start and end to whole seconds; its params win over its
+                # own, so the evaluation grid keeps the milliseconds the ticks have.
+                params={
+                    "timeout": f"{self.timeout:g}s",
+                    "start": f"{start.timestamp():.3f}",
+                    "end": f"{end.timestamp():.3f}",
+                },
+            )
+        )
+        return [_series(item) for item in raw]
+
     def _query_once(self, promql: str) -> list[Sample]:
         client = _connection(self.address, self.timeout, tuple(sorted(self.headers.items())))
+        # The server-side timeout stops Prometheus evaluating a query nobody waits for.
+        raw = self._guarded(
+            lambda: client.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
+        )
+        return [_sample(item) for item in raw]
+
+    @staticmethod
+    def _guarded(call: Callable[[], Any]) -> Any:
+        """Call Prometheus, its failures told apart: an outage (retried) or a refusal."""
         try:
-            # The server-side timeout stops Prometheus evaluating a query nobody waits for.
-            raw = client.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
+            return call()
         except requests.TooManyRedirects:
             raise PrometheusUnavailable(
                 "answered with a redirect, which is not followed: the address must be "
@@ -104,7 +147,6 @@ class PrometheusClient:
             raise PrometheusQueryError(_error_message(str(exc), status)) from None
         except ValueError as exc:  # a body that is not Prometheus's JSON
             raise PrometheusUnavailable(f"unreadable answer: {exc}") from None
-        return [_sample(item) for item in raw]
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -167,6 +209,17 @@ def _sample(item: Mapping[str, Any]) -> Sample:
     except (KeyError, IndexError, TypeError, ValueError):
         value = math.nan
     return Sample(labels, value)
+
+
+def _series(item: Mapping[str, Any]) -> Series:
+    labels = {str(k): str(v) for k, v in dict(item.get("metric", {})).items()}
+    points = []
+    for point in item.get("values") or []:
+        try:
+            points.append((float(point[0]), float(point[1])))
+        except (IndexError, TypeError, ValueError):
+            continue
+    return Series(labels, tuple(points))
 
 
 def _error_message(text: str, status: int) -> str:

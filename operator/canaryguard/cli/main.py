@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from canaryguard.cli.backtest import run_backtest
 from canaryguard.cli.cluster import Cluster, connect
 from canaryguard.cli.errors import CliError
 from canaryguard.cli.parser import build_parser
@@ -30,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_operator(args)
     if args.command == "plan":
         return _run_plan(args)
+    if args.command == "backtest":  # Prometheus history only: no cluster
+        return run_backtest(args)
     return _run_cluster_command(args)
 
 

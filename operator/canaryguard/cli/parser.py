@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from canaryguard.cli.backtest import add_backtest
 from canaryguard.cli.explain import cmd_explain
 from canaryguard.cli.plan import cmd_plan
 from canaryguard.cli.requests import cmd_request, cmd_set_paused
@@ -86,6 +87,7 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
     _add_election_flags(run)
     _add_cluster_commands(sub)
     _add_plan_command(sub)
+    add_backtest(sub)
     return parser
 
 

@@ -86,6 +86,8 @@ def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
     ]
     if (shadow := shadow_text(spec, status, now)) is not None:
         lines.insert(-1, f"Shadow:     {shadow}")
+    if status.dry_run:
+        lines.append("Dry run:    decisions recorded only: no weight is set, no one is paged")
     if (request := _request_text(obj, status)) is not None:
         lines.append(f"Request:    {request}")
     if status.metrics_outage_since is not None:
@@ -124,6 +126,20 @@ def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
             lines.append(f"  delivered at {format_time(page.delivered_at)}")
         if page.last_error:
             lines.append(f"  last error: {page.last_error}")
+    if (incident := status.previous_incident) is not None:
+        lines += [
+            "",
+            "Previous incident (resolved when this revision is promoted):",
+            f"  state {incident.state}, revision {incident.revision}, dedup key "
+            f"{incident.dedup_key}",
+        ]
+        if incident.resolved_at is not None:
+            lines.append(
+                f"  resolved at {format_time(incident.resolved_at)} by revision "
+                f"{incident.resolved_by}"
+            )
+        if incident.last_error:
+            lines.append(f"  last error: {incident.last_error}")
     if status.conditions:
         rows = [["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"]]
         for c in status.conditions:

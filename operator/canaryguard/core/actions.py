@@ -38,6 +38,14 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Resolve:
+    """Resolve the incident an earlier revision's rollback opened: PagerDuty `resolve` with
+    that page's `dedup_key`."""
+
+    dedup_key: str
+
+
+@dataclass(frozen=True)
 class EmitEvent:
     """Post a Kubernetes Event on the CanaryRollout."""
 
@@ -46,4 +54,4 @@ class EmitEvent:
     message: str
 
 
-Action = SetWeights | Page | EmitEvent
+Action = SetWeights | Page | Resolve | EmitEvent

@@ -34,6 +34,18 @@ A tick that changes nothing returns an equal status and no actions, with one del
 exception: while a rollback's page is Pending, a tick asks for it to be sent again once its
 retry is due (failed deliveries back off: 5 s, doubling, at most 5 min).
 
+Dry run (`spec.dryRun`): every rule above runs and every decision is recorded (status,
+history, Events), but no weights are set and nothing is paged; the decisions are named for
+what they would have done (WouldAdvance, WouldPromote, WouldRollBack) and the messages say
+"dry run". The weights routed are not the rollout's: they are neither guarded nor compared,
+and the baseline always counts as serving. Turning dryRun on or off starts the schedule
+again, as a new revision does.
+
+Closing the loop: a revision that replaces one whose rollback paged carries that incident
+along (`previousIncident`); when the new revision is promoted, the incident is resolved with
+a PagerDuty `resolve` of the same dedup key. Like the page, the intent (Resolving) is
+recorded before it is sent, and it is sent again after a restart until delivered.
+
 This module decides; the words of each decision (events, conditions, status messages, the
 page's summary and details) come from `messages`.
 """
@@ -46,7 +58,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from canaryguard.core import messages
-from canaryguard.core.actions import Action, EmitEvent, EventType, Page, SetWeights
+from canaryguard.core.actions import Action, EmitEvent, EventType, Page, Resolve, SetWeights
 from canaryguard.core.durations import format_duration
 from canaryguard.core.judge import BaselineReference, judge, take_reference
 from canaryguard.core.manual import ManualRequest, RequestAction
@@ -60,6 +72,7 @@ from canaryguard.core.status import (
     FINISHED,
     ConditionStatus,
     HistoryEntry,
+    IncidentStatus,
     LastRequest,
     PageStatus,
     RequestOutcome,
@@ -85,7 +98,9 @@ __all__ = [
     "invalid",
     "page_retry_delay",
     "record_page_result",
+    "record_resolve_result",
     "request_due",
+    "restarts",
     "tick",
     "tick_failed",
 ]
@@ -106,12 +121,18 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     had no traffic yet. `now` is cut to whole milliseconds (what the status stores), so a
     decision replayed from a stored status is the same decision.
     """
-    log = _Log(truncate_time(now))
+    log = _Log(truncate_time(now), spec.dry_run)
     if spec.generation is not None:
         status = replace(status, observed_generation=spec.generation)
+    if spec.dry_run:
+        # The routed weights are not this rollout's: neither guarded nor compared.
+        observations = replace(observations, routed_canary=None)
     revision = spec.effective_revision()
     if status.revision is not None and status.revision != revision:
         status = _restart(status, revision, log)
+    elif restarts(spec, status):
+        status = _restart(status, revision, log, messages.dry_run_toggled(spec.dry_run))
+    status = replace(status, dry_run=spec.dry_run)
     status, decided = _manual(spec, status, log)
     if decided:
         pass  # a person decided this tick: nothing is judged
@@ -125,8 +146,11 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
         status = _analyse(spec, status, observations, log)
     status = _guard_traffic(spec, status, observations.routed_canary, log)
     status = _guard_mirror(spec, status, observations.routed_mirror, log)
+    status = _resolve_incident(spec, status, log)
     status = _tick_recovered(status, log)
     status = status.with_condition("SpecValid", "True", "Valid", messages.SPEC_VALID, log.now)
+    if spec.dry_run:
+        status = _dry_run_words(status)
     return log.result(status)
 
 
@@ -229,6 +253,52 @@ def record_page_result(
     return replace(status, page=page).with_condition("Paged", "False", "Pending", message, now)
 
 
+def record_resolve_result(
+    status: Status,
+    delivered: bool,
+    permanent_failure: bool,
+    error: str | None,
+    now: datetime,
+    attempts: int = 1,
+) -> Status:
+    """Record one delivery of the pending resolve of `previousIncident`, as
+    `record_page_result` does for the page: Resolved, Failed (a 4xx other than 429, never
+    retried), or still Resolving with the next attempt backed off. A result for an incident
+    that is not Resolving changes nothing."""
+    incident = status.previous_incident
+    if incident is None or incident.state != "Resolving":
+        return status
+    now = truncate_time(now)
+    attempts = incident.attempts + max(attempts, 0)
+    if delivered:
+        incident = replace(
+            incident,
+            state="Resolved",
+            attempts=attempts,
+            resolved_at=now,
+            last_error=None,
+            retry_at=None,
+        )
+        message = messages.incident_resolved(incident)
+        status = replace(status, previous_incident=incident)
+        return status.with_history([_entry(status, now, "IncidentResolved", "Delivered", message)])
+    detail = messages.page_error(error)
+    if permanent_failure:
+        incident = replace(incident, state="Failed", attempts=attempts, last_error=detail)
+        message = messages.incident_not_resolved(detail)
+        status = replace(status, previous_incident=incident)
+        return status.with_history([_entry(status, now, "ResolveFailed", "Rejected", message)])
+    failures = incident.failures + 1
+    incident = replace(
+        incident,
+        attempts=attempts,
+        last_error=detail,
+        failures=failures,
+        retry_at=now + page_retry_delay(failures),
+    )
+    return replace(status, previous_incident=incident)
+
+
 PAGE_RETRY_FIRST = timedelta(seconds=5)
 PAGE_RETRY_MAX = timedelta(minutes=5)
 
@@ -250,6 +320,15 @@ def request_due(spec: Spec, status: Status) -> bool:
     return _no_effect(spec, status, request) is None
 
 
+def restarts(spec: Spec, status: Status) -> bool:
+    """Whether the next tick starts the schedule again (a new revision, or dryRun turned on or
+    off): the controller then queries metrics even for a finished rollout, since the start
+    needs them."""
+    if status.revision is None:
+        return False
+    return status.revision != spec.effective_revision() or status.dry_run != spec.dry_run
+
+
 def dedup_key(spec: Spec, revision: str) -> str:
     """The page's dedup key: `canaryguard/<namespace>/<name>/<revision>`, stable per revision.
 
@@ -265,12 +344,16 @@ def dedup_key(spec: Spec, revision: str) -> str:
 class _Log:
     """The decisions of one tick: actions in order, and the history entries they leave."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, dry_run: bool = False) -> None:
         self.now = now
+        self.dry_run = dry_run
         self.actions: list[Action] = []
         self.history: list[HistoryEntry] = []
 
     def act(self, action: Action) -> None:
+        """Ask for an action; a dry run never moves weights and never pages."""
+        if self.dry_run and isinstance(action, SetWeights | Page | Resolve):
+            return
         self.actions.append(action)
 
     def sets_weights(self) -> bool:
@@ -281,6 +364,9 @@ class _Log:
         self, status: Status, type_: EventType, action: str, reason: str, message: str
     ) -> None:
         """A decision: an Event now, and an entry in the history."""
+        if self.dry_run:
+            action = messages.DRY_RUN_ACTIONS.get(action, action)
+            message = messages.dry_run(message)
         self.actions.append(EmitEvent(type_, action, message))
         self.history.append(_entry(status, self.now, action, reason, message))
 
@@ -292,24 +378,79 @@ def _entry(status: Status, now: datetime, action: str, reason: str, message: str
     return HistoryEntry(now, action, reason, message, status.step_index, status.canary_weight)
 
 
-def _restart(status: Status, revision: str, log: _Log) -> Status:
-    """A new revision: the schedule starts over; breach, outage, rollback and page are cleared.
+def _restart(status: Status, revision: str, log: _Log, message: str | None = None) -> Status:
+    """A new revision (or dryRun turned on or off): the schedule starts over; breach, outage,
+    rollback and page are cleared, and the page's incident is carried along to be resolved
+    when a revision is promoted.
 
     The canary weight is kept because it is what the VirtualService still has: the start
-    that follows moves it to step 0 (or to 0 when paused).
+    that follows moves it to step 0 (or to 0 when paused). A dry run's weight was never set,
+    so it is not kept.
     """
     old = status.revision
     status = Status(
         revision=revision,
         observed_generation=status.observed_generation,
-        canary_weight=status.canary_weight,
+        canary_weight=None if status.dry_run else status.canary_weight,
         # The request annotation outlives the revision: it must not act again on the new one.
         last_request=status.last_request,
         history=status.history,
+        dry_run=status.dry_run,
+        previous_incident=_carried_incident(status),
     )
-    message = messages.revision_changed(old, revision)
+    message = message or messages.revision_changed(old, revision)
     log.decide(status, "Normal", "RevisionChanged", "NewRevision", message)
     return status
+
+
+def _carried_incident(status: Status) -> IncidentStatus | None:
+    """The incident a restarted revision leaves to be resolved: its own rollback's page (unless
+    PagerDuty refused it: then there is no incident), else one it carried itself and that is
+    not resolved yet. An older incident replaced by a newer one stays open for on-call."""
+    page = status.page
+    if page is not None and page.state != "Failed" and status.revision is not None:
+        return IncidentStatus(page.dedup_key, status.revision)
+    kept = status.previous_incident
+    if kept is not None and kept.state in ("Open", "Resolving"):
+        return kept
+    return None
+
+
+def _resolve_incident(spec: Spec, status: Status, log: _Log) -> Status:
+    """Once promoted, resolve the incident an earlier revision's rollback opened: record the
+    intent (Resolving) and ask for the resolve; while it is not delivered, ask again when its
+    retry is due. A dry run resolves nothing, and neither does a rollout without paging."""
+    incident = status.previous_incident
+    if incident is None or status.phase != "Promoted" or spec.dry_run or spec.paging is None:
+        return status
+    if incident.state == "Open":
+        incident = replace(incident, state="Resolving", resolved_by=status.revision)
+        status = replace(status, previous_incident=incident)
+        log.act(Resolve(incident.dedup_key))
+        message = messages.incident_resolving(incident, status.revision or "")
+        log.decide(status, "Normal", "ResolvingIncident", "Promoted", message)
+    elif incident.state == "Resolving" and (
+        incident.retry_at is None or log.now >= incident.retry_at
+    ):
+        log.act(Resolve(incident.dedup_key))
+    return status
+
+
+def _dry_run_words(status: Status) -> Status:
+    """A dry run's status says so: its message, and its Progressing condition (named for what
+    would have happened: WouldRollBack, WouldPromote)."""
+    status = replace(status, message=messages.dry_run(status.message))
+    progressing = status.condition("Progressing")
+    if progressing is None:
+        return status
+    reason = messages.DRY_RUN_ACTIONS.get(progressing.reason, progressing.reason)
+    return status.with_condition(
+        "Progressing",
+        progressing.status,
+        reason,
+        messages.dry_run(progressing.message),
+        progressing.last_transition_time,
+    )
 
 
 def _manual(spec: Spec, status: Status, log: _Log) -> tuple[Status, bool]:
@@ -603,8 +744,9 @@ def _breach_left_unrecorded(
 
 
 def _baseline_idle(status: Status) -> bool:
-    """Whether the baseline gets no traffic: the canary has it all (the last step, 100%)."""
-    return (status.canary_weight or 0) >= 100
+    """Whether the baseline gets no traffic: the canary has it all (the last step, 100%). A
+    dry run's weights are not routed, so its baseline keeps serving."""
+    return not status.dry_run and (status.canary_weight or 0) >= 100
 
 
 def _slo_status(
@@ -831,7 +973,7 @@ def _rollback(
         message=messages.rolled_back(rollback),
     )
     log.act(SetWeights(100, 0))
-    if page and spec.paging is not None:
+    if page and spec.paging is not None and not spec.dry_run:
         status = replace(status, page=PageStatus(dedup_key(spec, status.revision or "")))
         status = status.with_condition("Paged", "False", "Pending", messages.PAGE_PENDING, log.now)
         trigger = _page(spec, status)

@@ -38,6 +38,12 @@ is judged as without `confidence`.
 
 The false-rollback bound: an SLO whose canary is no worse than the null breaches at any tick
 of the whole analysis with probability at most 1 - confidence.
+
+A drift SLO (`spec.Drift`) compares distributions, not values: its observation's canary value
+is the PSI of the canary's score distribution against the baseline's (`core.drift`), and it
+is a breach when that is more than the threshold, healthy otherwise, inconclusive with too
+few observations on either side or no PSI. With the baseline idle there is no distribution
+to compare with: healthy on the canary's evidence alone, like an SLO without a limit.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from datetime import datetime
 from canaryguard.core import sequential
 from canaryguard.core.observations import SloObservation
 from canaryguard.core.sequential import Side, Stratum
-from canaryguard.core.spec import Query, Slo
+from canaryguard.core.spec import Drift, Query, Slo
 from canaryguard.core.status import Verdict, format_time, round_value
 
 # A difference equal to its margin is not "more than" the margin, also after float noise
@@ -121,6 +127,8 @@ def judge(
         return Judgement("unavailable", "no observation was gathered")
     if observation.unavailable:
         return Judgement("unavailable", f"query failed: {observation.error or 'unknown error'}")
+    if isinstance(slo.kind, Drift):
+        return _drift(slo, slo.kind, observation, baseline_idle)
     informative = any(s.informative() for s in strata)
     if slo.confidence is not None and (informative or not baseline_idle):
         return _with_confidence(slo, slo.confidence, observation, strata)
@@ -248,6 +256,32 @@ def _compare(slo: Slo, b: float, c: float, comparison: str) -> Judgement:
     return Judgement("healthy", reason, worse_by, relative)
 
 
+def _drift(slo: Slo, kind: Drift, observation: SloObservation, baseline_idle: bool) -> Judgement:
+    """The verdict of a drift SLO: the PSI against its threshold."""
+    sides = [("canary", observation.canary_samples)]
+    if not baseline_idle:
+        sides.insert(0, ("baseline", observation.baseline_samples))
+    for side, count in sides:
+        problem = _too_few(slo, side, count)
+        if problem is not None:
+            return Judgement("inconclusive", problem)
+    if baseline_idle:
+        return Judgement(
+            "healthy",
+            "baseline idle (no traffic at 100%): no score distribution to compare with; "
+            "healthy on the canary's evidence alone",
+        )
+    psi = observation.canary
+    if psi is None or not math.isfinite(psi):
+        return Judgement(
+            "inconclusive", "no PSI: a version has no observation in the histogram's buckets"
+        )
+    what = f"PSI {psi:.4g} of the canary's score distribution against the baseline's"
+    if _exceeds(psi, kind.threshold):
+        return Judgement("breach", f"{what}: above the threshold {kind.threshold:g}", psi)
+    return Judgement("healthy", f"{what}: within the threshold {kind.threshold:g}", psi)
+
+
 def _limit_only(slo: Slo, c: float) -> Judgement:
     """The verdict without any baseline value to compare with: the limit alone, if set."""
     if slo.limit is None:
@@ -303,6 +337,8 @@ def _too_few(slo: Slo, side: str, count: float | None) -> str | None:
     if slo.min_requests <= 0:
         return None
     unit = "samples" if isinstance(slo.kind, Query) and slo.kind.samples_template else "requests"
+    if isinstance(slo.kind, Drift):
+        unit = "observations"
     if count is None or math.isnan(count):
         return f"{side} {unit} unknown (no data)"
     if count < slo.min_requests:

@@ -19,7 +19,7 @@ from canaryguard.core.durations import format_duration
 from canaryguard.core.manual import ManualRequest
 from canaryguard.core.paging import safe_summary
 from canaryguard.core.spec import Slo, Spec, Step
-from canaryguard.core.status import Rollback, SloStatus, Status, format_time
+from canaryguard.core.status import IncidentStatus, Rollback, SloStatus, Status, format_time
 
 MAX_TEXT: Final = 1024  # messages and errors kept in status and events
 
@@ -397,6 +397,51 @@ def page_rejected(error: str) -> str:
 
 def page_retrying(attempts: int, error: str, retry_at: datetime) -> str:
     return f"attempt {attempts} failed, retrying at {format_time(retry_at)}: {error}"
+
+
+# --- dry run and the closing resolve ---------------------------------------------------------
+
+DRY_RUN_PREFIX: Final = "dry run: "
+# What a decision is called when nothing is carried out (the Event's reason and the history's
+# action); the other decisions keep their names, their messages say "dry run".
+DRY_RUN_ACTIONS: Final[Mapping[str, str]] = {
+    "StepAdvanced": "WouldAdvance",
+    "Promoted": "WouldPromote",
+    "RolledBack": "WouldRollBack",
+    "ManualPromote": "WouldPromote",
+    "ManualAbort": "WouldRollBack",
+}
+
+
+def dry_run(message: str) -> str:
+    """A message of a dry-run rollout: said to be one, once."""
+    if message.startswith(DRY_RUN_PREFIX):
+        return message
+    return clip(DRY_RUN_PREFIX + message)
+
+
+def dry_run_toggled(dry: bool) -> str:
+    if dry:
+        return "spec.dryRun turned on: weights are left as they are; the schedule starts again"
+    return "spec.dryRun turned off: the schedule starts again at step 1 and moves weights"
+
+
+def incident_resolving(incident: IncidentStatus, revision: str) -> str:
+    return (
+        f"revision {revision} promoted: resolving the incident of rolled-back revision "
+        f"{incident.revision} (dedup key {incident.dedup_key})"
+    )
+
+
+def incident_resolved(incident: IncidentStatus) -> str:
+    return (
+        f"PagerDuty resolved the incident of revision {incident.revision} (dedup key "
+        f"{incident.dedup_key})"
+    )
+
+
+def incident_not_resolved(error: str) -> str:
+    return f"PagerDuty rejected the resolve, not retried: {error}"
 
 
 def _who(spec: Spec) -> str:

@@ -28,6 +28,14 @@ class Sample:
     value: float
 
 
+@dataclass(frozen=True)
+class Series:
+    """One series of a range query: its labels and its (UNIX seconds, value) points."""
+
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]
+
+
 class MetricsUnavailable(Exception):
     """The metrics backend could not answer (network error, timeout, 429 or 5xx): an outage."""
 
@@ -165,6 +173,10 @@ class Pager(Protocol):
     """Delivers pages (PagerDuty Events API v2); never raises for a failed delivery."""
 
     async def trigger(self, url: str, routing_key: str, event: PageEvent) -> DeliveryResult: ...
+
+    async def resolve(self, url: str, routing_key: str, dedup_key: str) -> DeliveryResult:
+        """Resolve the incident `dedup_key` names (PagerDuty drops it if none is open)."""
+        ...
 
 
 # --- the rollout's own API ----------------------------------------------------------------

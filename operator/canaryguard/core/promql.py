@@ -19,6 +19,7 @@ CANARY = "canary"
 
 # The spec parser validates with these same patterns, so what validates there renders here.
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 PLACEHOLDERS = frozenset({"version", "lookback"})
 _REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
@@ -122,6 +123,23 @@ def latency_quantile(
         f"histogram_quantile({quantile:g}, sum by ({label}, le) "
         f"(rate({DURATION_BUCKET}{sel}[{duration(lookback)}])))"
     )
+
+
+def bucket_increase(
+    histogram: str,
+    selector: Mapping[str, str],
+    version_label: str,
+    baseline: str,
+    canary: str,
+    lookback: float,
+) -> str:
+    """Each version's increase of every cumulative bucket of the classic histogram
+    `histogram` over the lookback: one series per (version, le)."""
+    if not METRIC_NAME.fullmatch(histogram):
+        raise ValueError(f"invalid Prometheus metric name {histogram!r}")
+    label = label_name(version_label)
+    sel = matchers(selector, versions_matcher(version_label, baseline, canary))
+    return f"sum by ({label}, le) (increase({histogram}_bucket{sel}[{duration(lookback)}]))"
 
 
 def template_placeholders(template: str) -> list[str]:

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from canaryguard.core import promql
+from canaryguard.core.drift import histogram_psi, parse_le
+from canaryguard.core.observations import SloObservation
 from canaryguard.core.ports import Sample
-from canaryguard.core.spec import ErrorRate, Latency, MetricsSpec, Query, Slo, Spec
+from canaryguard.core.spec import Drift, ErrorRate, Latency, MetricsSpec, Query, Slo, Spec
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class SloQueries:
     # For an SLO with `confidence`: the same two queries over the time since the current
     # step began; the events are value x samples (errors = error share x requests).
     since: SloQueries | None = None
+    # The value answer is a histogram's bucket increases, folded by `drift_observation`
+    # (which also counts the evidence: `samples` is then the same query).
+    buckets: bool = False
 
 
 def plan(spec: Spec, step_age: float | None = None) -> dict[str, SloQueries]:
@@ -68,9 +73,52 @@ def _slo_queries(metrics: MetricsSpec, slo: Slo, lookback: float) -> SloQueries:
                 kind.samples_template, m.baseline_version, m.canary_version, lookback
             )
             samples_key = by_side
+    elif isinstance(kind, Drift):
+        label = kind.version_label or m.version_label
+        value = promql.bucket_increase(
+            kind.histogram,
+            kind.selector or {},
+            label,
+            m.baseline_version,
+            m.canary_version,
+            lookback,
+        )
+        key = (label, m.baseline_version, m.canary_version)
+        return SloQueries(value, value, key, key, buckets=True)
     else:  # pragma: no cover - the parser admits no other kind
         raise TypeError(f"unknown SLO kind {kind!r}")
     return SloQueries(value, samples, value_key, samples_key)
+
+
+def fold(sq: SloQueries, value: Sequence[Sample], samples: Sequence[Sample]) -> SloObservation:
+    """One SLO's observation from the answers to its two queries."""
+    if sq.buckets:
+        return drift_observation(value, sq.value_key)
+    b, c = split(value, sq.value_key)
+    nb, nc = split(samples, sq.samples_key)
+    return SloObservation(baseline=b, canary=c, baseline_samples=nb, canary_samples=nc)
+
+
+def drift_observation(samples: Sequence[Sample], key: tuple[str, str, str]) -> SloObservation:
+    """A drift SLO's observation from its bucket answer: the canary's value is the PSI of its
+    distribution against the baseline's (`drift.histogram_psi`), the baseline's is 0 (its
+    distance from itself), and the evidence is each version's count of observations. A side
+    without any bucket is no data (None); a series whose `le` is not a number is ignored."""
+    label, baseline, canary = key
+    found: dict[str, dict[float, float]] = {baseline: {}, canary: {}}
+    for sample in samples:
+        side = found.get(sample.labels.get(label, ""))
+        bound = parse_le(sample.labels.get("le"))
+        if side is not None and bound is not None:
+            side[bound] = side.get(bound, 0.0) + sample.value
+    if not found[baseline] or not found[canary]:
+
+        def count(cumulative: dict[float, float]) -> float | None:
+            return max(cumulative.values()) if cumulative else None
+
+        return SloObservation(None, None, count(found[baseline]), count(found[canary]))
+    psi, nb, nc = histogram_psi(found[baseline], found[canary])
+    return SloObservation(0.0, psi, nb, nc)
 
 
 def split(

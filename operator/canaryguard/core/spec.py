@@ -19,7 +19,7 @@ from canaryguard.core.access import AddressError, parse_address
 from canaryguard.core.durations import format_duration, parse_duration
 from canaryguard.core.manual import InvalidRequest, ManualRequest, parse_request
 from canaryguard.core.paging import SEVERITIES, Severity
-from canaryguard.core.promql import LABEL_NAME
+from canaryguard.core.promql import LABEL_NAME, METRIC_NAME
 from canaryguard.core.templates import regex_problem, template_problem, wrapped_problem
 
 Direction = Literal["HigherIsWorse", "LowerIsWorse"]
@@ -179,7 +179,20 @@ class Query:
     samples_template: str | None = None
 
 
-SloKind = ErrorRate | Latency | Query
+@dataclass(frozen=True)
+class Drift:
+    """Builtin: the population stability index (`canaryguard.core.drift`) of the canary's
+    score distribution against the baseline's, from the classic histogram `histogram` (its
+    `_bucket` series, matched by `selector` and told apart by `version_label`, by default
+    `spec.metrics.versionLabel`) over the lookback; above `threshold` is a breach."""
+
+    histogram: str
+    selector: Mapping[str, str] | None = None
+    version_label: str | None = None
+    threshold: float = 0.2
+
+
+SloKind = ErrorRate | Latency | Query | Drift
 
 
 @dataclass(frozen=True)
@@ -205,6 +218,8 @@ class Slo:
         parts = [self.margin.describe()] if self.margin is not None else []
         if self.confidence is not None and parts:
             parts[0] += f" shown at {self.confidence * 100:g}% confidence"
+        if isinstance(self.kind, Drift):
+            parts.append(f"PSI threshold {self.kind.threshold:g}")
         if self.limit is not None:
             parts.append(f"limit {self.limit:g}")
         return "; ".join(parts)
@@ -281,6 +296,8 @@ class Spec:
     invalid_request: InvalidRequest | None = None
     http_route: HTTPRouteRef | None = None
     shadow: Shadow | None = None
+    # Judge and record every decision, but never move weights and never page.
+    dry_run: bool = False
 
     @property
     def target(self) -> RouteTarget:
@@ -346,6 +363,7 @@ def parse_spec(
         paging=spec.optional_nested("paging", _paging),
         paused=spec.boolean("paused", default=False),
         shadow=spec.optional_nested("shadow", _shadow),
+        dry_run=spec.boolean("dryRun", default=False),
         namespace=str(namespace or ""),
         name=str(name or ""),
         generation=generation,
@@ -689,6 +707,36 @@ def _query(r: _Reader) -> Query:
     )
 
 
+def _drift(r: _Reader) -> Drift:
+    histogram = r.string(
+        "histogram", max_length=200, pattern=METRIC_NAME, hint="a Prometheus metric name"
+    )
+    if histogram.endswith("_bucket"):
+        raise SpecError(r.at("histogram"), "name the histogram without its _bucket suffix")
+    selector = r.optional_nested("selector", _selector)
+    version_label = r.string(
+        "versionLabel",
+        required=False,
+        max_length=63,
+        pattern=LABEL_NAME,
+        hint="a Prometheus label name",
+    )
+    if selector is not None and version_label is not None and version_label in selector:
+        raise SpecError(
+            r.at(f"selector.{version_label}"),
+            "must not match on the version label; the query adds it for each version",
+        )
+    threshold = r.number("threshold", minimum=0)
+    if threshold is not None and threshold <= 0:
+        raise SpecError(r.at("threshold"), "must be greater than 0")
+    return Drift(
+        histogram=histogram,
+        selector=selector,
+        version_label=version_label,
+        threshold=0.2 if threshold is None else threshold,
+    )
+
+
 def _slo(default_min_requests: int) -> Callable[[_Reader], Slo]:
     def parse(r: _Reader) -> Slo:
         name = r.string("name", max_length=63, pattern=_DNS_LABEL, hint="a DNS label")
@@ -699,11 +747,19 @@ def _slo(default_min_requests: int) -> Callable[[_Reader], Slo]:
             kinds.append(latency)
         if (query := r.optional_nested("query", _query)) is not None:
             kinds.append(query)
+        if (drift := r.optional_nested("drift", _drift)) is not None:
+            kinds.append(drift)
         if len(kinds) != 1:
-            raise SpecError(r.path, "set exactly one of errorRate, latency, query")
+            raise SpecError(r.path, "set exactly one of errorRate, latency, query, drift")
         margin = r.optional_nested("margin", _margin)
         limit = r.number("limit")
-        if margin is None and limit is None:
+        direction = r.choice("direction", DIRECTIONS, "HigherIsWorse")
+        if drift is not None:
+            if margin is not None or limit is not None:
+                raise SpecError(r.path, "a drift SLO takes no margin or limit: set drift.threshold")
+            if direction != "HigherIsWorse":
+                raise SpecError(r.at("direction"), "a drift SLO is HigherIsWorse (a larger PSI)")
+        elif margin is None and limit is None:
             raise SpecError(r.path, "set a margin, a limit or both")
         direction = r.choice("direction", DIRECTIONS, "HigherIsWorse")
         confidence = _confidence(r, kinds[0], margin, direction)
@@ -825,6 +881,16 @@ def _check_cross_fields(spec: Spec) -> None:
             "must not match on the version label; the queries add it for each version",
         )
     for index, slo in enumerate(spec.analysis.slos):
+        kind = slo.kind
+        if (
+            isinstance(kind, Drift)
+            and kind.version_label is None
+            and metrics.version_label in (kind.selector or {})
+        ):
+            raise SpecError(
+                f"spec.analysis.slos[{index}].drift.selector.{metrics.version_label}",
+                "must not match on the version label; the query adds it for each version",
+            )
         if not isinstance(slo.kind, Query):
             continue
         lookback = slo.lookback.total_seconds()

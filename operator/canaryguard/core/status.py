@@ -26,6 +26,7 @@ PageState = Literal["Pending", "Delivered", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 RequestOutcome = Literal["Promoted", "RolledBack", "NoEffect", "Rejected"]
 ShadowState = Literal["Running", "Passed", "Failed", "Skipped"]
+IncidentState = Literal["Open", "Resolving", "Resolved", "Failed"]
 
 FINISHED: frozenset[Phase] = frozenset({"Promoted", "RolledBack"})
 HISTORY_LIMIT = 20
@@ -106,6 +107,27 @@ class PageStatus:
     # Failed deliveries so far, and when the next one is due (backoff across ticks).
     failures: int = 0
     retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class IncidentStatus:
+    """The incident an earlier, rolled-back revision paged for, kept until a later revision
+    is promoted and it is resolved (PagerDuty `resolve` with the same dedup key).
+
+    Open: waiting for a promotion. Resolving: the resolve is decided and not yet delivered
+    (sent again after a restart, with backoff like the page). Resolved: PagerDuty accepted
+    it. Failed: PagerDuty refused it (a 4xx other than 429), never retried.
+    """
+
+    dedup_key: str
+    revision: str
+    state: IncidentState = "Open"
+    attempts: int = 0
+    failures: int = 0
+    retry_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None  # the promoted revision
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +221,9 @@ class Status:
             return self.shadow.started_at
         return self.step_started_at
 
+    dry_run: bool = False
+    previous_incident: IncidentStatus | None = None
+
     def condition(self, type_: str) -> Condition | None:
         """The condition of that type, if set."""
         return next((c for c in self.conditions if c.type == type_), None)
@@ -249,6 +274,12 @@ class Status:
             "conditions": [_compact(_condition_to_dict(c)) for c in self.conditions],
             "history": [_compact(_history_to_dict(h)) for h in self.history],
             "shadow": None if self.shadow is None else _shadow_to_dict(self.shadow),
+            "dryRun": True if self.dry_run else None,
+            "previousIncident": (
+                None
+                if self.previous_incident is None
+                else _incident_to_dict(self.previous_incident)
+            ),
         }
 
 
@@ -282,6 +313,8 @@ def status_from_dict(data: Mapping[str, Any] | None) -> Status:
             -HISTORY_LIMIT:
         ],
         shadow=_shadow_from(d.object("shadow")),
+        dry_run=data.get("dryRun") is True,
+        previous_incident=_incident_from(d.object("previousIncident")),
     )
 
 
@@ -410,6 +443,20 @@ def _shadow_to_dict(shadow: ShadowStatus) -> dict[str, Any]:
         "percent": shadow.percent,
         "startedAt": format_time(shadow.started_at),
         "endedAt": format_time(shadow.ended_at),
+    }
+
+
+def _incident_to_dict(incident: IncidentStatus) -> dict[str, Any]:
+    return {
+        "dedupKey": incident.dedup_key,
+        "revision": incident.revision,
+        "state": incident.state,
+        "attempts": incident.attempts,
+        "failures": incident.failures or None,
+        "retryAt": format_time(incident.retry_at),
+        "resolvedAt": format_time(incident.resolved_at),
+        "resolvedBy": incident.resolved_by,
+        "lastError": incident.last_error,
     }
 
 
@@ -571,6 +618,26 @@ def _shadow_from(d: _Fields | None) -> ShadowStatus | None:
     if started is None or state is None or percent is None:
         return None
     return ShadowStatus(started, percent, state, d.time("endedAt"))
+
+
+def _incident_from(d: _Fields | None) -> IncidentStatus | None:
+    if d is None:
+        return None
+    key, revision = d.string("dedupKey"), d.string("revision")
+    state = d.choice("state", IncidentState)
+    if key is None or revision is None or state is None:
+        return None
+    return IncidentStatus(
+        dedup_key=key,
+        revision=revision,
+        state=state,
+        attempts=d.integer("attempts") or 0,
+        failures=d.integer("failures") or 0,
+        retry_at=d.time("retryAt"),
+        resolved_at=d.time("resolvedAt"),
+        resolved_by=d.string("resolvedBy"),
+        last_error=d.string("lastError"),
+    )
 
 
 def _request_from(d: _Fields | None) -> LastRequest | None:

@@ -37,7 +37,7 @@ from canaryguard.core.access import (
     parse_address,
     strip_credentials,
 )
-from canaryguard.core.actions import EmitEvent, Page, SetWeights
+from canaryguard.core.actions import EmitEvent, Page, Resolve, SetWeights
 from canaryguard.core.manual import REQUEST_ANNOTATION
 from canaryguard.core.observations import Observations
 from canaryguard.core.paging import DEFAULT_EVENTS_URL, DeliveryOutcome, Link, PageEvent
@@ -277,7 +277,9 @@ class Controller:
         # is queried though not judged, so a query Prometheus rejects makes it Invalid before
         # any traffic moves to a canary it could not protect. A manual request due now decides
         # the tick without metrics: it is carried out without waiting on Prometheus.
-        if status.phase not in FINISHED and not engine.request_due(spec, status):
+        # A finished rollout given a new revision starts again on this tick: it needs them too.
+        judged = status.phase not in FINISHED or engine.restarts(spec, status)
+        if judged and not engine.request_due(spec, status):
             source = await self._metrics_source(spec)
             step_age = None
             if (stratum_start := status.stratum_started_at) is not None:
@@ -321,6 +323,7 @@ class Controller:
         rollout = f"{meta.get('namespace')}/{meta.get('name')}"
         status = result.status
         pages = [a for a in result.actions if isinstance(a, Page)]
+        resolves = [a for a in result.actions if isinstance(a, Resolve)]
         if spec is not None:
             try:
                 await self._apply_weights(spec, result)
@@ -340,10 +343,14 @@ class Controller:
                 log.info("decision rollout=%s reason=%s %s", rollout, action.reason, action.message)
                 await self._event(body, action.type, action.reason, action.message)
         body = await self._write(body, before, status)
-        if spec is None or not pages:
+        if spec is None:
             return
         for page in pages:
             after = await self._deliver(body, spec, status, page)
+            body = await self._write(body, status, after)
+            status = after
+        for resolve in resolves:
+            after = await self._deliver_resolve(body, spec, status, resolve)
             body = await self._write(body, status, after)
             status = after
 
@@ -421,6 +428,49 @@ class Controller:
                 f"{result.attempts} attempt(s): {result.message}",
             )
         return engine.record_page_result(
+            status,
+            delivered,
+            permanent,
+            None if delivered else result.message,
+            self._clock(),
+            attempts=result.attempts,
+        )
+
+    async def _deliver_resolve(
+        self, body: Mapping[str, Any], spec: Spec, status: Status, resolve: Resolve
+    ) -> Status:
+        """Send the resolve the status records as Resolving (written before this call, so a
+        crash here sends it again), and record how it went."""
+        paging = spec.paging
+        assert paging is not None  # the engine resolves only when paging is configured
+        ref = paging.pager_duty.routing_key_secret_ref
+        try:
+            routing_key = await self._kube.read_secret(spec.namespace, ref.name, ref.key, spec.name)
+        except SecretError as exc:
+            metrics.RESOLVES.labels(result="secret_error").inc()
+            return engine.record_resolve_result(status, False, False, str(exc), self._clock())
+        result = await self._pager.resolve(
+            paging.pager_duty.url or DEFAULT_EVENTS_URL, routing_key, resolve.dedup_key
+        )
+        metrics.RESOLVES.labels(result=result.outcome.name.lower()).inc()
+        delivered = result.outcome is DeliveryOutcome.DELIVERED
+        permanent = result.outcome is DeliveryOutcome.REJECTED
+        if delivered:
+            message = f"PagerDuty resolved the incident (dedup key {resolve.dedup_key})"
+            await self._event(body, "Normal", "IncidentResolved", message)
+        elif (
+            permanent
+            or status.previous_incident is None
+            or (status.previous_incident.last_error != result.message)
+        ):
+            await self._event(
+                body,
+                "Warning",
+                "ResolveFailed",
+                f"PagerDuty {'rejected' if permanent else 'unreachable'} after "
+                f"{result.attempts} attempt(s): {result.message}",
+            )
+        return engine.record_resolve_result(
             status,
             delivered,
             permanent,

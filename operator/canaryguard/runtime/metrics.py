@@ -33,6 +33,12 @@ PAGES = Counter(
     "PagerDuty deliveries, by result (delivered, rejected, exhausted, secret_error).",
     ["result"],
 )
+RESOLVES = Counter(
+    "canaryguard_resolves_total",
+    "PagerDuty resolves of an earlier revision's incident, by result (delivered, rejected, "
+    "exhausted, secret_error).",
+    ["result"],
+)
 TICK_ERRORS = Counter(
     "canaryguard_tick_errors_total",
     "Ticks that failed before a decision, by reason (api_<status>, network, timeout, bug).",
@@ -77,7 +83,7 @@ def record_rollout(namespace: str, rollout: str, status: Status) -> None:
     A value the status does not hold (never observed, NaN, no data) drops its series, so a
     graph shows a gap rather than a stale number.
     """
-    if status.canary_weight is None:
+    if status.canary_weight is None or status.dry_run:  # a dry run sets no weight
         _remove(CANARY_WEIGHT, namespace, rollout)
     else:
         CANARY_WEIGHT.labels(namespace=namespace, rollout=rollout).set(status.canary_weight)

@@ -8,10 +8,11 @@ service and version labels without touching the engine.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.ports import MetricsSource, MetricsUnavailable, QueryRefused, Sample
-from canaryguard.core.queries import SloQueries, plan, split
+from canaryguard.core.queries import SloQueries, fold, plan, split
 from canaryguard.core.sequential import Stratum
 from canaryguard.core.spec import Spec
 
@@ -54,12 +55,10 @@ async def observe(spec: Spec, source: MetricsSource, step_age: float | None = No
                 raise failure  # a bug, or cancellation: not an observation
             result[name] = SloObservation.failed(str(failure) or type(failure).__name__)
             continue
-        b, c = split(_answer(by_text, sq.value), sq.value_key)
-        nb, nc = split(_answer(by_text, sq.samples), sq.samples_key)
-        counts = None if sq.since is None else _counts(by_text, sq.since)
-        result[name] = SloObservation(
-            baseline=b, canary=c, baseline_samples=nb, canary_samples=nc, counts=counts
-        )
+        observation = fold(sq, _answer(by_text, sq.value), _answer(by_text, sq.samples))
+        if sq.since is not None:
+            observation = replace(observation, counts=_counts(by_text, sq.since))
+        result[name] = observation
     return Observations(slos=result)
 
 

@@ -173,6 +173,9 @@ class ModelServer:
             self.metrics.inference.observe(time.perf_counter() - began)
             return web.json_response({"error": "injected failure"}, status=500)
         score = fraud_score(tx, behaviour.score_shift)
+        if behaviour.score_polarize and self._rng.random() < behaviour.score_polarize:
+            # A hard label, 1 with the score's probability: the mean stays, the shape goes.
+            score = 1.0 if self._rng.random() < score else 0.0
         flagged = score > behaviour.flag_threshold
         converted = converts and not flagged
         m = self.metrics

@@ -16,7 +16,10 @@ A scenario file::
 
 Behaviour fields: `error_rate` (probability of an HTTP 500), `latency` (`median_ms`, `sigma`
 of a lognormal, plus `spike_probability` and `spike_ms` for a slow tail), `score_shift`
-(added to the fraud model's logit: drift), `conversion_rate` (probability that an approved
+(added to the fraud model's logit: drift), `score_polarize` (the probability that a
+prediction's score is replaced by a hard 0 or 1, drawn as 1 with the score's probability: the
+mean stays, the distribution moves to its ends: drift that a mean-score SLO cannot see),
+`conversion_rate` (probability that an approved
 transaction converts: the business proxy) and `flag_threshold` (score above which a
 transaction is flagged as fraud). A version may also set any of them directly next to
 `phases`. Durations are seconds or strings such as `500ms`, `30s`, `2m`.
@@ -123,6 +126,7 @@ class Behaviour:
     latency: Latency = field(default_factory=Latency)
     score_shift: float = 0.0
     conversion_rate: float = 0.3
+    score_polarize: float = 0.0
     flag_threshold: float = 0.5
 
     def updated(self, changes: Mapping[str, Any], where: str = "behaviour") -> Behaviour:
@@ -137,6 +141,10 @@ class Behaviour:
             values["latency"] = self.latency.updated(latency, f"{where}.latency")
         if "score_shift" in changes:
             values["score_shift"] = _number(changes["score_shift"], f"{where}.score_shift", -20, 20)
+        if "score_polarize" in changes:
+            values["score_polarize"] = _number(
+                changes["score_polarize"], f"{where}.score_polarize", 0, 1
+            )
         if "conversion_rate" in changes:
             values["conversion_rate"] = _number(
                 changes["conversion_rate"], f"{where}.conversion_rate", 0, 1
@@ -151,7 +159,14 @@ class Behaviour:
         return asdict(self)
 
 
-BEHAVIOUR_FIELDS = {"error_rate", "latency", "score_shift", "conversion_rate", "flag_threshold"}
+BEHAVIOUR_FIELDS = {
+    "error_rate",
+    "latency",
+    "score_shift",
+    "score_polarize",
+    "conversion_rate",
+    "flag_threshold",
+}
 
 
 @dataclass(frozen=True)

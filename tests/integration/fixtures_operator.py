@@ -7,7 +7,8 @@ ticks observable: `Operator.wait_ticks(n)` returns once it has run `n` more tick
 what a test waits for before asserting that something did *not* happen. It may send
 requests to the session's Prometheus and PagerDuty receiver only (`--allow-prometheus`,
 `--allow-pagerduty`), and the Secrets the rollouts name are made available to them by
-annotation, as an installer and a Secret's owner would do.
+annotation, as an installer and a Secret's owner would do. A status that changed only in SLO
+values is written every `TEST_HEARTBEAT` (`--status-heartbeat`), not at every tick.
 """
 
 import json
@@ -37,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RBAC_DIR = ROOT / "manifests" / "rbac"
 OPERATOR_NAMESPACE = "canaryguard-system"
 TICKS = "canaryguard_tick_duration_seconds_count"  # one sample per tick, at its end
+# Ticks are 1 s apart in tests: SLO values alone are written every 3 s (decisions at once).
+TEST_HEARTBEAT = "3s"
 T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -211,15 +214,20 @@ def operator(
     """`operator()` starts the operator for this test's namespace, allowed to send requests to
     the session's Prometheus and PagerDuty receiver; stopped after the test, and its log is
     printed when the test fails. `operator(kubeconfig=..., args=[...])` logs in as someone
-    else or replaces the allow flags."""
+    else or replaces the allow flags (the test heartbeat is added unless `args` set one)."""
     started: list[Operator] = []
 
     def start(kubeconfig: Path | None = None, args: Sequence[str] | None = None) -> Operator:
+        flags = list(
+            allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args
+        )
+        if not any(flag.startswith("--status-heartbeat") for flag in flags):
+            flags.append(f"--status-heartbeat={TEST_HEARTBEAT}")
         op = Operator(
             kubeconfig or operator_kubeconfig,
             namespace,
             tmp_path / f"operator-{len(started)}.log",
-            allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args,
+            flags,
         )
         started.append(op)
         op.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 
 from canaryguard.cli.explain import cmd_explain
 from canaryguard.cli.requests import cmd_request, cmd_set_paused
@@ -14,6 +15,7 @@ from canaryguard.core.access import (
     parse_address,
     strip_credentials,
 )
+from canaryguard.core.durations import parse_duration
 from canaryguard.core.manual import REQUEST_ANNOTATION
 from canaryguard.core.paging import DEFAULT_EVENTS_URL
 
@@ -80,9 +82,28 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
     run.add_argument(
         "--concurrency", type=int, default=32, help="ticks in flight at once (default 32)"
     )
+    run.add_argument(
+        "--status-heartbeat",
+        type=_duration,
+        default=timedelta(seconds=60),
+        metavar="DURATION",
+        help=(
+            "write a rollout's status when only its SLO values changed at most this often "
+            "(e.g. 60s, 5m; default 60s); phase, step, verdicts, breach and outage starts, "
+            "decisions and pages are written at once"
+        ),
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_cluster_commands(sub)
     return parser
+
+
+def _duration(text: str) -> timedelta:
+    """A duration as rollouts write them (`30s`, `5m`, `1h30m`)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _address(text: str) -> tuple[str, int] | None:

@@ -28,6 +28,7 @@ def operator_settings(args: argparse.Namespace) -> Settings:
 
     return Settings(
         concurrency=args.concurrency,
+        status_heartbeat=args.status_heartbeat,
         allow_prometheus=DEFAULT_ALLOW_PROMETHEUS
         if args.allow_prometheus is None
         else Allowlist(tuple(args.allow_prometheus), ALLOW_PROMETHEUS_FLAG),

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from canaryguard.adapters.istio import plan_routes, read_weights
@@ -50,6 +50,7 @@ from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
 from canaryguard.runtime.observe import QueryRejected, observe
 from canaryguard.runtime.scheduler import Scheduler, TickFn
+from canaryguard.runtime.status_ledger import StatusLedger
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class Settings:
     concurrency: int = 32
     allow_prometheus: Allowlist = DEFAULT_ALLOW_PROMETHEUS
     allow_pagerduty: Allowlist = DEFAULT_ALLOW_PAGERDUTY
+    # A status that changed only in heartbeat values (`canaryguard.core.relevance`) is
+    # written at most this often per rollout; anything a reader needs is written at once.
+    status_heartbeat: timedelta = timedelta(seconds=60)
 
 
 def _resource_version(body: Mapping[str, Any]) -> int:
@@ -101,7 +105,8 @@ class Controller:
         self._settings = settings or Settings()
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
-        self._unwritten: dict[Key, Status] = {}
+        # The status decided last per rollout, written or not (`status_ledger`).
+        self._ledger = StatusLedger(self._settings.status_heartbeat)
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
 
     # --- the watch side ------------------------------------------------------------------
@@ -111,7 +116,7 @@ class Controller:
         key = _key(body)
         if event_type == "DELETED":
             self._bodies.pop(key, None)
-            self._unwritten.pop(key, None)
+            self._ledger.forget(key)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
             self._count_phases()
@@ -120,7 +125,8 @@ class Controller:
         if previous is not None and _resource_version(body) < _resource_version(previous):
             return  # the watch is behind a status this operator already wrote
         self._bodies[key] = dict(body)
-        metrics.record_rollout(key[0], key[1], status_from_dict(body.get("status")))
+        raw = body.get("status")
+        metrics.record_rollout(key[0], key[1], self._ledger.base(key, raw, status_from_dict(raw)))
         # A spec edit or a new manual request is acted on at once, not at the next interval
         # (annotations do not bump the generation).
         urgent = previous is None or _urgent_fields(previous) != _urgent_fields(body)
@@ -165,24 +171,30 @@ class Controller:
             describe_failure(exc),
             exc_info=reason == "bug",
         )
-        status = status_from_dict(body.get("status"))
-        result = engine.tick_failed(status, reason, describe_failure(exc), self._clock())
-        unwritten = self._unwritten.get(_key(body))
+        raw = body.get("status")
+        status = status_from_dict(raw)
+        decided = self._ledger.base(_key(body), raw, status)
+        now = self._clock()
+        result = engine.tick_failed(status, reason, describe_failure(exc), now)
         try:
-            await self._carry_out(body, status, result, None)
+            # On the stored status: the failure shows even when the decision's own write is
+            # what the API server refuses.
+            await self._carry_out(body, result, None)
         except Exception as again:  # the API server may be what failed
             log.warning("tick failure not recorded error=%s", describe_failure(again))
         finally:
-            if unwritten is not None:  # recording the failure does not write that decision
-                self._unwritten[_key(body)] = unwritten
+            if decided is not status:  # a decision not written stands, failure recorded
+                failed = engine.tick_failed(decided, reason, describe_failure(exc), now)
+                self._ledger.keep(_key(body), failed.status)
 
     async def tick(self, body: Mapping[str, Any]) -> None:
         """Run one analysis tick for the rollout `body`."""
         generation = body.get("metadata", {}).get("generation")
-        stored = status_from_dict(body.get("status"))
-        # A status decided but not written (its write failed after its weights were applied,
-        # e.g. a rollback's) is where the rollout is: decide from it, and write it this tick.
-        status = self._unwritten.get(_key(body), stored)
+        raw = body.get("status")
+        # A status decided but not written (heartbeat values held back, or a write that
+        # failed after its weights were applied, e.g. a rollback's) is where the rollout is:
+        # decide from it (`status_ledger`).
+        status = self._ledger.base(_key(body), raw, status_from_dict(raw))
         now = self._clock()
         try:
             spec = parse_spec(body)
@@ -195,9 +207,9 @@ class Controller:
                 metrics.QUERY_ERRORS.labels(kind="rejected").inc()
             reason = _INVALID_REASONS.get(type(exc), "InvalidSpec")
             result = engine.invalid(status, str(exc), now, generation, reason)
-            await self._carry_out(body, stored, result, None)
+            await self._carry_out(body, result, None)
             return
-        await self._carry_out(body, stored, result, spec)
+        await self._carry_out(body, result, spec)
 
     def _check_addresses(self, spec: Spec) -> None:
         """AddressNotAllowed unless the installer allowed every address the spec names."""
@@ -253,7 +265,6 @@ class Controller:
     async def _carry_out(
         self,
         body: Mapping[str, Any],
-        before: Status,
         result: engine.TickResult,
         spec: Spec | None,
     ) -> None:
@@ -270,12 +281,12 @@ class Controller:
                     metrics.WEIGHT_REASSERTS.inc()
                 log.info("decision rollout=%s reason=%s %s", rollout, action.reason, action.message)
                 await self._event(body, action.type, action.reason, action.message)
-        body = await self._write(body, before, status)
+        body = await self._write(body, status)
         if spec is None or not pages:
             return
         for page in pages:
             after = await self._deliver(body, spec, status, page)
-            body = await self._write(body, status, after)
+            body = await self._write(body, after)
             status = after
 
     async def _apply_weights(self, spec: Spec, result: engine.TickResult) -> None:
@@ -296,23 +307,30 @@ class Controller:
             wanted.canary,
         )
 
-    async def _write(
-        self, body: Mapping[str, Any], before: Status, after: Status
-    ) -> Mapping[str, Any]:
-        """Patch only what changed; keep the answer so the next tick starts from it."""
+    async def _write(self, body: Mapping[str, Any], after: Status) -> Mapping[str, Any]:
+        """Patch what changed from the status `body` holds, when a reader needs it or the
+        heartbeat is due (`status_ledger`); keep the answer so the next tick starts from it."""
         key = _key(body)
+        raw = body.get("status")
+        before = status_from_dict(raw)
         patch = merge_patch(before.to_dict(), after.to_dict())
-        if "phase" not in (body.get("status") or {}):
+        if "phase" not in (raw or {}):
             patch["phase"] = after.phase  # a new rollout's Pending is shown, not implied
+        now = self._clock()
+        if patch and not self._ledger.must_write(key, before, after, now):
+            metrics.STATUS_WRITES.labels(result="deferred").inc()
+            metrics.record_rollout(key[0], key[1], after)
+            patch = {}
         if not patch:
-            self._unwritten.pop(key, None)
+            self._ledger.held(key, raw, after)
             return body
         try:
             updated = await self._kube.patch_status(key[0], key[1], patch)
         except Exception:
-            self._unwritten[key] = after
+            self._ledger.held(key, raw, after)
             raise
-        self._unwritten.pop(key, None)
+        metrics.STATUS_WRITES.labels(result="written").inc()
+        self._ledger.wrote(key, updated.get("status") if updated else None, after, now)
         if updated and key in self._bodies:
             self.seen("MODIFIED", updated)
         return updated or body

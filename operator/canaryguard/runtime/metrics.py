@@ -38,6 +38,12 @@ TICK_ERRORS = Counter(
     "Ticks that failed before a decision, by reason (api_<status>, network, timeout, bug).",
     ["reason"],
 )
+STATUS_WRITES = Counter(
+    "canaryguard_status_writes_total",
+    "Ticks whose status changed, by result: written, or deferred (only heartbeat values "
+    "changed, held back until --status-heartbeat has passed).",
+    ["result"],
+)
 WEIGHT_REASSERTS = Counter(
     "canaryguard_weight_reasserts_total",
     "VirtualService weights found changed by someone else and set back.",
@@ -50,6 +56,8 @@ for _kind in ("unavailable", "rejected"):
     QUERY_ERRORS.labels(kind=_kind)
 for _reason in ("bug", "network", "timeout"):
     TICK_ERRORS.labels(reason=_reason)
+for _result in ("written", "deferred"):
+    STATUS_WRITES.labels(result=_result)
 
 CANARY_WEIGHT = Gauge(
     "canaryguard_canary_weight",

@@ -93,6 +93,25 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
             "decisions and pages are written at once"
         ),
     )
+    run.add_argument(
+        "--batch-queries",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "answer the builtin SLO queries of rollouts that tick close together with one "
+            "Prometheus query per address, credentials and query shape (default: on)"
+        ),
+    )
+    run.add_argument(
+        "--batch-window",
+        type=_duration,
+        default=timedelta(milliseconds=100),
+        metavar="DURATION",
+        help=(
+            "how long a batch waits for other ticks' queries while ticks are on their way "
+            "(default 100ms; a lone tick never waits)"
+        ),
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_cluster_commands(sub)
     return parser

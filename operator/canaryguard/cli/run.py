@@ -29,6 +29,8 @@ def operator_settings(args: argparse.Namespace) -> Settings:
     return Settings(
         concurrency=args.concurrency,
         status_heartbeat=args.status_heartbeat,
+        batch_queries=args.batch_queries,
+        batch_window=args.batch_window.total_seconds(),
         allow_prometheus=DEFAULT_ALLOW_PROMETHEUS
         if args.allow_prometheus is None
         else Allowlist(tuple(args.allow_prometheus), ALLOW_PROMETHEUS_FLAG),
@@ -58,11 +60,15 @@ def run_operator(args: argparse.Namespace) -> int:
     namespaces = list(args.namespace)
     settings = operator_settings(args)
     log.info(
-        "starting operator scope=%s handlers=%s allow_prometheus=%s allow_pagerduty=%s",
+        "starting operator scope=%s handlers=%s allow_prometheus=%s allow_pagerduty=%s "
+        "status_heartbeat=%ss batch_queries=%s batch_window=%ss",
         ",".join(namespaces) or "cluster",
         handlers.__name__,
         settings.allow_prometheus,
         settings.allow_pagerduty,
+        settings.status_heartbeat.total_seconds(),
+        settings.batch_queries,
+        settings.batch_window,
     )
     if not settings.allow_prometheus.entries:
         log.warning(

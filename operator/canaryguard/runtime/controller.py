@@ -48,6 +48,7 @@ from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError, parse_spec
 from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
+from canaryguard.runtime.batcher import QueryBatcher
 from canaryguard.runtime.observe import QueryRejected, observe
 from canaryguard.runtime.scheduler import Scheduler, TickFn
 from canaryguard.runtime.status_ledger import StatusLedger
@@ -75,6 +76,10 @@ class Settings:
     # A status that changed only in heartbeat values (`canaryguard.core.relevance`) is
     # written at most this often per rollout; anything a reader needs is written at once.
     status_heartbeat: timedelta = timedelta(seconds=60)
+    # Builtin SLO queries of rollouts ticking within `batch_window` seconds of each other are
+    # answered by one query per Prometheus and shape (`batcher`); off: one per rollout.
+    batch_queries: bool = True
+    batch_window: float = 0.1
 
 
 def _resource_version(body: Mapping[str, Any]) -> int:
@@ -100,9 +105,14 @@ class Controller:
         """`scheduler_factory(tick, concurrency)` builds the scheduler (tests record it)."""
         self._kube = kube
         self._vs = router
-        self._metrics = metrics_connector
         self._pager = pager
         self._settings = settings or Settings()
+        self._batcher = (
+            QueryBatcher(metrics_connector, self._settings.batch_window)
+            if self._settings.batch_queries
+            else None
+        )
+        self._metrics: MetricsConnector = self._batcher or metrics_connector
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
         # The status decided last per rollout, written or not (`status_ledger`).
@@ -150,11 +160,15 @@ class Controller:
         if body is None:
             return
         started = time.monotonic()
+        # Batches of queries wait for this tick until it sent its own (or ended).
+        arrived = self._batcher.expect() if self._batcher is not None else None
         try:
             await self.tick(body)
         except Exception as exc:  # any failure short of cancellation is shown on the rollout
             await self._tick_failed(body, exc)
         finally:
+            if arrived is not None:
+                arrived()
             metrics.TICK_SECONDS.observe(time.monotonic() - started)
 
     async def _tick_failed(self, body: Mapping[str, Any], exc: Exception) -> None:

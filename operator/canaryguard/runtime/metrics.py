@@ -28,6 +28,17 @@ QUERY_ERRORS = Counter(
     "Prometheus queries that failed, by kind (unavailable or rejected).",
     ["kind"],
 )
+PROMETHEUS_QUERIES = Counter(
+    "canaryguard_prometheus_queries_total",
+    "Queries sent to Prometheus (retries not counted), by whether they answer a batch of "
+    "rollouts' builtin queries (batched) or one rollout's (false).",
+    ["batched"],
+)
+QUERY_BATCH_MEMBERS = Histogram(
+    "canaryguard_query_batch_members",
+    "Distinct rollout queries answered by one batched Prometheus query.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
 PAGES = Counter(
     "canaryguard_pages_total",
     "PagerDuty deliveries, by result (delivered, rejected, exhausted, secret_error).",
@@ -58,6 +69,8 @@ for _reason in ("bug", "network", "timeout"):
     TICK_ERRORS.labels(reason=_reason)
 for _result in ("written", "deferred"):
     STATUS_WRITES.labels(result=_result)
+for _batched in ("true", "false"):
+    PROMETHEUS_QUERIES.labels(batched=_batched)
 
 CANARY_WEIGHT = Gauge(
     "canaryguard_canary_weight",

@@ -1,18 +1,23 @@
 """Gathering observations: the queries one tick of one rollout needs, run concurrently.
 
 This is the seam the design asks for: the engine sees `Observations` and never how they were
-gathered, so builtin queries of many rollouts can later be batched into one query grouped by
-service and version labels without touching the engine.
+gathered. A source that is also a `BuiltinSource` (`canaryguard.runtime.batcher`) answers
+the builtin queries of many rollouts together, one query grouped by service and version
+labels; templates always run per rollout.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Protocol, runtime_checkable
 
+from canaryguard.core.batching import Builtin
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.ports import MetricsSource, MetricsUnavailable, QueryRefused, Sample
 from canaryguard.core.queries import plan, split
 from canaryguard.core.spec import Spec
+from canaryguard.runtime import metrics
 
 
 class QueryRejected(Exception):
@@ -24,6 +29,17 @@ class QueryRejected(Exception):
         self.query = query
 
 
+@runtime_checkable
+class BuiltinSource(Protocol):
+    """A source that answers a builtin query as data, possibly in one query with other
+    rollouts'."""
+
+    async def query_builtin(self, builtin: Builtin) -> list[Sample]:
+        """The rows of this query alone (labelled by the version label), or
+        `MetricsUnavailable` / `QueryRefused` as `MetricsSource.query` raises them."""
+        ...
+
+
 async def observe(spec: Spec, source: MetricsSource) -> Observations:
     """Run every query of the rollout at once and fold the answers into Observations.
 
@@ -31,10 +47,24 @@ async def observe(spec: Spec, source: MetricsSource) -> Observations:
     unavailable; a query that Prometheus refused raises QueryRejected (a spec problem, shown
     on the rollout); any other error is a bug and propagates, never disguised as an outage.
     Identical queries (the request count shared by SLOs of the same lookback) run once.
+    A `BuiltinSource` answers the builtin queries; templates are sent as text either way.
     """
+    batch = source if isinstance(source, BuiltinSource) else None
     planned = plan(spec)
-    texts = sorted({q for sq in planned.values() for q in (sq.value, sq.samples)})
-    answers = await asyncio.gather(*(source.query(t) for t in texts), return_exceptions=True)
+    jobs: dict[str, Builtin | str] = {}  # by the query's text
+    for sq in planned.values():
+        for text, builtin in ((sq.value, sq.value_builtin), (sq.samples, sq.samples_builtin)):
+            jobs[text] = builtin if batch is not None and builtin is not None else text
+    texts = sorted(jobs)
+
+    def run(job: Builtin | str) -> Awaitable[list[Sample]]:
+        if isinstance(job, Builtin):
+            assert batch is not None
+            return batch.query_builtin(job)
+        metrics.PROMETHEUS_QUERIES.labels(batched="false").inc()
+        return source.query(job)
+
+    answers = await asyncio.gather(*(run(jobs[t]) for t in texts), return_exceptions=True)
     by_text: dict[str, list[Sample] | BaseException] = dict(zip(texts, answers, strict=True))
     result: dict[str, SloObservation] = {}
     for name, sq in planned.items():

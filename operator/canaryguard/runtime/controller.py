@@ -50,7 +50,7 @@ from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
 from canaryguard.runtime.batcher import QueryBatcher
 from canaryguard.runtime.observe import QueryRejected, observe
-from canaryguard.runtime.scheduler import Scheduler, TickFn
+from canaryguard.runtime.scheduler import Scheduler, TickFn, scheduled_time
 from canaryguard.runtime.status_ledger import StatusLedger
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,8 @@ class Controller:
         # A spec edit or a new manual request is acted on at once, not at the next interval
         # (annotations do not bump the generation).
         urgent = previous is None or _urgent_fields(previous) != _urgent_fields(body)
-        self.scheduler.upsert(key, _interval(body), now=urgent)
+        # Rollouts listed at start-up (event type None) are spread over their interval.
+        self.scheduler.upsert(key, _interval(body), now=urgent, spread=event_type is None)
         self._count_phases()
 
     def _count_phases(self) -> None:
@@ -209,7 +210,7 @@ class Controller:
         # failed after its weights were applied, e.g. a rollback's) is where the rollout is:
         # decide from it (`status_ledger`).
         status = self._ledger.base(_key(body), raw, status_from_dict(raw))
-        now = self._clock()
+        now = self._tick_time()
         try:
             spec = parse_spec(body)
             # Before anything is read or sent: an address the installer did not allow makes
@@ -224,6 +225,12 @@ class Controller:
             await self._carry_out(body, result, None)
             return
         await self._carry_out(body, result, spec)
+
+    def _tick_time(self) -> datetime:
+        """A slotted tick's time is its slot (`scheduler.scheduled_time`): ticks of a rollout
+        are then whole intervals apart, and so are its heartbeats. Else the clock's."""
+        slot = scheduled_time()
+        return self._clock() if slot is None else datetime.fromtimestamp(slot, UTC)
 
     def _check_addresses(self, spec: Spec) -> None:
         """AddressNotAllowed unless the installer allowed every address the spec names."""
@@ -330,7 +337,7 @@ class Controller:
         patch = merge_patch(before.to_dict(), after.to_dict())
         if "phase" not in (raw or {}):
             patch["phase"] = after.phase  # a new rollout's Pending is shown, not implied
-        now = self._clock()
+        now = self._tick_time()
         if patch and not self._ledger.must_write(key, before, after, now):
             metrics.STATUS_WRITES.labels(result="deferred").inc()
             metrics.record_rollout(key[0], key[1], after)

@@ -17,6 +17,7 @@ from canaryguard.adapters.istio import VirtualServiceClient
 from canaryguard.adapters.kube import GROUP, PLURAL, VERSION, KubeClient, load_api_client
 from canaryguard.adapters.pagerduty import PagerDutyPager
 from canaryguard.adapters.prometheus import PrometheusConnector
+from canaryguard.runtime.accounting import CountedKube, CountedRouter
 from canaryguard.runtime.controller import Controller, Settings
 
 PREFIX = "canaryguard.io"
@@ -52,8 +53,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     api = load_api_client(config.get("kubeconfig"))
     # The one place adapters are built; the controller only receives them.
     controller = Controller(
-        KubeClient(api),
-        VirtualServiceClient(api),
+        CountedKube(KubeClient(api)),
+        CountedRouter(VirtualServiceClient(api)),
         PrometheusConnector(),
         # PagerDuty delivery inside one tick; what is not delivered is retried next tick.
         PagerDutyPager(budget_seconds=20.0),

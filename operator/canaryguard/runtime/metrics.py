@@ -39,6 +39,16 @@ QUERY_BATCH_MEMBERS = Histogram(
     "Distinct rollout queries answered by one batched Prometheus query.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
+API_REQUESTS = Counter(
+    "canaryguard_api_requests_total",
+    "Kubernetes API calls made by ticks (kopf's watch aside), by resource and verb.",
+    ["resource", "verb"],
+)
+TICK_LAG = Histogram(
+    "canaryguard_tick_lag_seconds",
+    "How late a tick starts after it was due (waiting for a slot included).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 PAGES = Counter(
     "canaryguard_pages_total",
     "PagerDuty deliveries, by result (delivered, rejected, exhausted, secret_error).",

@@ -112,6 +112,15 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
             "(default 100ms; a lone tick never waits)"
         ),
     )
+    run.add_argument(
+        "--cache-virtualservices",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "read VirtualServices from a watch (list and watch permissions) instead of a GET "
+            "per tick; weight writes still read the object first (default: on)"
+        ),
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_cluster_commands(sub)
     return parser

@@ -31,6 +31,7 @@ def operator_settings(args: argparse.Namespace) -> Settings:
         status_heartbeat=args.status_heartbeat,
         batch_queries=args.batch_queries,
         batch_window=args.batch_window.total_seconds(),
+        cache_virtualservices=args.cache_virtualservices,
         allow_prometheus=DEFAULT_ALLOW_PROMETHEUS
         if args.allow_prometheus is None
         else Allowlist(tuple(args.allow_prometheus), ALLOW_PROMETHEUS_FLAG),
@@ -80,6 +81,8 @@ def run_operator(args: argparse.Namespace) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(config={"kubeconfig": args.kubeconfig, "settings": settings}),
+        memo=kopf.Memo(
+            config={"kubeconfig": args.kubeconfig, "settings": settings, "namespaces": namespaces}
+        ),
     )
     return 0

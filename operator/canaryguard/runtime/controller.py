@@ -80,6 +80,8 @@ class Settings:
     # answered by one query per Prometheus and shape (`batcher`); off: one per rollout.
     batch_queries: bool = True
     batch_window: float = 0.1
+    # VirtualServices read from a watch cache instead of a GET per tick (handlers build it).
+    cache_virtualservices: bool = True
 
 
 def _resource_version(body: Mapping[str, Any]) -> int:
@@ -115,6 +117,8 @@ class Controller:
         self._metrics: MetricsConnector = self._batcher or metrics_connector
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
+        self._phases: dict[Key, str] = {}
+        self._phase_counts: dict[str, int] = dict.fromkeys(_PHASES, 0)
         # The status decided last per rollout, written or not (`status_ledger`).
         self._ledger = StatusLedger(self._settings.status_heartbeat)
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
@@ -129,7 +133,7 @@ class Controller:
             self._ledger.forget(key)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
-            self._count_phases()
+            self._count_phase(key, None)
             return
         previous = self._bodies.get(key)
         if previous is not None and _resource_version(body) < _resource_version(previous):
@@ -142,15 +146,20 @@ class Controller:
         urgent = previous is None or _urgent_fields(previous) != _urgent_fields(body)
         # Rollouts listed at start-up (event type None) are spread over their interval.
         self.scheduler.upsert(key, _interval(body), now=urgent, spread=event_type is None)
-        self._count_phases()
+        self._count_phase(key, str((body.get("status") or {}).get("phase") or "Pending"))
 
-    def _count_phases(self) -> None:
-        counts: dict[str, int] = {}
-        for body in self._bodies.values():
-            phase = str((body.get("status") or {}).get("phase") or "Pending")
-            counts[phase] = counts.get(phase, 0) + 1
-        for phase in ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Invalid"):
-            metrics.ROLLOUTS.labels(phase=phase).set(counts.get(phase, 0))
+    def _count_phase(self, key: Key, phase: str | None) -> None:
+        """Keep the rollouts-by-phase gauge as `key` moves to `phase` (None: gone), without
+        going over every rollout at every event."""
+        before = self._phases.pop(key, None)
+        if phase is not None:
+            self._phases[key] = phase
+        if before == phase:
+            return
+        for changed, step in ((before, -1), (phase, 1)):
+            if changed is not None:
+                self._phase_counts[changed] = self._phase_counts.get(changed, 0) + step
+                metrics.ROLLOUTS.labels(phase=changed).set(self._phase_counts[changed])
 
     # --- one tick ---------------------------------------------------------------------------
 
@@ -426,6 +435,9 @@ class Controller:
             await self._kube.post_event(body, type_, reason, msg)
         except Exception as exc:  # an Event is best effort; the decision is in the status
             log.warning("event not posted reason=%s error=%s", reason, exc)
+
+
+_PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Invalid")
 
 
 def _key(body: Mapping[str, Any]) -> Key:

@@ -14,9 +14,11 @@ from typing import Any
 import kopf
 
 from canaryguard.adapters.istio import VirtualServiceClient
+from canaryguard.adapters.istio_cache import CachedRouter, VirtualServiceWatch
 from canaryguard.adapters.kube import GROUP, PLURAL, VERSION, KubeClient, load_api_client
 from canaryguard.adapters.pagerduty import PagerDutyPager
 from canaryguard.adapters.prometheus import PrometheusConnector
+from canaryguard.core.ports import Router
 from canaryguard.runtime.accounting import CountedKube, CountedRouter
 from canaryguard.runtime.controller import Controller, Settings
 
@@ -50,11 +52,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=concurrency * 4, thread_name_prefix="canaryguard-io")
     )
-    api = load_api_client(config.get("kubeconfig"))
+    api = load_api_client(config.get("kubeconfig"), pool_size=max(16, 2 * concurrency))
     # The one place adapters are built; the controller only receives them.
+    router: Router = CountedRouter(VirtualServiceClient(api))
+    if operator_settings.cache_virtualservices:
+        # VirtualServices from a watch, not a GET per tick (writes still read first).
+        watch = VirtualServiceWatch(api, config.get("namespaces") or [])
+        watch.start()
+        memo["vs_watch"] = watch
+        router = CachedRouter(router, watch.store)
     controller = Controller(
         CountedKube(KubeClient(api)),
-        CountedRouter(VirtualServiceClient(api)),
+        router,
         PrometheusConnector(),
         # PagerDuty delivery inside one tick; what is not delivered is retried next tick.
         PagerDutyPager(budget_seconds=20.0),
@@ -80,6 +89,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop ticking and let ticks in flight finish."""
     memo["stop"].set()
     await memo["scheduler"]
+    if memo.get("vs_watch") is not None:
+        memo["vs_watch"].stop()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -18,6 +18,7 @@ from canaryguard.core.access import (
 from canaryguard.core.durations import parse_duration
 from canaryguard.core.manual import REQUEST_ANNOTATION
 from canaryguard.core.paging import DEFAULT_EVENTS_URL
+from canaryguard.runtime.sharding import Shard, parse_shard
 
 
 def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
@@ -121,6 +122,16 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
             "per tick; weight writes still read the object first (default: on)"
         ),
     )
+    run.add_argument(
+        "--shard",
+        type=_shard,
+        default=Shard(),
+        metavar="I/N",
+        help=(
+            "tick only the rollouts of shard I of N (by a hash of namespace/name), so N "
+            "processes with --shard 0/N ... N-1/N carry every rollout once (default 0/1)"
+        ),
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_cluster_commands(sub)
     return parser
@@ -130,6 +141,13 @@ def _duration(text: str) -> timedelta:
     """A duration as rollouts write them (`30s`, `5m`, `1h30m`)."""
     try:
         return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -32,6 +32,7 @@ def operator_settings(args: argparse.Namespace) -> Settings:
         batch_queries=args.batch_queries,
         batch_window=args.batch_window.total_seconds(),
         cache_virtualservices=args.cache_virtualservices,
+        shard=args.shard,
         allow_prometheus=DEFAULT_ALLOW_PROMETHEUS
         if args.allow_prometheus is None
         else Allowlist(tuple(args.allow_prometheus), ALLOW_PROMETHEUS_FLAG),
@@ -62,7 +63,7 @@ def run_operator(args: argparse.Namespace) -> int:
     settings = operator_settings(args)
     log.info(
         "starting operator scope=%s handlers=%s allow_prometheus=%s allow_pagerduty=%s "
-        "status_heartbeat=%ss batch_queries=%s batch_window=%ss",
+        "status_heartbeat=%ss batch_queries=%s batch_window=%ss shard=%s",
         ",".join(namespaces) or "cluster",
         handlers.__name__,
         settings.allow_prometheus,
@@ -70,6 +71,7 @@ def run_operator(args: argparse.Namespace) -> int:
         settings.status_heartbeat.total_seconds(),
         settings.batch_queries,
         settings.batch_window,
+        settings.shard,
     )
     if not settings.allow_prometheus.entries:
         log.warning(

@@ -15,7 +15,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,6 +51,7 @@ from canaryguard.runtime import metrics
 from canaryguard.runtime.batcher import QueryBatcher
 from canaryguard.runtime.observe import QueryRejected, observe
 from canaryguard.runtime.scheduler import Scheduler, TickFn, scheduled_time
+from canaryguard.runtime.sharding import Shard
 from canaryguard.runtime.status_ledger import StatusLedger
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class Settings:
     batch_window: float = 0.1
     # VirtualServices read from a watch cache instead of a GET per tick (handlers build it).
     cache_virtualservices: bool = True
+    # Only the rollouts of this shard are ticked (`sharding`).
+    shard: Shard = field(default_factory=Shard)
 
 
 def _resource_version(body: Mapping[str, Any]) -> int:
@@ -128,6 +131,8 @@ class Controller:
     def seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Take a watch event: track, update or forget the rollout."""
         key = _key(body)
+        if not self._settings.shard.owns(*key):
+            return  # another shard's
         if event_type == "DELETED":
             self._bodies.pop(key, None)
             self._ledger.forget(key)

@@ -501,6 +501,7 @@ def run_size(args: argparse.Namespace, rollouts: int, baseline: Path | None) -> 
                     f"--namespace={NAMESPACE}",
                     f"--kubeconfig={cp.admin_kubeconfig}",
                     "--rps=20",
+                    "--istio-only",  # the SLOs are builtins: the model's metrics are not read
                     "--port=0",
                     f"--port-file={port_file}",
                     "--max-duration=14400",

@@ -11,7 +11,7 @@ export CANARYGUARD_BIN_DIR ?= $(HOME)/.cache/canaryguard/bin
 export CANARYGUARD_PROJECT_DIR := $(CURDIR)
 
 .PHONY: venv bins prometheus stack-deps lint unit integration test demo e2e-kind reference clean \
-	docker-engine images kind kind-images
+	docker-engine images kind kind-images node-bins node-image bench chaos
 
 # The operator (with its dev tools) and the test bed, a distribution of its own.
 $(VENV)/.installed: pyproject.toml tests/testbed/pyproject.toml
@@ -25,6 +25,11 @@ venv: $(VENV)/.installed
 # kube-apiserver, etcd and kubectl from Go modules (hack/), cached by version.
 bins:
 	bash hack/build-bins.sh
+
+# And what a kind node holds besides: kubelet, kubeadm, kube-proxy, kube-controller-manager,
+# kube-scheduler (hack/kube) and CoreDNS (hack/coredns), cached the same way.
+node-bins:
+	bash hack/build-bins.sh node
 
 # The real Prometheus server from Debian's package, installed only when absent.
 prometheus:
@@ -76,9 +81,18 @@ kind-images: docker-engine
 	bash hack/images/kind-base.sh
 	bash hack/images/pause.sh
 
-# End-to-end on a kind cluster, for machines with Docker, kind and kubectl (not run by CI).
-e2e-kind:
-	bash hack/e2e-kind.sh
+# canaryguard/kind-node:<KUBE_VERSION>: kind's `build node-image --type file` from the node
+# binaries, on the kind base image (hack/images/kind-node.sh); skipped when up to date.
+node-image: node-bins kind kind-images
+	bash hack/images/kind-node.sh
+
+# The kind tier alone (tests/kind): a kind cluster from the local node image, the operator
+# from its image and `kubectl apply -k tests/kind/manifests/install` (manifests/ with an
+# allowlist for the test bed), Prometheus, the PagerDuty receiver and the
+# test-bed mesh as Deployments; deleted at the end (KEEP_CLUSTER=1 keeps it). Needs a Docker
+# engine (docker-engine, through images); everything else is built here and cached.
+e2e-kind: venv bins kind images kind-images node-image
+	$(PY) -m pytest -m kind tests/kind
 
 # docs/reference.md, the CanaryRollout field reference, from crds/canaryrollout.yaml.
 reference: venv
@@ -92,6 +106,13 @@ bench: venv stack-deps
 	$(PY) bench/bench_operator.py --rollouts $${ROLLOUTS:-1000} --interval 30 --window 120 \
 		--rollbacks 60 $(if $(BENCH_JSON),--json $(BENCH_JSON))
 	$(PY) bench/bench_mesh.py
+
+# The fault campaign (bench/chaos.py): ROLLOUTS canary rollouts (half breaching) while the
+# operator is SIGKILLed and crashes between its writes, kube-apiserver and Prometheus restart
+# and PagerDuty answers 429/500; prints the counts (goal 0) and writes the report as JSON.
+# About 5 minutes for 50 rollouts; exits 1 if a goal-zero count is not 0.
+chaos: venv stack-deps
+	$(PY) bench/chaos.py --rollouts $${ROLLOUTS:-50} --seed $${SEED:-1} --json $${JSON:-chaos-report.json}
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

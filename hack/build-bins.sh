@@ -3,7 +3,19 @@
 # hack/etcd) into ${CANARYGUARD_BIN_DIR:-~/.cache/canaryguard/bin}/<component>-<version>/.
 # A binary already present is kept; a new one is built under a temporary name and renamed,
 # so an interrupted build never leaves a half-written binary behind.
+#
+#   bash hack/build-bins.sh          # the local control plane (make bins)
+#   bash hack/build-bins.sh node     # and what a kind node image holds besides (make node-bins):
+#                                    # kubelet, kubeadm, kube-proxy, kube-controller-manager,
+#                                    # kube-scheduler (hack/kube), coredns (hack/coredns),
+#                                    # crictl (hack/cri-tools)
 set -euo pipefail
+
+case ${1:-} in
+  "") with_node=0 ;;
+  node) with_node=1 ;;
+  *) echo "usage: $0 [node]" >&2; exit 2 ;;
+esac
 
 hack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin_dir=${CANARYGUARD_BIN_DIR:-$HOME/.cache/canaryguard/bin}
@@ -12,6 +24,9 @@ bin_dir=${CANARYGUARD_BIN_DIR:-$HOME/.cache/canaryguard/bin}
 KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' "$hack_dir/versions.env")
 ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$hack_dir/versions.env")
 ISTIO_API_VERSION=$(sed -n 's/^ISTIO_API_VERSION=//p' "$hack_dir/versions.env")
+COREDNS_VERSION=$(sed -n 's/^COREDNS_VERSION=//p' "$hack_dir/versions.env")
+CRICTL_VERSION=$(sed -n 's/^CRICTL_VERSION=//p' "$hack_dir/versions.env")
+GATEWAY_API_VERSION=$(sed -n 's/^GATEWAY_API_VERSION=//p' "$hack_dir/versions.env")
 
 # Never let a go.mod's toolchain line download another Go; build with the one installed.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly
@@ -36,6 +51,10 @@ ensure_go() {
   fi
   check_pin kube k8s.io/kubernetes "$KUBE_VERSION"
   check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  if [[ $with_node == 1 ]]; then
+    check_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
+    check_pin cri-tools sigs.k8s.io/cri-tools "$CRICTL_VERSION"
+  fi
   go_checked=1
 }
 
@@ -91,6 +110,18 @@ build kube-apiserver "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kube-apiserver \
 build kubectl "$KUBE_VERSION" kube k8s.io/kubernetes/cmd/kubectl \
   "$kube_tags" "$kube_ldflags" version --client
 build etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "-s -w" --version
+if [[ $with_node == 1 ]]; then
+  # One at a time: each shares the Go build cache with the ones before it.
+  for component in kubeadm kubelet kube-proxy kube-controller-manager kube-scheduler; do
+    version_args=(--version)
+    [[ $component == kubeadm ]] && version_args=(version -o short)
+    build "$component" "$KUBE_VERSION" kube "k8s.io/kubernetes/cmd/$component" \
+      "$kube_tags" "$kube_ldflags" "${version_args[@]}"
+  done
+  build coredns "$COREDNS_VERSION" coredns github.com/coredns/coredns "" "-s -w" -version
+  build crictl "$CRICTL_VERSION" cri-tools sigs.k8s.io/cri-tools/cmd/crictl "" \
+    "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" --version
+fi
 # Istio's real CRDs, as Istio generates them, from the istio.io/api module.
 istio_crds="$bin_dir/istio-api-$ISTIO_API_VERSION/customresourcedefinitions.gen.yaml"
 if [[ ! -s "$istio_crds" ]]; then
@@ -106,6 +137,29 @@ if [[ ! -s "$istio_crds" ]]; then
   tmp_files+=("$istio_crds.tmp.$$")
   mv -f "$istio_crds.tmp.$$" "$istio_crds"
   echo "bins: Istio CRDs $ISTIO_API_VERSION at $istio_crds"
+fi
+# Gateway API's real CRDs (standard channel), from the sigs.k8s.io/gateway-api module.
+gateway_crds="$bin_dir/gateway-api-$GATEWAY_API_VERSION/standard-install.yaml"
+if [[ ! -s "$gateway_crds" ]]; then
+  ensure_go
+  module_dir=$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  shopt -s nullglob
+  crd_files=("$module_dir"/config/crd/standard/*.yaml)
+  shopt -u nullglob
+  if [[ ${#crd_files[@]} -eq 0 ]]; then
+    echo "bins: sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION has no config/crd/standard/*.yaml" >&2
+    exit 1
+  fi
+  mkdir -p "$(dirname "$gateway_crds")"
+  tmp_files+=("$gateway_crds.tmp.$$")
+  for f in "${crd_files[@]}"; do
+    echo "---"
+    cat "$f"
+  done >"$gateway_crds.tmp.$$"
+  chmod 0644 "$gateway_crds.tmp.$$"
+  mv -f "$gateway_crds.tmp.$$" "$gateway_crds"
+  echo "bins: Gateway API CRDs $GATEWAY_API_VERSION (standard) at $gateway_crds"
 fi
 # The test bed (canaryguard_testbed.bins) reads the pins from here, not from a checkout.
 install -m 0644 "$hack_dir/versions.env" "$bin_dir/versions.env"

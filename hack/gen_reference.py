@@ -30,6 +30,10 @@ Schema = dict[str, Any]
 PATTERN_WORDS = {
     r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$": "Go-style duration: `30s`, `5m`, `1h30m`",
     r"^https?://[^\s/]+": "an `http://` or `https://` URL",
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$": (
+        "DNS name: lowercase letters, digits, `-` and `.`, "
+        "starting and ending with a letter or digit"
+    ),
     r"^[-._a-zA-Z0-9]+$": "letters, digits, `-`, `_` and `.`",
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": (
         "DNS label: lowercase letters, digits and `-`, starting and ending with a letter or digit"

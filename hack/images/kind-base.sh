@@ -16,6 +16,13 @@
 # - /usr/local/sbin/runc, first on PATH, drops CAP_SYS_RESOURCE from what it creates when the
 #   node's bounding set lacks it, else runs runc as is. Privileged containers get containerd's
 #   own capabilities, which already lack it; a pod that adds SYS_RESOURCE would fail without.
+# - /usr/local/bin/ctr, first on PATH, answers what kind's node-image builder asks of
+#   containerd 2's ctr that 1.6's lacks: `ctr info` (as `ctr version`) and
+#   `ctr images import --label=K=V` (the import, then `ctr images label` on what it created).
+#   Every other command runs Debian's ctr unchanged.
+# - On cgroup v1, kubelet's unit first unmounts the v1 hierarchies systemd mounted after
+#   kind's entrypoint prepared the others (/kind/bin/canaryguard-cgroup-v1.sh): kubelet
+#   refuses to start while one lacks kubelet.slice.
 # - No fuse-overlayfs, nfs-common, open-iscsi (rootless and storage tests only).
 set -euo pipefail
 # shellcheck source=hack/images/lib.sh
@@ -139,6 +146,85 @@ esac
 exec "$runc" "$@"
 EOF
 chmod 0755 "$rootfs/usr/local/sbin/runc"
+
+# kubelet on cgroup v1: systemd, started after kind's entrypoint made /kubelet and /kubelet.slice
+# in each hierarchy, mounts the v1 hierarchies the engine did not give the container (here:
+# hugetlb, net_cls,net_prio, perf_event). They lack kubelet.slice and kubelet refuses to start
+# ("cgroup ["kubelet"] has some missing paths"). Unmount them before kubelet starts, as kind's
+# entrypoint does with the hierarchies it cannot scope; creating the cgroups instead would
+# leave them in the host's root cgroup of those hierarchies.
+cat >"$rootfs/kind/bin/canaryguard-cgroup-v1.sh" <<'EOF'
+#!/bin/bash
+# Written by canaryguard hack/images/kind-base.sh; run before kubelet (12-canaryguard.conf).
+set -euo pipefail
+[[ -f /sys/fs/cgroup/cgroup.controllers ]] && exit 0
+for dir in /sys/fs/cgroup/*/; do
+  dir=${dir%/}
+  [[ -L $dir ]] && continue
+  mountpoint -q "$dir" || continue
+  [[ $(stat -f -c %T "$dir") == cgroupfs ]] || continue
+  [[ -d $dir/kubelet.slice ]] && continue
+  echo "unmounting $dir: a cgroup v1 hierarchy without kubelet.slice (mounted by systemd)"
+  umount "$dir"
+done
+EOF
+chmod 0755 "$rootfs/kind/bin/canaryguard-cgroup-v1.sh"
+cat >"$rootfs/etc/systemd/system/kubelet.service.d/12-canaryguard.conf" <<'EOF'
+# canaryguard hack/images/kind-base.sh: see /kind/bin/canaryguard-cgroup-v1.sh.
+[Service]
+ExecStartPre=/kind/bin/canaryguard-cgroup-v1.sh
+EOF
+
+cat >"$rootfs/usr/local/bin/ctr" <<'EOF'
+#!/bin/bash
+# Written by canaryguard hack/images/kind-base.sh. Debian's ctr (containerd 1.6) with what
+# kind's node-image builder asks of containerd 2's ctr: `ctr info`, answered by `ctr version`,
+# and `ctr images import --label=K=V`, run as the import and then `ctr images label` on the
+# images it created. Every other command runs /usr/bin/ctr unchanged.
+set -euo pipefail
+ctr=/usr/bin/ctr
+args=("$@")
+globals=()
+i=0
+# ctr's global options that take a value; the first other word is the command.
+while (( i < ${#args[@]} )) && [[ ${args[i]} == -* ]]; do
+  case ${args[i]} in
+    --address | -a | --namespace | -n | --timeout | --connect-timeout)
+      globals+=("${args[i]}" "${args[i + 1]:-}")
+      i=$((i + 2))
+      ;;
+    *)
+      globals+=("${args[i]}")
+      i=$((i + 1))
+      ;;
+  esac
+done
+rest=("${args[@]:i}")
+if [[ ${rest[0]:-} == info ]]; then
+  exec "$ctr" "${globals[@]}" version
+fi
+if [[ ${rest[0]:-} =~ ^(images|image|i)$ && ${rest[1]:-} == import ]]; then
+  labels=() keep=()
+  for (( j = 2; j < ${#rest[@]}; j++ )); do
+    case ${rest[j]} in
+      --label=*) labels+=("${rest[j]#--label=}") ;;
+      --label) labels+=("${rest[j + 1]:-}"); j=$((j + 1)) ;;
+      *) keep+=("${rest[j]}") ;;
+    esac
+  done
+  if (( ${#labels[@]} > 0 )); then
+    before=$("$ctr" "${globals[@]}" images ls -q | sort)
+    "$ctr" "${globals[@]}" images import "${keep[@]}"
+    after=$("$ctr" "${globals[@]}" images ls -q | sort)
+    comm -13 <(echo "$before") <(echo "$after") | while read -r ref; do
+      [[ -n $ref ]] && "$ctr" "${globals[@]}" images label "$ref" "${labels[@]}" >/dev/null
+    done
+    exit 0
+  fi
+fi
+exec "$ctr" "$@"
+EOF
+chmod 0755 "$rootfs/usr/local/bin/ctr"
 
 import_rootfs "$rootfs" "$IMAGE-rootfs"
 # docker import cannot set STOPSIGNAL (systemd halts on SIGRTMIN+3); a Dockerfile can.

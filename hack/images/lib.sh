@@ -146,11 +146,39 @@ build_wheelhouse() { # DIR PROJECT_DIR...
 
 # docker build, leaving no untagged images behind: the classic builder keeps each earlier
 # stage as an untagged image and the image a rebuilt tag pointed to; both are removed here.
+# A digest of what an image is built from: the files under the paths given (caches, build
+# output and egg-info left out) and the base image. An image labelled with the same digest
+# is up to date (FORCE=1 rebuilds anyway).
+SOURCES_LABEL=io.canaryguard.sources
+sources_digest() { # PATH...
+  {
+    docker image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || echo "no $BASE_IMAGE"
+    find "$@" -type f -not -path '*/__pycache__/*' -not -name '*.pyc' \
+      -not -path '*.egg-info/*' -not -path '*/build/*' -print0 | sort -z | xargs -0 sha256sum |
+      sed "s|  $ROOT/|  |"
+  } | sha256sum | cut -c1-16
+}
+
+up_to_date() { # IMAGE DIGEST
+  [[ ${FORCE:-0} != 1 ]] &&
+    [[ $(docker image inspect --format "{{index .Config.Labels \"$SOURCES_LABEL\"}}" "$1" \
+      2>/dev/null) == "$2" ]]
+}
+
+# A failed build names the image and shows the end of the builder's output (the failing step).
 build_image() { # IMAGE CONTEXT [docker build options...]
-  local image=$1 context=$2 old new
+  local image=$1 context=$2 old new build_log
   shift 2
   old=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
-  docker build --quiet --force-rm "$@" -t "$image" "$context" >/dev/null
+  mkdir -p "$WORK_DIR"
+  build_log=$(mktemp "$WORK_DIR/build.XXXXXX")
+  if ! docker build --force-rm "$@" -t "$image" "$context" >"$build_log" 2>&1; then
+    echo "images: docker build of $image failed; last lines of its output:" >&2
+    tail -n 30 "$build_log" | sed 's/^/  | /' >&2
+    rm -f "$build_log"
+    die "docker build of $image failed"
+  fi
+  rm -f "$build_log"
   # The build stage again (from cache, instantly), under a name, so it can be removed by name.
   docker build --quiet --force-rm "$@" --target build -t "$image-build-stage" "$context" \
     >/dev/null

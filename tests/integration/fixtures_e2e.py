@@ -153,10 +153,11 @@ class EndToEnd:
     _operator_factory: Callable[..., Operator]
     _mesh: Mesh | None = None
 
-    def start_mesh(self, scenario: str = "healthy") -> Mesh:
-        """The namespace's mesh, started (once) and scraped by Prometheus."""
+    def start_mesh(self, scenario: str = "healthy", **options: Any) -> Mesh:
+        """The namespace's mesh, started (once) and scraped by Prometheus; `options` go to
+        the `mesh` fixture (e.g. `http_route=`)."""
         if self._mesh is None:
-            self._mesh = self._mesh_factory(self.namespace, scenario=scenario)
+            self._mesh = self._mesh_factory(self.namespace, scenario=scenario, **options)
         return self._mesh
 
     @property
@@ -191,7 +192,7 @@ class EndToEnd:
 
     def operator(self, **options: Any) -> Operator:
         """Start an operator for this namespace (stopped after the test, its log printed);
-        `options` go to the `operator` fixture (`kubeconfig=`, `args=`)."""
+        `options` go to the `operator` fixture (`kubeconfig=`, `args=`, `env=`)."""
         return self._operator_factory(**options)
 
     def traffic(self, rate: float = 80.0) -> Traffic:

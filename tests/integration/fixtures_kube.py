@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from canaryguard_testbed.bins import MissingBinaryError, istio_crds
+from canaryguard_testbed.bins import MissingBinaryError, gateway_api_crds, istio_crds
 from canaryguard_testbed.controlplane import ControlPlane, KubectlError
 
 PROJECT_CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -25,7 +25,7 @@ def control_plane() -> Iterator[ControlPlane]:
     except MissingBinaryError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
-        for crd in [istio_crds(), *sorted(PROJECT_CRDS_DIR.glob("*.yaml"))]:
+        for crd in [istio_crds(), gateway_api_crds(), *sorted(PROJECT_CRDS_DIR.glob("*.yaml"))]:
             try:
                 cp.install_crds(crd)
             except KubectlError as exc:

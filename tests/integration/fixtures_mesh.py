@@ -53,6 +53,7 @@ def mesh(
         route: str | None = None,
         seed: int = 1,
         wait_scraped: bool = True,
+        http_route: str | None = None,
     ) -> Mesh:
         if not prometheus.running:
             prometheus.start()  # a test that stopped it and failed before starting it again
@@ -64,6 +65,7 @@ def mesh(
             scenario=scenario,
             route=route,
             seed=seed,
+            http_route=http_route,
             prometheus=prometheus,
             workdir=tmp_path / f"mesh-{len(started)}",
         )

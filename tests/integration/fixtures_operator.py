@@ -12,15 +12,15 @@ values is written every `TEST_HEARTBEAT` (`--status-heartbeat`), not at every ti
 """
 
 import json
-import signal
+import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import yaml
@@ -112,9 +112,16 @@ class Operator(OperatorProcess):
     /metrics and liveness endpoints."""
 
     def __init__(
-        self, kubeconfig: Path, namespace: str, log_path: Path, args: Sequence[str]
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log_path: Path,
+        args: Sequence[str],
+        *,
+        module: str = "canaryguard",
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(kubeconfig, [namespace], log_path, args)
+        super().__init__(kubeconfig, [namespace], log_path, args, module=module, env=env)
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> None:
@@ -126,13 +133,6 @@ class Operator(OperatorProcess):
             super().start(timeout)
         except ChildProcessError as exc:
             pytest.fail(str(exc), pytrace=False)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no last status write."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -213,11 +213,19 @@ def operator(
 ) -> Iterator[Callable[..., Operator]]:
     """`operator()` starts the operator for this test's namespace, allowed to send requests to
     the session's Prometheus and PagerDuty receiver; stopped after the test, and its log is
-    printed when the test fails. `operator(kubeconfig=..., args=[...])` logs in as someone
-    else or replaces the allow flags (the test heartbeat is added unless `args` set one)."""
+    printed when the test fails. `operator(kubeconfig=..., args=[...], env={...})` logs in as
+    someone else, replaces the allow flags (give them again, with `allow_flags`, to keep
+    them next to other flags such as `--leader-elect`) or adds to the environment;
+    `module=` runs another entry point (the crash points of
+    `canaryguard_testbed.crashpoints`). The test heartbeat is added unless `args` set one."""
     started: list[Operator] = []
 
-    def start(kubeconfig: Path | None = None, args: Sequence[str] | None = None) -> Operator:
+    def start(
+        kubeconfig: Path | None = None,
+        args: Sequence[str] | None = None,
+        module: str = "canaryguard",
+        env: Mapping[str, str] | None = None,
+    ) -> Operator:
         flags = list(
             allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args
         )
@@ -228,6 +236,8 @@ def operator(
             namespace,
             tmp_path / f"operator-{len(started)}.log",
             flags,
+            module=module,
+            env=env,
         )
         started.append(op)
         op.start()
@@ -239,12 +249,20 @@ def operator(
         sys.stderr.write(f"\n--- operator log ({op.log_path}) ---\n{op.log_tail(80)}\n")
 
 
+class Kubectl(Protocol):
+    """What runs kubectl against a cluster: the local control plane, or a kind cluster."""
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
 @dataclass
 class Rollout:
     """A CanaryRollout under test and the VirtualService it was created with, with readers
     and waits for what the tests assert on."""
 
-    cp: ControlPlane
+    cp: Kubectl
     namespace: str
     name: str
     body: dict[str, Any] = field(default_factory=dict)

@@ -27,13 +27,16 @@ def one(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
 
 def operator_args(objs: list[Obj]) -> list[str]:
     """The operator container's args with every `$(NAME)` replaced by the variable's value,
-    read from the ConfigMap it references when it has no literal value."""
+    read from the ConfigMap it references when it has no literal value (variables from the
+    downward API are known only in the pod, and no arg may name them)."""
     (container,) = one(objs, "Deployment", "canaryguard")["spec"]["template"]["spec"]["containers"]
     env: dict[str, str] = {}
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = var["value"]
             continue
+        if "configMapKeyRef" not in var["valueFrom"]:
+            continue  # the downward API's (POD_NAME ...): set in the pod, never in the args
         ref = var["valueFrom"]["configMapKeyRef"]
         env[var["name"]] = one(objs, "ConfigMap", ref["name"])["data"][ref["key"]]
 

@@ -164,6 +164,33 @@ CASES: list[dict[str, Any]] = [
         "firing": {"CanaryguardRollbacks": [{"severity": "info", "reason": "RolledBack"}]},
     },
     {
+        "name": "two replicas, one leading, then a handover",
+        "series": {
+            'canaryguard_leader{job="canaryguard-metrics",pod="a"}': "1x8 _x10",
+            'canaryguard_leader{job="canaryguard-metrics",pod="b"}': "0x8 1x10",
+        },
+        "at": "15m",
+        "firing": {"CanaryguardNoLeader": [], "CanaryguardSeveralLeaders": []},
+    },
+    {
+        "name": "two replicas standing by",
+        "series": {
+            'canaryguard_leader{job="canaryguard-metrics",pod="a"}': "1 0x15",
+            'canaryguard_leader{job="canaryguard-metrics",pod="b"}': "0x15",
+        },
+        "at": "10m",
+        "firing": {"CanaryguardNoLeader": [{"severity": "critical"}]},
+    },
+    {
+        "name": "two replicas both ticking (no leader election)",
+        "series": {
+            'canaryguard_leader{job="canaryguard-metrics",pod="a"}': "1x15",
+            'canaryguard_leader{job="canaryguard-metrics",pod="b"}': "1x15",
+        },
+        "at": "10m",
+        "firing": {"CanaryguardSeveralLeaders": [{"severity": "critical"}]},
+    },
+    {
         "name": "an old rollback only",
         "series": {'canaryguard_decisions_total{action="Warning",reason="RolledBack"}': "1x40"},
         "at": "35m",

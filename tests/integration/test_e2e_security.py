@@ -433,7 +433,12 @@ def test_the_namespace_scoped_role_alone_carries_a_rollout_with_its_secrets(
     bound to a ServiceAccount of its own (no ClusterRole): the operator reads the header and
     the routing key Secrets, moves weights, writes status and Events, and pages."""
     rendered = render(control_plane, ROOT / "examples/install-namespaced")
-    role, binding = one(rendered, "Role"), one(rendered, "RoleBinding")
+    # The watched namespace's Role (the leader election's, in canaryguard-system, is not needed
+    # by an operator run without --leader-elect).
+    role, binding = (
+        one(rendered, "Role", "canaryguard"),
+        one(rendered, "RoleBinding", "canaryguard"),
+    )
     role["metadata"]["namespace"] = binding["metadata"]["namespace"] = namespace
     binding["subjects"] = [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}]
     kubeconfig = control_plane.service_account_kubeconfig(namespace, "operator")

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from canaryguard.cli.main import build_parser
+from canaryguard.cli.run import election_from
 from canaryguard.core.access import Address, parse_address
 from canaryguard.core.paging import DEFAULT_EVENTS_URL
 from canaryguard_testbed.controlplane import ControlPlane, KubectlError
@@ -72,8 +73,11 @@ def test_the_base_installs_namespace_crd_rbac_operator_and_metrics_service(
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "ConfigMap",
             "Deployment",
+            "PodDisruptionBudget",
             "Service",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
@@ -95,8 +99,6 @@ def test_the_base_ships_the_crd_the_operator_and_tests_use(base: list[Obj]) -> N
 def test_the_operator_deployment_is_locked_down(base: list[Obj]) -> None:
     deployment = one(base, "Deployment", "canaryguard")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(base, "ServiceAccount")["metadata"]["name"]
     pod_security = pod["securityContext"]
@@ -167,6 +169,111 @@ def test_rbac_binds_the_operators_account_and_uses_no_wildcard(base: list[Obj]) 
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
 
 
+# --- two replicas, one leading ----------------------------------------------------------------
+
+
+def test_two_replicas_one_per_node_where_possible_and_never_both_evicted_at_once(
+    base: list[Obj],
+) -> None:
+    deployment = one(base, "Deployment", "canaryguard")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    # A new replica is up before an old one goes: an upgrade never leaves none.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    labels = spec["template"]["metadata"]["labels"]
+    (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    )
+    budget = one(base, "PodDisruptionBudget", "canaryguard")
+    assert budget["spec"] == {
+        "minAvailable": 1,
+        "selector": {"matchLabels": spec["selector"]["matchLabels"]},
+    }
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["minAvailable"] < spec["replicas"]  # a drain can still proceed
+
+
+def test_the_replicas_elect_a_leader_on_a_lease_their_role_allows(
+    base: list[Obj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = one(base, "Deployment", "canaryguard")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container["env"]
+        if "fieldRef" in e["valueFrom"]
+    }
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    # What the downward API gives the pod, then what `canaryguard run` makes of it.
+    monkeypatch.setenv("POD_NAME", "canaryguard-5d8f7c9b4-x2x9q")
+    monkeypatch.setenv("POD_NAMESPACE", deployment["metadata"]["namespace"])
+    election = election_from(build_parser().parse_args(operator_args(base)))
+    assert election is not None
+    assert election.identity == "canaryguard-5d8f7c9b4-x2x9q"
+    assert election.lease_duration == 15
+    role = one(base, "Role", "canaryguard-leader-election")
+    assert election.namespace == role["metadata"]["namespace"] == SYSTEM_NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [election.name],
+            "verbs": ["get", "update"],
+        },
+    ]
+    binding = one(base, "RoleBinding", "canaryguard-leader-election")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one(base, "ServiceAccount")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    # Leases are not in the ClusterRole: no replica can touch another namespace's Leases.
+    cluster_role = one(base, "ClusterRole")
+    assert not [r for r in cluster_role["rules"] if "coordination.k8s.io" in r["apiGroups"]]
+
+
+def test_a_standby_is_live_and_ready_on_the_same_endpoint(base: list[Obj]) -> None:
+    (container,) = one(base, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == container["livenessProbe"]["httpGet"]
+
+
+def test_the_shipped_rbac_allows_the_lease_and_nothing_more_on_leases(
+    control_plane: ControlPlane, operator_kubeconfig: Path
+) -> None:
+    account = f"system:serviceaccount:{SYSTEM_NAMESPACE}:canaryguard"
+
+    def can(verb: str, what: str, namespace: str) -> bool:
+        result = control_plane.kubectl(
+            "auth", "can-i", verb, what, "-n", namespace, f"--as={account}", check=False
+        )
+        return result.stdout.strip() == "yes"
+
+    assert can("create", "leases.coordination.k8s.io", SYSTEM_NAMESPACE)
+    for verb in ("get", "update"):
+        assert can(verb, "leases.coordination.k8s.io/canaryguard", SYSTEM_NAMESPACE), verb
+        assert not can(verb, "leases.coordination.k8s.io/other", SYSTEM_NAMESPACE), verb
+        assert not can(verb, "leases.coordination.k8s.io/canaryguard", "default"), verb
+    for verb in ("delete", "patch", "list", "watch"):
+        assert not can(verb, "leases.coordination.k8s.io/canaryguard", SYSTEM_NAMESPACE), verb
+    assert not can("create", "leases.coordination.k8s.io", "kube-system")
+
+
 # --- the API server accepts it --------------------------------------------------------------
 
 
@@ -184,7 +291,8 @@ def test_every_object_of_the_base_is_accepted_by_the_api_server(
             "get", "deployment", "canaryguard", "-n", namespace, "-o", "json"
         ).stdout
     )
-    assert stored["spec"]["strategy"]["type"] == "Recreate"
+    assert stored["spec"]["replicas"] == 2
+    assert stored["spec"]["strategy"]["type"] == "RollingUpdate"
     assert stored["spec"]["template"]["spec"]["containers"][0]["image"] == "canaryguard:0.1.0"
 
 
@@ -231,7 +339,14 @@ def test_the_namespaced_install_has_roles_in_the_watched_namespace_and_no_cluste
 ) -> None:
     kinds = sorted(o["kind"] for o in namespaced)
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
-    role, binding = one(namespaced, "Role"), one(namespaced, "RoleBinding")
+    # The leader election's Role (in the operator's namespace) is the base's, unchanged.
+    election = ("canaryguard-leader-election",)
+    for kind in ("Role", "RoleBinding"):
+        assert one(namespaced, kind, *election) == one(base, kind, *election)
+    role, binding = (
+        one(namespaced, "Role", "canaryguard"),
+        one(namespaced, "RoleBinding", "canaryguard"),
+    )
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "ml"
     # The same rules as the cluster-wide install, granted in the watched namespace only.
     assert role["rules"] == one(base, "ClusterRole")["rules"]

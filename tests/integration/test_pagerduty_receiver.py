@@ -327,6 +327,36 @@ def test_faults_queue_in_order(pagerduty: PagerDutyReceiver) -> None:
     assert [post(pagerduty.url, trigger())[0] for _ in range(3)] == [500, 429, 202]
 
 
+def test_fail_for_answers_every_call_of_a_period_then_recovers(
+    pagerduty: PagerDutyReceiver,
+) -> None:
+    pagerduty.fail_for(0.6, status=429, retry_after=1)
+
+    during = [post(pagerduty.url, trigger()) for _ in range(3)]
+    time.sleep(0.7)
+    after = post(pagerduty.url, trigger())[0]
+
+    assert [(status, headers.get("Retry-After")) for status, _, headers in during] == [
+        (429, "1")
+    ] * 3
+    assert after == 202
+    assert [c["injected"] for c in pagerduty.calls()] == [True, True, True, False]
+    assert len(pagerduty.incidents()) == 1
+
+
+def test_counted_faults_come_before_a_period_and_clear_faults_ends_both(
+    pagerduty: PagerDutyReceiver,
+) -> None:
+    pagerduty.fail_for(30, status=500)
+    pagerduty.fail_next(1, status=429)
+
+    assert [post(pagerduty.url, trigger())[0] for _ in range(2)] == [429, 500]
+    assert [f["status"] for f in pagerduty.state()["pending_faults"]] == [500]
+    pagerduty.clear_faults()
+    assert post(pagerduty.url, trigger())[0] == 202
+    assert len(pagerduty.calls()) == 3
+
+
 def test_faults_and_delays_over_the_control_endpoint(pagerduty: PagerDutyReceiver) -> None:
     assert post(pagerduty.base_url + "/_receiver/fail", {"count": 1, "status": 502})[0] == 200
     assert post(pagerduty.base_url + "/_receiver/delay", {"count": 1, "seconds": 0.3})[0] == 200

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from canaryguard.adapters.istio import plan_routes, read_weights, weights_match, with_weights
+from canaryguard.adapters import gateway
+from canaryguard.adapters.istio import (
+    plan_routes,
+    read_weights,
+    route_labels,
+    weights_match,
+    with_weights,
+)
 from canaryguard.core.access import (
     SECRET_OPT_IN,
     Allowlist,
@@ -102,6 +109,8 @@ class FakeKube:
         self._skip = 0
         self._failures = 0
         self._error: Exception | None = None
+        self.list_error: Exception | None = None
+        self.while_listing: Callable[[], None] | None = None  # runs after the list was taken
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Store a rollout (replacing one of the same name); returns it as stored."""
@@ -183,6 +192,19 @@ class FakeKube:
         self.events.append(Event(type_, reason, message))
         self.journal.add("event", reason)
 
+    async def list_rollouts(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        if self.list_error is not None:
+            raise self.list_error
+        taken = [
+            copy.deepcopy(obj)
+            for (namespace, _), obj in self.objects.items()
+            if not namespaces or namespace in namespaces
+        ]
+        await asyncio.sleep(0)  # the answer is on its way
+        if self.while_listing is not None:
+            self.while_listing()
+        return taken
+
     def _bump(self, obj: dict[str, Any]) -> None:
         self._version += 1
         obj["metadata"]["resourceVersion"] = str(self._version)
@@ -215,12 +237,38 @@ class FakeRouter:
     """VirtualServices in memory, driven by the real adapter's pure planning functions, so
     what it writes (and refuses) is what the Istio adapter would."""
 
+    kind = "VirtualService"
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        return plan_routes(obj, [str(s) for s in selectors], baseline, canary)
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        return read_weights(obj, routes, baseline, canary)
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        return route_labels(obj, routes)
+
+    with_weights = staticmethod(with_weights)
+
     def __init__(self, *services: Mapping[str, Any], journal: Journal | None = None) -> None:
         self.journal = journal or Journal()
         self.services: dict[Key, dict[str, Any]] = {}
         self.writes: list[tuple[int, int]] = []
         self._failures = 0
         self._error: Exception | None = None
+        self._lost_answers = 0
         for vs in services:
             meta = vs["metadata"]
             self.services[(meta["namespace"], meta["name"])] = copy.deepcopy(dict(vs))
@@ -229,6 +277,12 @@ class FakeRouter:
         """Fail the next `count` weight writes that would change something."""
         self._failures = count
         self._error = error or InjectedFault("VirtualService write failed (injected)")
+
+    def lose_answers(self, count: int = 1) -> None:
+        """Carry out the next `count` weight writes that change something, then fail them
+        as if the answer were lost (the API server died after committing, a cut
+        connection)."""
+        self._lost_answers = count
 
     def weights(
         self,
@@ -239,40 +293,72 @@ class FakeRouter:
     ) -> list[tuple[int | None, int | None]]:
         """The split each driven route carries now, as (baseline, canary)."""
         vs = self.services[(namespace, name)]
-        routes = plan_routes(vs, (), baseline, canary)
-        return [(w.baseline, w.canary) for w in read_weights(vs, routes, baseline, canary)]
+        routes = self.plan(vs, (), baseline, canary)
+        return [(w.baseline, w.canary) for w in self.read(vs, routes, baseline, canary)]
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         vs = self.services.get((namespace, name))
         if vs is None:
-            raise RouteNotFound(f"VirtualService {namespace}/{name} not found")
+            raise RouteNotFound(f"{self.kind} {namespace}/{name} not found")
         return copy.deepcopy(vs)
 
     async def set_weights(
         self,
         namespace: str,
         name: str,
-        route_names: Sequence[str],
+        route_names: Sequence[str | int],
         baseline: Destination,
         canary: Destination,
         baseline_weight: int,
         canary_weight: int,
     ) -> WeightChange:
         vs = await self.get(namespace, name)
-        routes = plan_routes(vs, route_names, baseline, canary)
-        before: list[Weights] = read_weights(vs, routes, baseline, canary)
+        routes = self.plan(vs, route_names, baseline, canary)
+        before: list[Weights] = self.read(vs, routes, baseline, canary)
         if weights_match(before, baseline_weight, canary_weight):
             return WeightChange(before, changed=False)
         if self._failures:
             self._failures -= 1
             assert self._error is not None
             raise self._error
-        updated = with_weights(vs, routes, baseline, canary, baseline_weight, canary_weight)
+        updated = self.with_weights(vs, routes, baseline, canary, baseline_weight, canary_weight)
         updated["metadata"]["resourceVersion"] = str(int(vs["metadata"]["resourceVersion"]) + 1)
         self.services[(namespace, name)] = updated
         self.writes.append((baseline_weight, canary_weight))
         self.journal.add("weights", f"{baseline_weight}/{canary_weight}")
+        if self._lost_answers:
+            self._lost_answers -= 1
+            raise InjectedFault("VirtualService written, answer lost (injected)")
         return WeightChange(before, changed=True)
+
+
+class FakeHTTPRouter(FakeRouter):
+    """HTTPRoutes in memory, driven by the Gateway API adapter's pure planning functions."""
+
+    kind = "HTTPRoute"
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        return gateway.plan_routes(obj, selectors, baseline, canary)
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        return gateway.read_weights(obj, routes, baseline, canary)
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        return gateway.rule_labels(obj, routes)
+
+    with_weights = staticmethod(gateway.with_weights)
 
 
 # --- metrics ----------------------------------------------------------------------------------

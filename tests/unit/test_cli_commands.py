@@ -169,6 +169,15 @@ def test_detail_shows_the_rollback_and_the_page() -> None:
     assert "2024-06-01T12:25:00Z (5m ago)" in text
 
 
+def test_detail_shows_the_router_kind() -> None:
+    assert "Route:      VirtualService a: a/v1 (baseline)" in render_detail(rollout("a", None), NOW)
+    body = rollout("a", None, baseline={"host": "a-v1"}, canary={"host": "a-v2"})
+    del body["spec"]["virtualService"]
+    body["spec"]["httpRoute"] = {"name": "web", "rules": [{"name": "api"}, {"index": 2}]}
+    text = render_detail(body, NOW)
+    assert "Route:      HTTPRoute web (rules api, rules[2]): a-v1 (baseline) -> a-v2" in text
+
+
 def _api_exception(status: int, body: dict[str, Any] | str) -> ApiException:
     exc = ApiException(status=status, reason="Reason")
     exc.body = body if isinstance(body, str) else json.dumps(body)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import urllib3.exceptions
 from prometheus_client import REGISTRY
 
 from canaryguard.core.observations import SloObservation
 from canaryguard.core.paging import DEFAULT_EVENTS_URL
 from canaryguard.core.ports import Sample
-from canaryguard.runtime.controller import Controller
+from canaryguard.runtime.controller import Controller, failure_reason
 from tests.unit.fakes import FakePager, InjectedFault, World, refused
 from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, at, obs
 
@@ -121,21 +122,12 @@ def test_crash_after_the_rollback_weights_a_continued_breach_rolls_back_again() 
     assert world.pager.dedup_keys == [dedup_key(world)]
 
 
-@pytest.mark.parametrize(
-    "after",
-    [
-        pytest.param(FEW, id="inconclusive"),  # the canary's traffic is gone
-        pytest.param(HEALTHY, id="healthy"),  # the canary's errors stopped with its traffic
-    ],
-)
-def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_canary(
-    after: SloObservation,
-) -> None:
+def test_a_crash_after_the_rollback_weights_then_a_healthy_tick_holds_at_zero() -> None:
     """(a) As above, but the operator dies before the status is written, and the next
-    tick (a new operator) does not see the breach again. The stored status still says
-    50%, yet the canary's share is not re-asserted (inconclusive) nor advanced (healthy,
-    hold elapsed): DESIGN.md 8, a failed write after a rollback never sends traffic back to
-    the canary. The rollout holds, saying why."""
+    tick (a new operator) sees the canary healthy (its errors stopped with its traffic),
+    which clears the breach. The stored status still says 50%, yet the canary's share is
+    not advanced though the hold is over: DESIGN.md 8, a failed write after a rollback never
+    sends traffic back to the canary. The rollout holds, saying why."""
     world = World()
     controller = breached(world)
     world.kube.fail_patches(1)
@@ -143,8 +135,8 @@ def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_cana
         world.tick(controller, 150, obs(BREACH))
 
     restarted = world.controller()
-    world.tick(restarted, 180, obs(after))
-    world.tick(restarted, 210, obs(after))
+    world.tick(restarted, 180, obs(HEALTHY))
+    world.tick(restarted, 210, obs(HEALTHY))
 
     assert world.router.weights() == [(100, 0)]
     stored = world.kube.status()
@@ -154,6 +146,78 @@ def test_a_crash_after_the_rollback_weights_never_sends_traffic_back_to_the_cana
     assert [r for r in world.kube.reasons() if r[1] == "WeightsLowered"] == [
         ("Warning", "WeightsLowered")
     ]
+
+
+def test_a_crash_after_the_rollback_weights_then_no_evidence_records_the_rollback() -> None:
+    """(a) The new operator finds the canary at 0% with no evidence left (inconclusive):
+    the breach never cleared and had run its window, so the rollback is recorded and paged
+    once, and the weights stay 100/0."""
+    world = World()
+    controller = breached(world)
+    world.kube.fail_patches(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 150, obs(BREACH))
+
+    restarted = world.controller()
+    world.tick(restarted, 180, obs(FEW))
+    world.tick(restarted, 210, obs(FEW))
+
+    assert world.router.weights() == [(100, 0)]
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    assert world.pager.dedup_keys == [dedup_key(world)]
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+@pytest.mark.parametrize(
+    "after", [pytest.param(FEW, id="inconclusive"), pytest.param(HEALTHY, id="healthy")]
+)
+def test_a_rollback_weight_write_that_failed_is_recorded_at_the_next_tick(
+    after: SloObservation, landed: bool
+) -> None:
+    """The rollback's weight write fails with its outcome unknown: it landed and the answer
+    was lost (the API server died after committing it), or it did not land. Either way the
+    operator decides the next tick from the rollback it could not confirm, so it is recorded
+    and paged once even when the breach is no longer seen (the canary's traffic is gone), and
+    the weights end 100/0 (set back down if the write had not landed)."""
+    world = World()
+    controller = breached(world)
+    if landed:
+        world.router.lose_answers(1)
+    else:
+        world.router.fail_writes(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 150, obs(BREACH))
+    assert world.router.weights() == [(100, 0) if landed else (50, 50)]
+    assert world.kube.status()["phase"] == "Progressing"
+
+    world.tick(controller, 180, obs(after))
+
+    assert world.router.weights() == [(100, 0)]
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    assert status["rollback"]["reason"] == "SLOBreach"
+    assert world.pager.dedup_keys == [dedup_key(world)]
+
+
+def test_a_step_weight_write_that_failed_is_not_taken_as_done() -> None:
+    """A failed write that would raise the canary's share is not decided from: if it landed,
+    the next tick finds more canary traffic than the status says and sets it back down, then
+    advances again when the step is judged (DESIGN.md 8: only a judged step raises it)."""
+    world = World()
+    controller = world.controller()
+    world.tick(controller, 0, obs(HEALTHY))
+    assert world.router.weights() == [(90, 10)]
+    world.router.lose_answers(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 120, obs(HEALTHY))  # hold over: 50/50 written, answer lost
+    assert world.router.weights() == [(50, 50)]
+    assert world.kube.status()["canaryWeight"] == 10
+
+    world.tick(controller, 150, obs(FEW))  # nothing judged healthy: no advance
+
+    assert world.router.weights() == [(90, 10)]
+    assert ("Warning", "WeightsReasserted") in world.kube.reasons()
 
 
 @pytest.mark.parametrize("after", [pytest.param(FEW, id="inconclusive"), HEALTHY])
@@ -357,6 +421,24 @@ def test_a_bug_in_a_tick_is_labelled_bug() -> None:
     assert failed["reason"] == "bug"
     assert "KeyError" in failed["message"]
     assert world.kube.status().get("metricsOutageSince") is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        # What the Kubernetes client raises when the API server is down or restarting.
+        (urllib3.exceptions.MaxRetryError(None, "/apis/x", "connection refused"), "network"),
+        (urllib3.exceptions.ProtocolError("Connection aborted."), "network"),
+        (urllib3.exceptions.ReadTimeoutError(None, "/apis/x", "read timed out"), "timeout"),
+        (ConnectionRefusedError(111, "refused"), "network"),
+        (TimeoutError(), "timeout"),
+        (KeyError("missing"), "bug"),
+    ],
+)
+def test_an_unreachable_api_server_is_a_network_failure_not_a_bug(
+    exc: BaseException, reason: str
+) -> None:
+    assert failure_reason(exc) == reason
 
 
 def tick_errors(reason: str) -> float:

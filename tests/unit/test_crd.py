@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from canaryguard.core import engine
-from canaryguard.core.durations import DURATION_PATTERN
+from canaryguard.core.durations import DURATION_PATTERN, MAX_DURATION, format_duration
 from canaryguard.core.observations import SloObservation
 from canaryguard.core.spec import parse_spec
 from canaryguard.core.status import Status
@@ -86,19 +86,36 @@ def test_every_list_and_string_of_the_spec_is_bounded() -> None:
             assert "maxProperties" in node, f"{path} needs maxProperties"
 
 
-def test_duration_fields_use_the_parsers_grammar() -> None:
-    durations = [node for _, node in nodes(SPEC_SCHEMA) if "([0-9]+h)" in node.get("pattern", "")]
+def test_duration_fields_use_the_parsers_grammar_and_bounds() -> None:
+    durations = {
+        path: node for path, node in nodes(SPEC_SCHEMA) if "([0-9]+h)" in node.get("pattern", "")
+    }
     assert len(durations) == 6  # timeout, hold, interval, maxMetricsOutage, window, lookback
-    assert {node["pattern"] for node in durations} == {DURATION_PATTERN}
+    assert {node["pattern"] for node in durations.values()} == {DURATION_PATTERN}
+    # CEL's duration() reads the same grammar; its bounds are the parser's.
+    bounds = {
+        path.rsplit(".", 1)[-1]: [r["rule"] for r in node["x-kubernetes-validations"]]
+        for path, node in durations.items()
+    }
+    at_most = f"duration(self) <= duration('{format_duration(MAX_DURATION)}')"
+    assert bounds == {
+        "timeout": ["duration(self) >= duration('1ms')", at_most],
+        "hold": [at_most],
+        "interval": ["duration(self) >= duration('1s')", at_most],
+        "maxMetricsOutage": [at_most],
+        "window": [at_most],
+        "lookback": ["duration(self) >= duration('1s')", at_most],
+    }
 
 
 def test_cross_field_rules_are_declared() -> None:
     rules = [
         rule["rule"]
         for _, node in nodes(SPEC_SCHEMA)
+        if "([0-9]+h)" not in node.get("pattern", "")
         for rule in node.get("x-kubernetes-validations", [])
     ]
-    assert len(rules) == 9
+    assert len(rules) == 13  # 10 cross-field, 2 addresses, selector keys
     assert all(
         rule["message"]
         for _, n in nodes(SPEC_SCHEMA)

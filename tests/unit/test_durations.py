@@ -53,3 +53,12 @@ def test_format_reads_like_the_spec(value: timedelta, text: str) -> None:
 @pytest.mark.parametrize("text", ["500ms", "30s", "5m", "1h30m", "1m1500ms", "3h59m59s"])
 def test_format_parses_back(text: str) -> None:
     assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["8760h1ms", "8761h", "525601m", "99999999999999999999h"])
+def test_durations_beyond_a_year_are_rejected_not_overflowed(text: str) -> None:
+    """The grammar admits any number of digits; a timedelta (and a datetime plus it) does
+    not. The CRD's CEL rules have the same bound."""
+    with pytest.raises(ValueError, match=r"^invalid duration '\d+[hm]\w*': must be at most 8760h$"):
+        parse_duration(text)
+    assert parse_duration("8760h") == parse_duration("525600m") == timedelta(days=365)

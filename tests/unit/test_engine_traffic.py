@@ -167,3 +167,35 @@ def test_a_failed_tick_is_said_once_and_its_recovery_once() -> None:
     assert ("Normal", "TickRecovered") in events(recovered.actions)
     assert cond(r.status, "TickSucceeded").status == "True"
     assert ("Normal", "TickRecovered") not in events(r.tick(120).actions)
+
+
+def test_a_breach_whose_rollback_status_was_lost_is_recorded_once_the_canary_is_pulled() -> None:
+    """The rollback's 100/0 was written, then the operator died before the status: the
+    stored status says 50% with a breach running since 90 s. A new operator starts after the
+    lookback: the canary (at 0%) has no evidence, the SLO is inconclusive. The breach never
+    cleared and had run its window, so the rollback is recorded and paged now, with the
+    values last judged."""
+    r = Rollout()
+    r.started()
+    r.tick(60, routed(10))  # -> 50%
+    r.tick(90, routed(50, obs(BREACH)))  # breaching since 90 s (window 60 s)
+    r.tick(120, routed(50, obs(BREACH)))
+    result = r.tick(300, routed(0, obs(FEW)))  # after the crash, much later
+    assert r.status.phase == "RolledBack"
+    assert r.status.rollback is not None
+    assert r.status.rollback.reason == "SLOBreach"
+    assert r.status.rollback.breaching_since == at(90)
+    assert r.status.rollback.canary == BREACH.canary
+    assert len(pages(result.actions)) == 1
+    assert ("Warning", "RolledBack") in events(result.actions)
+
+
+def test_a_canary_pulled_by_hand_before_its_window_is_not_rolled_back() -> None:
+    r = Rollout()
+    r.started()
+    r.tick(60, routed(10))
+    r.tick(90, routed(50, obs(BREACH)))  # breaching since 90 s, window 60 s
+    result = r.tick(120, routed(0, obs(FEW)))  # pulled by hand 30 s in
+    assert r.status.phase == "Progressing"
+    assert pages(result.actions) == []
+    assert events(result.actions) == [("Warning", "WeightsLowered")]

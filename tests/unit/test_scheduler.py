@@ -10,61 +10,12 @@ Intervals and durations are binary fractions (0.25, 0.5, 1, 10), exact in floati
 
 import asyncio
 import logging
-import selectors
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable
 
 import pytest
 
 from canaryguard.runtime.scheduler import Scheduler
-
-
-class VirtualClock:
-    """Seconds since the test began, moved only by the event loop's selector."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class _JumpingSelector(selectors.DefaultSelector):
-    """Polls without blocking; where the loop would block until its next timer, the clock
-    jumps to that timer instead."""
-
-    def __init__(self, clock: VirtualClock) -> None:
-        super().__init__()
-        self._clock = clock
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = super().select(0)
-        if ready or timeout == 0:
-            return ready
-        if timeout is None:
-            raise RuntimeError("deadlock: every task waits and no timer is set")
-        self._clock.now += timeout
-        return []
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose `time()` is `clock`: `asyncio.sleep(5)` returns at once with
-    the clock 5 s later."""
-
-    def __init__(self, clock: VirtualClock) -> None:
-        self.clock = clock
-        super().__init__(_JumpingSelector(clock))
-
-    def time(self) -> float:
-        return self.clock.now
-
-
-def run_virtual(main: Callable[[VirtualClock], Coroutine[Any, Any, None]]) -> VirtualClock:
-    """Run `main(clock)` on a virtual-time loop; return the clock (at the end time)."""
-    clock = VirtualClock()
-    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(clock)) as runner:
-        runner.run(main(clock))
-    return clock
+from tests.unit.virtual_time import VirtualClock, run_virtual
 
 
 async def run_for(scheduler: Scheduler, seconds: float) -> None:
@@ -333,3 +284,34 @@ def test_stopping_waits_for_the_ticks_in_flight() -> None:
     run_virtual(main)
     assert ends == [1.0]
     assert stopped == [1.0]
+
+
+def test_a_cancelled_run_cancels_ticks_in_flight_and_a_new_run_ticks_what_is_due_at_once() -> None:
+    """A leader that loses its Lease cancels its run; when it (or another replica) leads
+    again, everything due while it stood by is ticked at once, then on its grid."""
+    started: list[tuple[Hashable, float]] = []
+    cancelled: list[tuple[Hashable, float]] = []
+
+    async def main(clock: VirtualClock) -> None:
+        async def tick(key: Hashable) -> None:
+            started.append((key, clock()))
+            try:
+                await asyncio.sleep(0.5)
+            except asyncio.CancelledError:
+                cancelled.append((key, clock()))
+                raise
+
+        s = Scheduler(tick, clock=clock)
+        s.upsert("a", 1.0)
+        term = asyncio.create_task(s.run(asyncio.Event()))
+        await asyncio.sleep(1.25)  # ticks at 0 (done at 0.5) and at 1 (in flight)
+        term.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await term
+        assert cancelled == [("a", 1.25)]
+        await asyncio.sleep(3.0)  # standing by until 4.25: nothing ticks
+        s.upsert("b", 1.0)  # the watch still feeds it
+        await run_for(s, 1.125)
+
+    run_virtual(main)
+    assert started == [("a", 0.0), ("a", 1.0), ("a", 4.25), ("b", 4.25), ("a", 5.0), ("b", 5.25)]

@@ -193,3 +193,31 @@ def test_an_invalid_update_keeps_the_last_good_route() -> None:
         assert weights(source) == {"v1": 90, "v2": 10}
 
     asyncio.run(run(fake, body))
+
+
+def test_an_httproute_rule_maps_to_weighted_destinations() -> None:
+    from canaryguard_testbed.weights import RouteDestination, httproute_snapshot
+
+    route = {
+        "metadata": {"name": "scorer", "namespace": "ml"},
+        "spec": {
+            "rules": [
+                {
+                    "name": "qa",
+                    "matches": [{"headers": [{"name": "x", "value": "y"}]}],
+                    "backendRefs": [{"name": "b"}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [{"name": "v1", "weight": 3}, {"name": "v2", "namespace": "o"}],
+                },
+            ]
+        },
+    }
+    default = httproute_snapshot(route)
+    assert default.destinations == (
+        RouteDestination("v1", None, 3),
+        RouteDestination("v2.o.svc.cluster.local", None, 1),
+    )
+    assert httproute_snapshot(route, "1") == default
+    assert httproute_snapshot(route, "qa").destinations == (RouteDestination("b", None, 1),)

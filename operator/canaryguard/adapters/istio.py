@@ -174,6 +174,13 @@ def with_weights(
     return out
 
 
+def route_labels(vs: Mapping[str, Any], indexes: Sequence[int]) -> str:
+    """`route primary` / `routes a, http[2]`, for messages."""
+    http = vs.get("spec", {}).get("http") or []
+    names = [str(http[i].get("name") or f"http[{i}]") for i in indexes]
+    return ("route " if len(names) == 1 else "routes ") + ", ".join(names)
+
+
 def _names_object(exc: ApiException, name: str) -> bool:
     """A 404 about the object itself (a Status naming it), not about an unserved API."""
     try:
@@ -195,10 +202,33 @@ class VirtualServiceClient:
     never blocks; each call carries a request timeout.
     """
 
+    kind = "VirtualService"
+
     def __init__(self, api_client: ApiClient, request_timeout: float = 10.0) -> None:
         self._api = CustomObjectsApi(api_client)
         self._timeout = request_timeout
         self._version: str | None = None
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        return plan_routes(obj, [str(s) for s in selectors], baseline, canary)
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        return read_weights(obj, routes, baseline, canary)
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        return route_labels(obj, routes)
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         """The VirtualService as served, trying Istio's API versions newest first."""
@@ -231,7 +261,7 @@ class VirtualServiceClient:
         self,
         namespace: str,
         name: str,
-        route_names: Sequence[str],
+        route_names: Sequence[str | int],
         baseline: Destination,
         canary: Destination,
         baseline_weight: int,
@@ -253,7 +283,7 @@ class VirtualServiceClient:
         self,
         namespace: str,
         name: str,
-        route_names: Sequence[str],
+        route_names: Sequence[str | int],
         baseline: Destination,
         canary: Destination,
         baseline_weight: int,
@@ -261,7 +291,7 @@ class VirtualServiceClient:
     ) -> WeightChange:
         for attempt in range(CONFLICT_RETRIES):
             vs = self._get(namespace, name)
-            routes = plan_routes(vs, route_names, baseline, canary)
+            routes = plan_routes(vs, [str(r) for r in route_names], baseline, canary)
             before = read_weights(vs, routes, baseline, canary)
             if weights_match(before, baseline_weight, canary_weight):
                 return WeightChange(before, changed=False, current=vs)

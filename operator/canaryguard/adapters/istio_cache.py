@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from canaryguard.adapters.istio import GROUP, PLURAL, VERSIONS
-from canaryguard.core.ports import Router, WeightChange
+from canaryguard.core.ports import Router, WeightChange, Weights
 from canaryguard.core.spec import Destination
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,28 @@ class CachedRouter:
     def __init__(self, router: Router, store: VirtualServiceStore) -> None:
         self._router = router
         self._store = store
+        self.kind = router.kind
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        return self._router.plan(obj, selectors, baseline, canary)
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        return self._router.read(obj, routes, baseline, canary)
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        return self._router.labels(obj, routes)
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         if self._store.synced(namespace):
@@ -243,7 +265,7 @@ class CachedRouter:
         self,
         namespace: str,
         name: str,
-        route_names: Sequence[str],
+        route_names: Sequence[str | int],
         baseline: Destination,
         canary: Destination,
         baseline_weight: int,

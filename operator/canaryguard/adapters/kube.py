@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -127,6 +127,34 @@ class KubeClient:
             event,
             _request_timeout=self._timeout,
         )
+
+    async def list_rollouts(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        """Every rollout in `namespaces` (all namespaces when empty), read afresh."""
+        return await asyncio.to_thread(self._list_rollouts, tuple(namespaces))
+
+    def _list_rollouts(self, namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
+        lists = (
+            [
+                self._custom.list_namespaced_custom_object(
+                    GROUP, VERSION, ns, PLURAL, _request_timeout=self._timeout
+                )
+                for ns in namespaces
+            ]
+            if namespaces
+            else [
+                self._custom.list_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, _request_timeout=self._timeout
+                )
+            ]
+        )
+        items: list[dict[str, Any]] = []
+        for listed in lists:
+            # Items of a list carry no kind; the watch's bodies do.
+            items.extend(
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CanaryRollout", **item}
+                for item in (listed.get("items") or [] if isinstance(listed, dict) else [])
+            )
+        return items
 
     async def read_secret(self, namespace: str, name: str, key: str, rollout: str) -> str:
         """One key of a Secret, decoded, when the Secret was made available to the rollout

@@ -133,8 +133,57 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_election_flags(run)
     _add_cluster_commands(sub)
     return parser
+
+
+def _add_election_flags(run: argparse.ArgumentParser) -> None:
+    election = run.add_argument_group(
+        "leader election",
+        "With several replicas, only the holder of a coordination.k8s.io/v1 Lease ticks "
+        "rollouts; the others keep watching and take over when it stops renewing.",
+    )
+    election.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="tick only while holding the Lease (default off: this process always ticks)",
+    )
+    election.add_argument(
+        "--lease-name",
+        help="the Lease's name (default canaryguard; with --shard I/N, canaryguard-shard-I-of-N, "
+        "so the replicas of each shard elect their own leader)",
+    )
+    election.add_argument(
+        "--lease-namespace",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the service account's)",
+    )
+    election.add_argument(
+        "--lease-duration",
+        type=_whole_seconds,
+        default=15,
+        metavar="DURATION",
+        help="how long a Lease not renewed lasts before a standby takes over; the leader "
+        "renews every third of it and stops ticking after two thirds without renewal "
+        "(default 15s)",
+    )
+    election.add_argument(
+        "--leader-identity",
+        help="this replica's name in the Lease (default: $POD_NAME, else host name and a "
+        "random suffix)",
+    )
+
+
+def _whole_seconds(text: str) -> int:
+    """A duration of whole seconds, at least 1s (a Lease's duration is whole seconds)."""
+    try:
+        value = parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected whole seconds, at least 1s, got {text!r}")
+    return int(value)
 
 
 def _duration(text: str) -> timedelta:

@@ -60,6 +60,21 @@ def render_table(items: Sequence[Mapping[str, Any]], with_namespace: bool) -> st
     return _columns(rows)
 
 
+def _router_text(spec: Mapping[str, Any]) -> str:
+    """The routing object's kind and name, with the driven routes or rules when named."""
+    if isinstance(spec.get("httpRoute"), Mapping):
+        ref = spec["httpRoute"]
+        rules = [
+            str(r.get("name") if r.get("name") is not None else f"rules[{r.get('index')}]")
+            for r in ref.get("rules") or []
+            if isinstance(r, Mapping)
+        ]
+        where = f" (rules {', '.join(rules)})" if rules else ""
+        return f"HTTPRoute {ref.get('name', '?')}{where}"
+    ref = spec.get("virtualService") or {}
+    return f"VirtualService {ref.get('name', '?')}"
+
+
 def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
     """One rollout: spec summary, state, SLOs, rollback, page, conditions and history."""
     meta = obj.get("metadata", {})
@@ -68,7 +83,7 @@ def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
     lines = [
         f"Name:       {meta.get('name')}",
         f"Namespace:  {meta.get('namespace')}",
-        f"Route:      VirtualService {(spec.get('virtualService') or {}).get('name', '?')}: "
+        f"Route:      {_router_text(spec)}: "
         f"{destination(spec.get('baseline'))} (baseline) -> "
         f"{destination(spec.get('canary'))} (canary)",
         f"Revision:   {status.revision or spec.get('revision') or '-'}",

@@ -14,12 +14,15 @@ from datetime import timedelta
 DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
 _DURATION = re.compile(DURATION_PATTERN)
 _MAX_LENGTH = 32
+# The CRD's CEL rules say the same. Far beyond any rollout, well inside what a timedelta and
+# a datetime plus it can hold (`99999999999999999999h` matches the grammar).
+MAX_DURATION = timedelta(hours=8760)
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse `1h30m`, `5m`, `30s`, `500ms` (or `0s`) into a timedelta.
+    """Parse `1h30m`, `5m`, `30s`, `500ms` (or `0s`) into a timedelta, at most MAX_DURATION.
 
-    Raises ValueError with a message that quotes the input when it is not a duration.
+    Raises ValueError with a message that quotes the input when it is not such a duration.
     """
     match = _DURATION.fullmatch(text) if len(text) <= _MAX_LENGTH else None
     if not text or match is None:
@@ -27,7 +30,12 @@ def parse_duration(text: str) -> timedelta:
     hours, minutes, seconds, millis = (
         int(group[: -2 if group.endswith("ms") else -1]) if group else 0 for group in match.groups()
     )
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds, milliseconds=millis)
+    total_millis = ((hours * 60 + minutes) * 60 + seconds) * 1000 + millis  # no overflow: int
+    if total_millis > MAX_DURATION // timedelta(milliseconds=1):
+        raise ValueError(
+            f"invalid duration {text!r}: must be at most {format_duration(MAX_DURATION)}"
+        )
+    return timedelta(milliseconds=total_millis)
 
 
 def format_duration(value: timedelta) -> str:

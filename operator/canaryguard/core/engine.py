@@ -489,6 +489,8 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
         and state.breaching_since is not None
         and now - state.breaching_since >= slo.window
     ]
+    if not sustained and _pulled(status, observations.routed_canary):
+        sustained = _breach_left_unrecorded(spec, previous, slos, now)
     if sustained:
         return _rollback(spec, status, _breach_rollback(sustained, now, idle), log)
     outage_over_limit = (
@@ -540,6 +542,33 @@ def _guard_traffic(spec: Spec, status: Status, routed: float | None, log: _Log) 
             log.decide(status, "Warning", "WeightsLowered", "LoweredOutside", message)
         return status
     return status.with_condition("Traffic", "True", "AsDecided", messages.TRAFFIC_AS_DECIDED, now)
+
+
+def _pulled(status: Status, routed: float | None) -> bool:
+    """Whether all traffic was taken off a canary that the status still gives some."""
+    return routed is not None and routed < _WEIGHT_SLACK and (status.canary_weight or 0) > 0
+
+
+def _breach_left_unrecorded(
+    spec: Spec, previous: Mapping[str, SloStatus], slos: Sequence[SloStatus], now: datetime
+) -> list[tuple[Slo, SloStatus]]:
+    """The SLOs whose breach had run its window when the canary's traffic was pulled and
+    that have had no verdict since (the canary has no traffic left to be judged on): a
+    rollback whose weights were written but whose status was lost in a crash, or a person
+    pulling a breaching canary. The rollback is recorded (and paged) with the last values
+    judged, instead of holding for ever with nobody told."""
+    found = []
+    for slo, state in zip(spec.analysis.slos, slos, strict=True):
+        last = previous.get(slo.name)
+        if (
+            last is not None
+            and last.verdict == "breach"
+            and state.verdict in ("inconclusive", "unavailable")
+            and state.breaching_since is not None
+            and now - state.breaching_since >= slo.window
+        ):
+            found.append((slo, replace(last, breaching_since=state.breaching_since)))
+    return found
 
 
 def _baseline_idle(status: Status) -> bool:

@@ -243,7 +243,7 @@ def _share(value: float) -> str:
 
 def weights_reasserted(spec: Spec, routed: float, wanted: int) -> str:
     return (
-        f"VirtualService {spec.virtual_service.name}: the canary's share was raised outside "
+        f"{spec.target.kind} {spec.target.name}: the canary's share was raised outside "
         f"canaryguard to {_share(routed)}; set back to the decided {wanted}%"
     )
 
@@ -258,7 +258,7 @@ def weights_lowered(spec: Spec, routed: float, wanted: int, phase: str) -> str:
             "a person promotes or aborts; a sustained breach still rolls back"
         )
     return (
-        f"VirtualService {spec.virtual_service.name}: the canary's share is {_share(routed)}, "
+        f"{spec.target.kind} {spec.target.name}: the canary's share is {_share(routed)}, "
         f"below the decided {wanted}% "
         f"(lowered outside canaryguard, by a person or a rollback whose status was not "
         f"recorded): {then}"
@@ -365,7 +365,8 @@ def page_details(spec: Spec, status: Status, rollback: Rollback) -> dict[str, An
         "stepIndex": status.step_index,
         "explanation": rollback.message,
         "slos": status.to_dict()["slos"],
-        "virtualService": spec.virtual_service.name,
+        "router": spec.target.kind,
+        "virtualService" if spec.http_route is None else "httpRoute": spec.target.name,
         "baselineDestination": str(spec.baseline),
         "canaryDestination": str(spec.canary),
     }

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from canaryguard.core.election import Lease, LeaseRecord
 from canaryguard.core.paging import DeliveryResult, PageEvent
 from canaryguard.core.spec import Destination
 
@@ -93,7 +94,35 @@ class WeightChange:
 
 
 class Router(Protocol):
-    """Reads and writes the traffic split (Istio VirtualServices)."""
+    """Reads and writes the traffic split of one kind of routing object (an Istio
+    VirtualService, a Gateway API HTTPRoute). `plan`, `read` and `labels` are pure: they work
+    on the object as `get` returned it."""
+
+    kind: str
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        """The indexes of the driven routes (or rules), or `RouteError` naming the problem."""
+        ...
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        """The current weights of the driven routes."""
+        ...
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        """The driven routes, named for a message (`route primary`, `rules a, rules[2]`)."""
+        ...
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         """The routing object as served, or `RouteNotFound`."""
@@ -103,7 +132,7 @@ class Router(Protocol):
         self,
         namespace: str,
         name: str,
-        route_names: Sequence[str],
+        route_names: Sequence[str | int],
         baseline: Destination,
         canary: Destination,
         baseline_weight: int,
@@ -111,6 +140,20 @@ class Router(Protocol):
     ) -> WeightChange:
         """Set the split on the driven routes, writing only when it differs."""
         ...
+
+
+class Routers:
+    """The routers by the kind of object they drive; the runtime picks one per rollout."""
+
+    def __init__(self, *routers: Router) -> None:
+        self._by_kind = {r.kind: r for r in routers}
+
+    def for_kind(self, kind: str) -> Router:
+        """The router for `kind`, or `RouteError` when this operator has none."""
+        try:
+            return self._by_kind[kind]
+        except KeyError:
+            raise RouteError(f"no router for {kind} objects") from None
 
 
 # --- paging -------------------------------------------------------------------------------
@@ -149,3 +192,30 @@ class Kube(Protocol):
     async def post_event(
         self, rollout: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None: ...
+
+    async def list_rollouts(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        """Every rollout in `namespaces` (all namespaces when empty), read afresh."""
+        ...
+
+
+# --- leader election ----------------------------------------------------------------------
+
+
+class LeaseConflict(Exception):
+    """The Lease was written by someone else since it was read (or created meanwhile)."""
+
+
+class Leases(Protocol):
+    """Reads and conditionally writes coordination.k8s.io/v1 Leases."""
+
+    async def get(self, namespace: str, name: str) -> Lease | None:
+        """The Lease, or None when it does not exist."""
+        ...
+
+    async def create(self, namespace: str, name: str, record: LeaseRecord) -> Lease:
+        """Create it; `LeaseConflict` when it exists already."""
+        ...
+
+    async def update(self, namespace: str, name: str, record: LeaseRecord, version: str) -> Lease:
+        """Replace its spec if it is still at `version`, else `LeaseConflict`."""
+        ...

@@ -3,7 +3,8 @@
 The CRD schema is the first line of validation; `parse_spec` is the second. It applies the
 same defaults as the schema (so raw YAML, backtests and tests see what the API server would
 store), re-checks every cross-field rule, and checks what the schema cannot: durations,
-regular expressions, query template placeholders. Every error names the field it is about.
+regular expressions, query templates (parsed as PromQL, alone and inside the query the
+operator builds around them). Every error names the field it is about.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from canaryguard.core.access import AddressError, parse_address
 from canaryguard.core.durations import format_duration, parse_duration
 from canaryguard.core.manual import InvalidRequest, ManualRequest, parse_request
 from canaryguard.core.paging import SEVERITIES, Severity
-from canaryguard.core.promql import LABEL_NAME, PLACEHOLDER, PLACEHOLDERS
+from canaryguard.core.promql import LABEL_NAME
+from canaryguard.core.templates import regex_problem, template_problem, wrapped_problem
 
 Direction = Literal["HigherIsWorse", "LowerIsWorse"]
 OutagePolicy = Literal["rollback", "pause"]
@@ -67,6 +69,30 @@ class VirtualServiceRef:
 
     name: str
     routes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HTTPRouteRef:
+    """The Gateway API HTTPRoute to drive (same namespace) and the rules whose weights move:
+    each a rule `name` (string) or an index into the route's `spec.rules` (integer).
+
+    Empty `rules` means every rule with a backendRef to the baseline Service. The baseline
+    and canary `host` name the Services of the backendRefs; there are no subsets.
+    """
+
+    name: str
+    rules: tuple[str | int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """The routing object a rollout drives, whichever its kind: what the router needs."""
+
+    kind: str  # "VirtualService" or "HTTPRoute"
+    name: str
+    selectors: tuple[str | int, ...]
+    field: str  # where the spec names it: spec.virtualService or spec.httpRoute
+    selector_key: str  # the selectors' key under `field`: routes or rules
 
 
 @dataclass(frozen=True)
@@ -216,7 +242,7 @@ class Spec:
     which the engine reports without making the rollout Invalid.
     """
 
-    virtual_service: VirtualServiceRef
+    virtual_service: VirtualServiceRef | None
     baseline: Destination
     canary: Destination
     metrics: MetricsSpec
@@ -231,6 +257,23 @@ class Spec:
     uid: str | None = None
     request: ManualRequest | None = None
     invalid_request: InvalidRequest | None = None
+    http_route: HTTPRouteRef | None = None
+
+    @property
+    def target(self) -> RouteTarget:
+        """The routing object: `spec.virtualService` or `spec.httpRoute` (exactly one)."""
+        if self.http_route is not None:
+            return RouteTarget(
+                "HTTPRoute", self.http_route.name, self.http_route.rules, "spec.httpRoute", "rules"
+            )
+        assert self.virtual_service is not None
+        return RouteTarget(
+            "VirtualService",
+            self.virtual_service.name,
+            self.virtual_service.routes,
+            "spec.virtualService",
+            "routes",
+        )
 
     def effective_revision(self) -> str:
         """`spec.revision` if set, else derived from the canary destination and version.
@@ -269,7 +312,8 @@ def parse_spec(
         raw_spec = obj["spec"]
     spec = _Reader(raw_spec, "spec")
     parsed = Spec(
-        virtual_service=spec.nested("virtualService", _virtual_service),
+        virtual_service=spec.optional_nested("virtualService", _virtual_service),
+        http_route=spec.optional_nested("httpRoute", _http_route),
         baseline=spec.nested("baseline", _destination),
         canary=spec.nested("canary", _destination),
         revision=spec.string("revision", required=False, max_length=128),
@@ -288,51 +332,6 @@ def parse_spec(
     spec.finish()
     _check_cross_fields(parsed)
     return parsed
-
-
-def template_problem(template: str) -> str | None:
-    """Why a query template is invalid, or None.
-
-    Placeholders are `{{ version }}` (required) and `{{ lookback }}`; anything else in double
-    braces is unknown; leftover `{{`/`}}` or unbalanced `{`/`}` outside string literals is
-    rejected.
-    """
-    names = []
-    for match in PLACEHOLDER.finditer(template):
-        inner = match.group(1)
-        if inner not in PLACEHOLDERS:
-            return f"unknown placeholder {{{{ {inner} }}}}"
-        names.append(inner)
-    rest = PLACEHOLDER.sub("", template)
-    if "{{" in rest or "}}" in rest or not _braces_balance(rest):
-        return "unbalanced braces"
-    if "version" not in names:
-        return "missing placeholder {{ version }}"
-    return None
-
-
-def _braces_balance(text: str) -> bool:
-    """Single braces nest properly outside PromQL string literals (which may hold regexes)."""
-    depth = 0
-    quote: str | None = None
-    escaped = False
-    for char in text:
-        if quote is not None:
-            if escaped:
-                escaped = False
-            elif char == "\\" and quote != "`":
-                escaped = True
-            elif char == quote:
-                quote = None
-        elif char in "\"'`":
-            quote = char
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth < 0:
-                return False
-    return depth == 0 and quote is None
 
 
 # --- the parser ---------------------------------------------------------------------------
@@ -532,10 +531,28 @@ def _virtual_service(r: _Reader) -> VirtualServiceRef:
     )
 
 
+def _http_route(r: _Reader) -> HTTPRouteRef:
+    name = r.string("name", pattern=_OBJECT_NAME, hint="a Kubernetes object name")
+    rules = r.items("rules", _rule_selector, min_items=0, max_items=MAX_ROUTES)
+    if len(set(rules)) != len(rules):
+        raise SpecError(r.at("rules"), "must not repeat a rule")
+    return HTTPRouteRef(name=name, rules=rules)
+
+
+def _rule_selector(r: _Reader) -> str | int:
+    name = r.string("name", required=False, max_length=253)
+    index = r.integer("index", minimum=0, maximum=63) if r.data.get("index") is not None else None
+    if (name is None) == (index is None):
+        raise SpecError(r.path, "set exactly one of name and index")
+    return str(name) if name is not None else int(index or 0)
+
+
 def _destination(r: _Reader) -> Destination:
     return Destination(
-        host=r.string("host"),
-        subset=r.string("subset", required=False, max_length=63),
+        host=r.string("host", pattern=_OBJECT_NAME, hint="a DNS name"),
+        subset=r.string(
+            "subset", required=False, max_length=63, pattern=_DNS_LABEL, hint="a DNS label"
+        ),
     )
 
 
@@ -567,8 +584,9 @@ def _selector(r: _Reader) -> dict[str, str]:
         path = r.at(str(label))
         if not isinstance(label, str) or not LABEL_NAME.fullmatch(label):
             raise SpecError(path, "not a Prometheus label name")
-        if not isinstance(value, str) or len(value) > 253:
-            raise SpecError(path, "must be a string of at most 253 characters")
+        # An empty value would also match every series without the label.
+        if not isinstance(value, str) or not 1 <= len(value) <= 253:
+            raise SpecError(path, "must be a string of 1 to 253 characters")
         result[label] = value
     return result
 
@@ -608,10 +626,8 @@ def _margin(r: _Reader) -> Margin:
 
 def _error_rate(r: _Reader) -> ErrorRate:
     codes = r.string("codes", default="5..", max_length=64)
-    try:
-        re.compile(codes)
-    except re.error as exc:
-        raise SpecError(r.at("codes"), f"invalid regular expression: {exc}") from None
+    if (problem := regex_problem(codes)) is not None:
+        raise SpecError(r.at("codes"), f"invalid regular expression: {problem}")
     return ErrorRate(codes=codes)
 
 
@@ -703,6 +719,19 @@ def _paging(r: _Reader) -> Paging:
 
 def _check_cross_fields(spec: Spec) -> None:
     """The rules the CRD states in CEL, again, for specs that never met an API server."""
+    if spec.virtual_service is None and spec.http_route is None:
+        raise SpecError("spec.virtualService", "required (or spec.httpRoute; exactly one)")
+    if spec.virtual_service is not None and spec.http_route is not None:
+        raise SpecError(
+            "spec.httpRoute", "must not be set with spec.virtualService (exactly one of them)"
+        )
+    if spec.http_route is not None:
+        for key, dest in (("baseline", spec.baseline), ("canary", spec.canary)):
+            if dest.subset:
+                raise SpecError(
+                    f"spec.{key}.subset",
+                    "must not be set with httpRoute: a backendRef names a Service (host)",
+                )
     weights = [step.weight for step in spec.steps]
     for index in range(1, len(weights)):
         if weights[index] <= weights[index - 1]:
@@ -722,3 +751,16 @@ def _check_cross_fields(spec: Spec) -> None:
             f"spec.metrics.selector.{metrics.version_label}",
             "must not match on the version label; the queries add it for each version",
         )
+    for index, slo in enumerate(spec.analysis.slos):
+        if not isinstance(slo.kind, Query):
+            continue
+        lookback = slo.lookback.total_seconds()
+        for key, text in (
+            ("template", slo.kind.template),
+            ("samplesTemplate", slo.kind.samples_template),
+        ):
+            problem = text and wrapped_problem(
+                text, metrics.baseline_version, metrics.canary_version, lookback
+            )
+            if problem:
+                raise SpecError(f"spec.analysis.slos[{index}].query.{key}", problem)

@@ -1,4 +1,5 @@
-"""kopf wiring, and nothing else: settings, the watch feed and the scheduler's lifetime.
+"""kopf wiring, and nothing else: settings, the watch feed, the scheduler's lifetime and
+the leader election that gates it.
 
 The analysis loop is the controller's scheduler, not a kopf daemon or timer: rollouts are
 fed in by a plain watch-event handler, which puts no finalizer on them, so a rollout can be
@@ -8,21 +9,28 @@ deleted while the operator is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
+from canaryguard.adapters.gateway import HTTPRouteClient
 from canaryguard.adapters.istio import VirtualServiceClient
 from canaryguard.adapters.istio_cache import CachedRouter, VirtualServiceWatch
 from canaryguard.adapters.kube import GROUP, PLURAL, VERSION, KubeClient, load_api_client
+from canaryguard.adapters.leases import LeaseClient
 from canaryguard.adapters.pagerduty import PagerDutyPager
 from canaryguard.adapters.prometheus import PrometheusConnector
-from canaryguard.core.ports import Router
+from canaryguard.core.ports import Router, Routers
+from canaryguard.runtime import metrics
 from canaryguard.runtime.accounting import CountedKube, CountedRouter
 from canaryguard.runtime.controller import Controller, Settings
+from canaryguard.runtime.leader import Election, Elector
 
 PREFIX = "canaryguard.io"
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -57,13 +65,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     router: Router = CountedRouter(VirtualServiceClient(api))
     if operator_settings.cache_virtualservices:
         # VirtualServices from a watch, not a GET per tick (writes still read first).
-        watch = VirtualServiceWatch(api, config.get("namespaces") or [])
+        watch = VirtualServiceWatch(api, operator_settings.namespaces)
         watch.start()
         memo["vs_watch"] = watch
         router = CachedRouter(router, watch.store)
     controller = Controller(
         CountedKube(KubeClient(api)),
-        router,
+        Routers(router, CountedRouter(HTTPRouteClient(api))),
         PrometheusConnector(),
         # PagerDuty delivery inside one tick; what is not delivered is retried next tick.
         PagerDutyPager(budget_seconds=20.0),
@@ -71,7 +79,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     memo["controller"] = controller
     memo["stop"] = stop = asyncio.Event()
-    memo["scheduler"] = asyncio.create_task(controller.scheduler.run(stop))
+    election: Election | None = config.get("election")
+    if election is None:
+        # The only replica: it leads from start to stop.
+        metrics.LEADER.set(1)
+        memo["elector"] = None
+        work = asyncio.create_task(controller.lead(stop), name="canaryguard-controller")
+    else:
+        # Every replica watches; only the Lease's holder ticks.
+        memo["elector"] = elector = Elector(LeaseClient(api), election)
+        work = asyncio.create_task(elector.run(stop, controller.lead), name="canaryguard-elector")
+    work.add_done_callback(_report_end)
+    memo["work"] = work
 
 
 @kopf.on.login()
@@ -84,11 +103,18 @@ def login(
     return kopf.login_via_client(settings=settings, **kwargs)
 
 
+def _report_end(task: asyncio.Task[None]) -> None:
+    """The scheduler and the elector run until cleanup; say so if one ends before."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Stop ticking and let ticks in flight finish."""
+    """Stop ticking, let ticks in flight finish, and release the Lease if this replica led."""
     memo["stop"].set()
-    await memo["scheduler"]
+    with contextlib.suppress(Exception):  # already reported by _report_end
+        await memo["work"]
     if memo.get("vs_watch") is not None:
         memo["vs_watch"].stop()
 
@@ -105,3 +131,21 @@ async def tracked_rollouts(memo: kopf.Memo, **_: Any) -> int:
     """Liveness data: how many rollouts the scheduler tracks."""
     controller: Controller = memo["controller"]
     return len(controller.scheduler)
+
+
+@kopf.on.probe(id="leader")
+async def leadership(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Liveness data: whether this replica leads. A standby is live; a replica whose
+    scheduler or elector has ended is not (the probe fails, so the kubelet restarts it)."""
+    work: asyncio.Task[None] = memo["work"]
+    if work.done():
+        raise kopf.PermanentError(f"{work.get_name()} has ended")
+    elector: Elector | None = memo["elector"]
+    if elector is None:
+        return {"leading": True, "election": False}
+    return {
+        "leading": elector.leading,
+        "election": True,
+        "lease": elector.lease_ref,
+        "identity": elector.election.identity,
+    }

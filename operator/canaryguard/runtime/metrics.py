@@ -65,6 +65,11 @@ STATUS_WRITES = Counter(
     "changed, held back until --status-heartbeat has passed).",
     ["result"],
 )
+LEADER = Gauge(
+    "canaryguard_leader",
+    "1 while this replica ticks the rollouts (it holds the leader Lease, or runs without "
+    "leader election), 0 while it stands by.",
+)
 WEIGHT_REASSERTS = Counter(
     "canaryguard_weight_reasserts_total",
     "VirtualService weights found changed by someone else and set back.",

@@ -130,8 +130,15 @@ class Scheduler:
         self._entries.pop(key, None)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch due ticks until `stop` is set, then wait for ticks in flight."""
+        """Dispatch due ticks until `stop` is set, then wait for ticks in flight.
+
+        Cancelled instead (a leader that lost its Lease), it cancels the ticks in flight too:
+        each stops at the await it is in, as if the process had died there, which the
+        controller's write order makes safe. Tracked keys and due times stay, so a later
+        `run` (leading again) ticks every rollout that is due at once.
+        """
         stopper = asyncio.create_task(stop.wait())
+        waker: asyncio.Task[bool] | None = None
         try:
             while not stop.is_set():
                 self._dispatch_due()
@@ -142,8 +149,14 @@ class Scheduler:
                     {stopper, waker}, timeout=max(delay, 0.0), return_when="FIRST_COMPLETED"
                 )
                 waker.cancel()
+        except asyncio.CancelledError:
+            for task in self._tasks:
+                task.cancel()
+            raise
         finally:
             stopper.cancel()
+            if waker is not None:
+                waker.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 

@@ -31,6 +31,8 @@ class _Entry:
     # The stored status (as served) that `decided` was decided on top of.
     stored: Mapping[str, Any] | None
     written_at: datetime | None = None
+    # Whether `decided` differs from the stored status (held back, or its write failed).
+    pending: bool = False
 
 
 class StatusLedger:
@@ -60,12 +62,24 @@ class StatusLedger:
         written_at = entry.written_at if entry is not None else None
         return written_at is None or now - written_at >= self.heartbeat
 
-    def held(self, key: Hashable, stored_raw: Mapping[str, Any] | None, decided: Status) -> None:
-        """`decided` was not written (held back, or its write failed): the next tick decides
-        from it as long as the stored status is still `stored_raw`."""
+    def held(
+        self,
+        key: Hashable,
+        stored_raw: Mapping[str, Any] | None,
+        decided: Status,
+        pending: bool = True,
+    ) -> None:
+        """`decided` was not written (held back, or its write failed; `pending=False`: it is
+        what is stored already): the next tick decides from it as long as the stored status
+        is still `stored_raw`."""
         entry = self._entries.get(key)
         written_at = entry.written_at if entry is not None else None
-        self._entries[key] = _Entry(decided, stored_raw, written_at)
+        self._entries[key] = _Entry(decided, stored_raw, written_at, pending)
+
+    def pending(self, key: Hashable) -> Status | None:
+        """The status decided for `key` and not written yet, if any."""
+        entry = self._entries.get(key)
+        return entry.decided if entry is not None and entry.pending else None
 
     def wrote(
         self, key: Hashable, stored_raw: Mapping[str, Any] | None, decided: Status, now: datetime
@@ -83,6 +97,11 @@ class StatusLedger:
     def forget(self, key: Hashable) -> None:
         """The rollout is gone."""
         self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every rollout's decision (a new leader's term: another replica may have
+        moved the rollouts on meanwhile; heartbeats are then due at once)."""
+        self._entries.clear()
 
 
 def _same(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:

@@ -29,6 +29,7 @@ class Versions:
     kube: str
     etcd: str
     istio_api: str
+    gateway_api: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def read_versions(path: Path | None = None) -> Versions:
             kube=values["KUBE_VERSION"],
             etcd=values["ETCD_VERSION"],
             istio_api=values["ISTIO_API_VERSION"],
+            gateway_api=values.get("GATEWAY_API_VERSION", ""),
         )
     except KeyError as exc:
         raise ValueError(f"{path}: {exc.args[0]} is not set") from exc
@@ -96,6 +98,24 @@ def istio_crds(versions: Versions | None = None) -> Path:
     """Istio's own CRDs (from the istio.io/api module) as `make bins` placed them."""
     v = versions or read_versions()
     path = bin_dir() / f"istio-api-{v.istio_api}" / "customresourcedefinitions.gen.yaml"
+    if not path.is_file():
+        raise MissingBinaryError(f"{path} is missing; run `make bins`")
+    return path
+
+
+def gateway_api_crds(versions: Versions | None = None) -> Path:
+    """Gateway API's standard-channel CRDs (from the sigs.k8s.io/gateway-api module), in one
+    file, as `make bins` placed them."""
+    v = versions or read_versions()
+    if not v.gateway_api:
+        # The binaries' folder is shared by checkouts; one made before this pin existed
+        # may have copied its own versions.env there. The checkout's pin then decides.
+        from canaryguard_testbed.project import project_dir
+
+        v = read_versions(project_dir() / "hack" / "versions.env")
+    if not v.gateway_api:
+        raise MissingBinaryError("GATEWAY_API_VERSION is not pinned; run `make bins`")
+    path = bin_dir() / f"gateway-api-{v.gateway_api}" / "standard-install.yaml"
     if not path.is_file():
         raise MissingBinaryError(f"{path} is missing; run `make bins`")
     return path

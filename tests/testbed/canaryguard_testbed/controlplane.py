@@ -123,9 +123,10 @@ class ControlPlane:
     """etcd plus kube-apiserver on free loopback ports, with a throwaway PKI in `workdir`.
 
     `workdir` defaults to a new temporary folder that `stop` removes; a folder you pass is kept
-    (for its logs), but each start begins with empty etcd data. Child processes are tied to the
-    thread that calls `start` (the kernel kills them when it ends), so start the control plane
-    from a thread that outlives it, normally the main thread.
+    (for its logs), but each start begins with empty etcd data (`stop_apiserver` and
+    `start_apiserver` restart kube-apiserver alone, keeping the data). Child processes are
+    tied to the thread that calls `start` (the kernel kills them when it ends), so start the
+    control plane from a thread that outlives it, normally the main thread.
     """
 
     server: str
@@ -140,6 +141,7 @@ class ControlPlane:
         self._certs: certs.ControlPlaneCerts | None = None
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
+        self._apiserver_args: list[str] = []
         self._started = False
         self._lock = threading.Lock()
 
@@ -205,6 +207,36 @@ class ControlPlane:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def stop_apiserver(self, *, kill: bool = False) -> None:
+        """Stop kube-apiserver alone: SIGKILL with `kill` (a crash), else SIGTERM (SIGKILL
+        after 10 s). etcd keeps running with its data, so `start_apiserver` brings back the
+        same cluster at the same address, for clients holding a kubeconfig or a token."""
+        proc = self._apiserver
+        if proc is None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(STOP_TIMEOUT)
+        else:
+            terminate(proc, STOP_TIMEOUT)
+        self._apiserver = None
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again after `stop_apiserver`: same flags, port, certificates
+        and service-account signing key, on the same etcd; returns once /readyz answers.
+        Call it from the thread that started the control plane (see the class docstring)."""
+        if self._etcd is None or not self._apiserver_args:
+            raise ControlPlaneError("control plane is not running (call start() first)")
+        if self._apiserver is not None and self._apiserver.poll() is None:
+            raise ControlPlaneError("kube-apiserver is already running")
+        self._start_apiserver()
+
+    @property
+    def apiserver_running(self) -> bool:
+        """Whether the kube-apiserver process runs (it may not be ready yet)."""
+        return self._apiserver is not None and self._apiserver.poll() is None
 
     def pids(self) -> list[int]:
         """Process ids of the running etcd and kube-apiserver (for checks and debugging)."""
@@ -278,14 +310,21 @@ class ControlPlane:
         advertise = _advertise_address()
         if advertise is not None:
             args.append(f"--advertise-address={advertise}")
-        self._apiserver = self._spawn(args, "kube-apiserver.log")
+        self._apiserver_args = args
+        self._start_apiserver()
+        self.server = server
+
+    def _start_apiserver(self) -> None:
+        secure_port = next(
+            int(a.split("=", 1)[1]) for a in self._apiserver_args if a.startswith("--secure-port=")
+        )
+        self._apiserver = self._spawn(self._apiserver_args, "kube-apiserver.log")
         ctx = self._ssl_context()
         self._wait_ready(
             self._apiserver,
             "kube-apiserver.log",
             lambda: _https_ok(secure_port, "/readyz", ctx),
         )
-        self.server = server
 
     def _wait_ready(
         self,

@@ -62,7 +62,12 @@ class Mesh:
         seed: int = 1,
         prometheus: PrometheusServer | None = None,
         workdir: Path | None = None,
+        http_route: str | None = None,
     ) -> None:
+        """With `http_route`, the router follows that Gateway API HTTPRoute instead of the
+        VirtualService, and each version is its own Service `<service>-<version>` (what the
+        HTTPRoute's backendRefs name), labelled app=<service> as Istio reports it."""
+        self.http_route = http_route
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.virtual_service = virtual_service
@@ -115,12 +120,16 @@ class Mesh:
             "canaryguard_testbed.router",
             f"--kubeconfig={self.kubeconfig}",
             f"--namespace={self.namespace}",
-            f"--virtual-service={self.virtual_service}",
+            (
+                f"--http-route={self.http_route}"
+                if self.http_route
+                else f"--virtual-service={self.virtual_service}"
+            ),
             f"--service-name={self.service}",
             "--port=0",
             f"--port-file={port_file}",
             f"--seed={self.seed}",
-            *(f"--backend={self.service}/{v}={c.url}" for v, c in self.models.items()),
+            *(self._backend(v, c.url) for v, c in self.models.items()),
             *([f"--route={self.route}"] if self.route else []),
         )
         router = _Child("router", spawn(args, log_path), log_path)
@@ -140,6 +149,12 @@ class Mesh:
                         "pod": f"{self.service}-{version}",
                     },
                 )
+
+    def _backend(self, version: str, url: str) -> str:
+        if self.http_route:
+            svc = f"{self.service}-{version}"
+            return f"--backend={svc}/{version}={url},app={self.service},workload={svc}"
+        return f"--backend={self.service}/{version}={url}"
 
     def stop(self) -> None:
         """Deregister the targets, stop every process and remove the working folder."""

@@ -1,5 +1,6 @@
 """Faults injected into the receiver's answers: an error status or a delay for the next N
-enqueue calls, queued in the order they were asked for. Not locked: the receiver calls it
+enqueue calls, queued in the order they were asked for, or an error status for every call
+until a deadline (a period of throttling or of an outage). Not locked: the receiver calls it
 under its own lock."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from canaryguard_testbed.pagerduty_contract import throttled
 
-__all__ = ["Delay", "Fault", "Faults"]
+__all__ = ["Delay", "Fault", "Faults", "Period"]
 
 
 @dataclass
@@ -36,6 +37,14 @@ class Fault:
 
 
 @dataclass
+class Period:
+    """Answer `fault`'s status to every call until `until` (monotonic seconds)."""
+
+    until: float
+    fault: Fault
+
+
+@dataclass
 class Delay:
     """Hold the answer to the next `remaining` calls for `seconds`."""
 
@@ -49,6 +58,10 @@ class Faults:
     def __init__(self) -> None:
         self._faults: collections.deque[Fault] = collections.deque()
         self._delays: collections.deque[Delay] = collections.deque()
+        self._periods: list[Period] = []
+
+    def add_period(self, period: Period) -> None:
+        self._periods.append(period)
 
     def add_fault(self, fault: Fault) -> None:
         self._faults.append(fault)
@@ -56,10 +69,14 @@ class Faults:
     def add_delay(self, delay: Delay) -> None:
         self._delays.append(delay)
 
-    def take_fault(self) -> Fault | None:
-        """The fault for this call, if one is pending."""
+    def take_fault(self, now: float | None = None) -> Fault | None:
+        """The fault for this call, if one is pending: counted faults first, then the first
+        period still running at `now` (monotonic seconds; periods are ignored without it)."""
         if not self._faults:
-            return None
+            if now is None:
+                return None
+            self._periods = [p for p in self._periods if p.until > now]
+            return self._periods[0].fault if self._periods else None
         fault = self._faults[0]
         fault.remaining -= 1
         if fault.remaining <= 0:
@@ -77,9 +94,11 @@ class Faults:
         return delay.seconds
 
     def pending(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The pending faults and delays, as dicts."""
-        return [vars(f) for f in self._faults], [vars(d) for d in self._delays]
+        """The pending faults (counted ones, then periods) and delays, as dicts."""
+        periods = [{"until": p.until, **vars(p.fault)} for p in self._periods]
+        return [vars(f) for f in self._faults] + periods, [vars(d) for d in self._delays]
 
     def clear(self) -> None:
         self._faults.clear()
         self._delays.clear()
+        self._periods.clear()

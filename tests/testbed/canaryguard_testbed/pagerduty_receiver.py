@@ -8,10 +8,11 @@ merged into it, acknowledge and resolve change its state, and a trigger after re
 new incident. Acknowledge or resolve without an open incident is accepted and dropped, as
 PagerDuty does.
 
-Faults are injected per call (`pagerduty_faults`): answer 429 or 5xx for the next N calls, or
-delay the next N answers. The server runs in a thread with its own event loop, so synchronous
-tests and async code use the same object. `GET /_receiver/state` shows everything as JSON.
-Run it as `python -m canaryguard_testbed.pagerduty_receiver`.
+Faults are injected per call (`pagerduty_faults`): answer 429 or 5xx for the next N calls or
+for every call during a period (`fail_for`), or delay the next N answers. The server runs in
+a thread with its own event loop, so synchronous tests and async code use the same object.
+`GET /_receiver/state` shows everything as JSON. Run it as
+`python -m canaryguard_testbed.pagerduty_receiver`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from canaryguard_testbed.pagerduty_contract import (
     throttled,
     validate_event,
 )
-from canaryguard_testbed.pagerduty_faults import Delay, Fault, Faults
+from canaryguard_testbed.pagerduty_faults import Delay, Fault, Faults, Period
 from canaryguard_testbed.pagerduty_incidents import Incidents, RateLimit
 
 __all__ = ["ENQUEUE_PATH", "STATE_PATH", "PagerDutyReceiver", "main", "validate_event"]
@@ -210,6 +211,24 @@ class PagerDutyReceiver:
             if n:
                 self._faults.add_fault(Fault(n, status, retry_after))
 
+    def fail_for(
+        self, seconds: float, status: int = 500, *, retry_after: float | None = None
+    ) -> None:
+        """Answer every enqueue call with `status` (429 or 5xx, with Retry-After when set)
+        for the next `seconds`, without processing: a period of throttling or an outage.
+        Calls `fail_next` queued are answered first."""
+        if seconds < 0 or not 400 <= status <= 599:
+            raise ValueError("fail_for needs seconds >= 0 and a 4xx or 5xx status")
+        with self._lock:
+            if seconds:
+                until = time.monotonic() + seconds
+                self._faults.add_period(Period(until, Fault(0, status, retry_after)))
+
+    def clear_faults(self) -> None:
+        """Forget pending faults and delays (counted and periods), keeping every record."""
+        with self._lock:
+            self._faults.clear()
+
     def delay_next(self, n: int, seconds: float) -> None:
         """Hold the answer to the next `n` enqueue calls for `seconds` before processing."""
         if n < 0 or seconds < 0:
@@ -255,7 +274,7 @@ class PagerDutyReceiver:
         if delay:
             await asyncio.sleep(delay)
         with self._lock:
-            fault = self._faults.take_fault()
+            fault = self._faults.take_fault(time.monotonic())
         if fault is not None:
             status, body, headers = fault.answer()
         else:
@@ -325,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the receiver until SIGINT or SIGTERM; print its enqueue URL on the first line."""
     parser = argparse.ArgumentParser(
         prog="python -m canaryguard_testbed.pagerduty_receiver",
-        description="Local PagerDuty Events API v2 receiver (listens on 127.0.0.1).",
+        description="Local PagerDuty Events API v2 receiver.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a Pod)"
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0 picks a free one)")
     parser.add_argument(
@@ -340,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    receiver = PagerDutyReceiver(args.port, rate_limit_per_minute=args.rate_limit)
+    receiver = PagerDutyReceiver(args.port, host=args.host, rate_limit_per_minute=args.rate_limit)
     receiver.start()
     try:
         print(receiver.url, flush=True)

@@ -1,8 +1,9 @@
 """The mesh in miniature: an HTTP router that splits real requests between model versions as
-an Istio VirtualService's weights say, and reports Istio's standard metrics.
+an Istio VirtualService's (or a Gateway API HTTPRoute's) weights say, and reports Istio's
+standard metrics, with Istio's labels whichever object sets the weights.
 
     python -m canaryguard_testbed.router --kubeconfig K --namespace NS \\
-        --virtual-service VS [--route NAME] --service-name fraud-model \\
+        (--virtual-service VS | --http-route HR) [--route NAME] --service-name fraud-model \\
         --backend fraud-model/v1=http://127.0.0.1:P1 \\
         --backend fraud-model/v2=http://127.0.0.1:P2 --port P [--port-file F]
 
@@ -271,16 +272,18 @@ class Router:
 
 async def _serve(args: argparse.Namespace, backends: list[Backend]) -> int:
     from canaryguard_testbed.vswatch import (
+        HTTPRouteWatcher,
         KubeEndpoint,
         KubeVirtualServiceSource,
         VirtualServiceWatcher,
     )
 
     kube = KubeEndpoint.from_kubeconfig(args.kubeconfig, args.context)
-    watcher = VirtualServiceWatcher(
-        kube, args.namespace, args.virtual_service, resync_s=args.resync
-    )
-    source = KubeVirtualServiceSource(watcher, args.namespace, args.virtual_service, args.route)
+    # An HTTPRoute rule's backendRefs map to the same weighted destinations as a route's.
+    watcher_type = HTTPRouteWatcher if args.http_route else VirtualServiceWatcher
+    name = args.http_route or args.virtual_service
+    watcher = watcher_type(kube, args.namespace, name, resync_s=args.resync)
+    source = KubeVirtualServiceSource(watcher, args.namespace, name, args.route)
     router = Router(
         backends,
         source,
@@ -331,8 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--context", help="kubeconfig context (default: current)")
     parser.add_argument("--namespace", required=True)
-    parser.add_argument("--virtual-service", required=True)
-    parser.add_argument("--route", help="http route name (default: first route without match)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--virtual-service")
+    target.add_argument("--http-route", help="a Gateway API HTTPRoute instead")
+    parser.add_argument(
+        "--route",
+        help="http route name, or the HTTPRoute rule's name or index "
+        "(default: first route or rule without match)",
+    )
     parser.add_argument("--service-name", required=True, help="short name of the service")
     parser.add_argument(
         "--backend", action="append", required=True, help="HOST/SUBSET=URL[,version=V]..."

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from canaryguard_testbed.bins import istio_crds
+from canaryguard_testbed.bins import gateway_api_crds, istio_crds
 from canaryguard_testbed.childproc import (
     ChildProcessError,
     free_port,
@@ -54,7 +55,10 @@ Progress = Callable[[str], None]
 class OperatorProcess:
     """`canaryguard run` as a child process watching `namespaces`, logged in from
     `kubeconfig`, with its JSON log in `log_path`; `args` are more flags of `run` (the
-    Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...)."""
+    Prometheus and PagerDuty addresses it may send to, `--allow-prometheus=URL`...,
+    `--leader-elect`...), and `env` more environment (e.g. POD_NAME and POD_NAMESPACE, as the
+    downward API sets them). `module` is what `python -m` runs (`canaryguard`, or the fault
+    campaign's `canaryguard_testbed.crashpoints`)."""
 
     def __init__(
         self,
@@ -62,11 +66,16 @@ class OperatorProcess:
         namespaces: Sequence[str],
         log_path: Path,
         args: Sequence[str] = (),
+        *,
+        module: str = "canaryguard",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = tuple(namespaces)
         self.log_path = log_path
         self.args = tuple(args)
+        self.module = module
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
         self.metrics_port = 0
@@ -77,7 +86,7 @@ class OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
         self.proc = spawn(
             python_module_args(
-                "canaryguard",
+                self.module,
                 "run",
                 f"--kubeconfig={self.kubeconfig}",
                 *(f"--namespace={ns}" for ns in self.namespaces),
@@ -87,7 +96,7 @@ class OperatorProcess:
                 *self.args,
             ),
             self.log_path,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         deadline = time.monotonic() + timeout
         while not http_ok(self.liveness_url):
@@ -124,6 +133,14 @@ class OperatorProcess:
         """SIGTERM (kopf shuts down cleanly), SIGKILL after 10 s."""
         if self.proc is not None:
             terminate(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no last status write (a crash, an OOM kill, a lost node)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
             self.proc = None
 
 
@@ -190,7 +207,7 @@ class LocalStack:
         began = time.monotonic()
         cp = self.control_plane
         cp.start()
-        cp.install_crds(istio_crds(), *sorted(crds_dir().glob("*.yaml")))
+        cp.install_crds(istio_crds(), gateway_api_crds(), *sorted(crds_dir().glob("*.yaml")))
         self._progress(
             f"kube-apiserver and etcd ready at {cp.server}, CRDs installed "
             f"({time.monotonic() - began:.1f}s)"

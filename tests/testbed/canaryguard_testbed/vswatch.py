@@ -1,5 +1,5 @@
-"""Watch Istio VirtualServices in the Kubernetes API server (list, then watch; list again on
-every resync period or when the watch expires), with aiohttp.
+"""Watch Istio VirtualServices (or Gateway API HTTPRoutes) in the Kubernetes API server (list,
+then watch; list again on every resync period or when the watch expires), with aiohttp.
 
 The last objects seen stay in use while the API server is unreachable, as an Envoy keeps its
 last configuration while istiod is away.
@@ -19,7 +19,12 @@ from typing import Any
 
 import aiohttp
 
-from canaryguard_testbed.weights import RouteSnapshot, VirtualServiceError, route_snapshot
+from canaryguard_testbed.weights import (
+    RouteSnapshot,
+    VirtualServiceError,
+    httproute_snapshot,
+    route_snapshot,
+)
 
 log = logging.getLogger("canaryguard_testbed.vswatch")
 
@@ -63,6 +68,10 @@ class _Expired(Exception):
 
 class VirtualServiceWatcher:
     """Keeps the VirtualServices of one namespace (or all, or one by name) up to date."""
+
+    group = GROUP
+    plural = "virtualservices"
+    versions: tuple[str, ...] = VERSIONS
 
     def __init__(
         self,
@@ -135,8 +144,8 @@ class VirtualServiceWatcher:
 
     def _path(self, version: str) -> str:
         if self.namespace is None:
-            return f"/apis/{GROUP}/{version}/virtualservices"
-        return f"/apis/{GROUP}/{version}/namespaces/{self.namespace}/virtualservices"
+            return f"/apis/{self.group}/{version}/{self.plural}"
+        return f"/apis/{self.group}/{version}/namespaces/{self.namespace}/{self.plural}"
 
     def _params(self) -> dict[str, str]:
         return {"fieldSelector": f"metadata.name={self.name}"} if self.name else {}
@@ -144,7 +153,7 @@ class VirtualServiceWatcher:
     async def _list(self) -> str:
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=15)
-        for version in (self._version,) if self._version else VERSIONS:
+        for version in (self._version,) if self._version else self.versions:
             url = self.kube.server + self._path(version)
             async with self._session.get(url, params=self._params(), timeout=timeout) as resp:
                 if resp.status == 404 and self._version is None:
@@ -159,7 +168,9 @@ class VirtualServiceWatcher:
                 self.revision += 1
             self.synced.set()
             return str(body["metadata"]["resourceVersion"])
-        raise RuntimeError(f"{GROUP} VirtualServices are not served (tried {list(VERSIONS)})")
+        raise RuntimeError(
+            f"{self.group} {self.plural} are not served (tried {list(self.versions)})"
+        )
 
     async def _watch(self, resource_version: str) -> None:
         assert self._session is not None and self._version is not None
@@ -197,13 +208,22 @@ class VirtualServiceWatcher:
         self.revision += 1
 
 
+class HTTPRouteWatcher(VirtualServiceWatcher):
+    """Keeps the Gateway API HTTPRoutes of one namespace (or all, or one by name) up to date."""
+
+    group = "gateway.networking.k8s.io"
+    plural = "httproutes"
+    versions = ("v1", "v1beta1")
+
+
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return (str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
 class KubeVirtualServiceSource:
-    """A WeightSource reading one route of one VirtualService from a watcher."""
+    """A WeightSource reading one route of one VirtualService from a watcher (or, given an
+    `HTTPRouteWatcher`, one rule of an HTTPRoute: `route_name` a rule name or index)."""
 
     def __init__(
         self,
@@ -213,6 +233,9 @@ class KubeVirtualServiceSource:
         route_name: str | None = None,
     ) -> None:
         self.watcher = watcher
+        self._snapshot_of = (
+            httproute_snapshot if isinstance(watcher, HTTPRouteWatcher) else route_snapshot
+        )
         self.namespace = namespace
         self.name = name
         self.route_name = route_name
@@ -229,10 +252,10 @@ class KubeVirtualServiceSource:
                 self._snapshot = None
             else:
                 try:
-                    snapshot = route_snapshot(vs, self.route_name)
+                    snapshot = self._snapshot_of(vs, self.route_name)
                 except VirtualServiceError as err:
                     # istiod would reject such a config; keep serving the last good one.
-                    log.warning("ignoring virtualservice %s/%s: %s", self.namespace, self.name, err)
+                    log.warning("ignoring %s/%s: %s", self.namespace, self.name, err)
                 else:
                     if snapshot != self._snapshot:
                         log.info(

@@ -122,3 +122,56 @@ def route_snapshot(vs: Mapping[str, Any], route_name: str | None = None) -> Rout
         subset = dest.get("subset")
         dests.append(RouteDestination(dest["host"], subset if subset else None, weight))
     return RouteSnapshot(tuple(dests), origin)
+
+
+def httproute_snapshot(route: Mapping[str, Any], rule: str | None = None) -> RouteSnapshot:
+    """The backends of the served rule of a Gateway API HTTPRoute, as destinations (host =
+    the Service name, qualified by its namespace when the backendRef names one; no subset).
+
+    The served rule is the one named `rule`, or at index `rule` when it is a number, else the
+    first catch-all rule (no `matches`, or the API server's default: path prefix `/`).
+    Gateway API weights default to 1 (not Istio's 0), so a missing weight is written out; a
+    lone backend gets everything (`traffic_shares`).
+    """
+    meta = route.get("metadata") or {}
+    origin = f"httproute {meta.get('namespace')}/{meta.get('name')}"
+    rules = (route.get("spec") or {}).get("rules") or []
+    if not isinstance(rules, list):
+        raise VirtualServiceError(f"{origin}: spec.rules: expected a list")
+    chosen: Mapping[str, Any] | None = None
+    for i, r in enumerate(rules):
+        if not isinstance(r, Mapping):
+            raise VirtualServiceError(f"{origin}: spec.rules[{i}]: expected an object")
+        if rule is None:
+            found = _catch_all(r.get("matches"))
+        else:
+            found = r.get("name") == rule or (rule.isdigit() and int(rule) == i)
+        if found:
+            chosen = r
+            origin += f" rule {r.get('name') or i}"
+            break
+    if chosen is None:
+        wanted = f"{rule!r}" if rule is not None else "without matches"
+        raise VirtualServiceError(f"{origin}: spec.rules: no rule {wanted}")
+    refs = chosen.get("backendRefs") or []
+    if not isinstance(refs, list) or not refs:
+        raise VirtualServiceError(f"{origin}: backendRefs: expected at least one backend")
+    dests: list[RouteDestination] = []
+    for i, ref in enumerate(refs):
+        if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str):
+            raise VirtualServiceError(f"{origin}: backendRefs[{i}].name: required")
+        weight = ref.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise VirtualServiceError(f"{origin}: backendRefs[{i}].weight: expected an integer")
+        ns = ref.get("namespace")
+        host = f"{ref['name']}.{ns}.svc.cluster.local" if ns else ref["name"]
+        dests.append(RouteDestination(host, None, weight))
+    return RouteSnapshot(tuple(dests), origin)
+
+
+def _catch_all(matches: Any) -> bool:
+    """True for an HTTPRoute rule that matches every request."""
+    if not matches:
+        return True
+    everything = {"path": {"type": "PathPrefix", "value": "/"}}
+    return isinstance(matches, list) and any(m == everything for m in matches)

@@ -9,7 +9,7 @@ Progressing), then runs `canaryguard run` under the shipped RBAC once per config
 - `main`: the operator as it was before status writes were made reader-driven and queries
   batched (the tree of `--baseline-ref`, default the merge base with main), if given;
 - `off`: this operator with `--no-batch-queries`;
-- `nocache`: this operator with `--no-cache-virtualservices` (a GET per tick, as before);
+- `nocache`: this operator with `--no-cache-routes` (a GET per tick, as before);
 - `on`: this operator as shipped (batched queries, VirtualServices from a watch,
   `--status-heartbeat` 60 s).
 
@@ -61,7 +61,7 @@ WINDOW = 60  # the sustained window of the error-rate SLO, s
 CONFIG_FLAGS: dict[str, list[str]] = {
     "main": [],
     "off": ["--no-batch-queries"],
-    "nocache": ["--no-cache-virtualservices"],
+    "nocache": ["--no-cache-routes"],
     "on": [],
 }
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

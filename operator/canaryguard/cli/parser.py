@@ -114,12 +114,15 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
         ),
     )
     run.add_argument(
+        "--cache-routes",
         "--cache-virtualservices",
+        dest="cache_routes",
         action=argparse.BooleanOptionalAction,
         default=True,
         help=(
-            "read VirtualServices from a watch (list and watch permissions) instead of a GET "
-            "per tick; weight writes still read the object first (default: on)"
+            "read VirtualServices and HTTPRoutes from a watch (list and watch permissions) "
+            "instead of a GET per tick; weight writes still read the object first "
+            "(default: on)"
         ),
     )
     run.add_argument(

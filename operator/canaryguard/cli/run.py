@@ -40,7 +40,7 @@ def operator_settings(args: argparse.Namespace) -> Settings:
         status_heartbeat=args.status_heartbeat,
         batch_queries=args.batch_queries,
         batch_window=args.batch_window.total_seconds(),
-        cache_virtualservices=args.cache_virtualservices,
+        cache_routes=args.cache_routes,
         shard=args.shard,
         allow_prometheus=DEFAULT_ALLOW_PROMETHEUS
         if args.allow_prometheus is None

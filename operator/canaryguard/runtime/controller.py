@@ -91,8 +91,9 @@ class Settings:
     # answered by one query per Prometheus and shape (`batcher`); off: one per rollout.
     batch_queries: bool = True
     batch_window: float = 0.1
-    # VirtualServices read from a watch cache instead of a GET per tick (handlers build it).
-    cache_virtualservices: bool = True
+    # VirtualServices and HTTPRoutes read from a watch cache instead of a GET per tick
+    # (handlers build it).
+    cache_routes: bool = True
     # Only the rollouts of this shard are ticked (`sharding`).
     shard: Shard = field(default_factory=Shard)
 

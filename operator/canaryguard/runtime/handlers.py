@@ -18,11 +18,11 @@ import kopf
 
 from canaryguard.adapters.gateway import HTTPRouteClient
 from canaryguard.adapters.istio import VirtualServiceClient
-from canaryguard.adapters.istio_cache import CachedRouter, VirtualServiceWatch
 from canaryguard.adapters.kube import GROUP, PLURAL, VERSION, KubeClient, load_api_client
 from canaryguard.adapters.leases import LeaseClient
 from canaryguard.adapters.pagerduty import PagerDutyPager
 from canaryguard.adapters.prometheus import PrometheusConnector
+from canaryguard.adapters.route_cache import HTTP_ROUTES, VIRTUAL_SERVICES, CachedRouter, RouteWatch
 from canaryguard.core.ports import Router, Routers
 from canaryguard.runtime import metrics
 from canaryguard.runtime.accounting import CountedKube, CountedRouter
@@ -62,16 +62,23 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     api = load_api_client(config.get("kubeconfig"), pool_size=max(16, 2 * concurrency))
     # The one place adapters are built; the controller only receives them.
-    router: Router = CountedRouter(VirtualServiceClient(api))
-    if operator_settings.cache_virtualservices:
-        # VirtualServices from a watch, not a GET per tick (writes still read first).
-        watch = VirtualServiceWatch(api, operator_settings.namespaces)
-        watch.start()
-        memo["vs_watch"] = watch
-        router = CachedRouter(router, watch.store)
+    routers: list[Router] = []
+    memo["route_watches"] = watches = []
+    for client, resource in (
+        (VirtualServiceClient(api), VIRTUAL_SERVICES),
+        (HTTPRouteClient(api), HTTP_ROUTES),
+    ):
+        router: Router = CountedRouter(client)
+        if operator_settings.cache_routes:
+            # Read from a watch, not a GET per tick (writes still read first); each kind is
+            # listed from the first tick of a rollout that names one.
+            watch = RouteWatch(api, operator_settings.namespaces, resource)
+            watches.append(watch)
+            router = CachedRouter(router, watch.store, watch.start)
+        routers.append(router)
     controller = Controller(
         CountedKube(KubeClient(api)),
-        Routers(router, CountedRouter(HTTPRouteClient(api))),
+        Routers(*routers),
         PrometheusConnector(),
         # PagerDuty delivery inside one tick; what is not delivered is retried next tick.
         PagerDutyPager(budget_seconds=20.0),
@@ -115,8 +122,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo["stop"].set()
     with contextlib.suppress(Exception):  # already reported by _report_end
         await memo["work"]
-    if memo.get("vs_watch") is not None:
-        memo["vs_watch"].stop()
+    for watch in memo.get("route_watches") or []:
+        watch.stop()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -1,4 +1,4 @@
-"""VirtualServices from a watch cache (`canaryguard.adapters.istio_cache`): reads of a synced
+"""VirtualServices from a watch cache (`canaryguard.adapters.route_cache`): reads of a synced
 scope come from the cache, a miss or a scope whose watch failed reads the API server, and a
 weight write puts what it wrote in the cache at once."""
 
@@ -8,9 +8,15 @@ import asyncio
 import copy
 from typing import Any
 
-from canaryguard.adapters.istio_cache import ALL, CachedRouter, VirtualServiceStore
-from canaryguard.core.ports import WeightChange
-from tests.unit.fakes import V1, V2, FakeRouter, virtual_service
+from prometheus_client import REGISTRY
+
+from canaryguard.adapters.route_cache import ALL, CachedRouter, RouteStore
+from canaryguard.core.ports import Routers, WeightChange
+from canaryguard.runtime.accounting import CountedRouter
+from canaryguard.runtime.controller import Controller
+from tests.unit.fakes import SETTINGS, V1, V2, FakeRouter, virtual_service
+from tests.unit.scenario import HEALTHY, obs
+from tests.unit.test_controller_httproute import RouteWorld, route_spec
 
 
 class CountingRouter(FakeRouter):
@@ -33,7 +39,7 @@ def versioned(version: int, baseline: int = 100, canary: int = 0) -> dict[str, A
 
 def test_a_synced_scope_is_read_from_the_cache_without_a_get() -> None:
     router = CountingRouter(versioned(1))
-    store = VirtualServiceStore()
+    store = RouteStore()
     store.replace_scope("ml", [versioned(1)])
     cached = CachedRouter(router, store)
     for _ in range(3):
@@ -44,7 +50,7 @@ def test_a_synced_scope_is_read_from_the_cache_without_a_get() -> None:
 
 def test_a_miss_or_a_scope_not_synced_reads_the_api_server() -> None:
     router = CountingRouter(versioned(1))
-    store = VirtualServiceStore()
+    store = RouteStore()
     cached = CachedRouter(router, store)
     asyncio.run(cached.get("ml", "scorer"))  # never listed
     assert router.gets == 1
@@ -62,7 +68,7 @@ def test_a_miss_or_a_scope_not_synced_reads_the_api_server() -> None:
 
 
 def test_a_cluster_wide_list_serves_every_namespace() -> None:
-    store = VirtualServiceStore()
+    store = RouteStore()
     store.replace_scope(ALL, [versioned(3)])
     assert store.synced("ml") and store.synced("anything")
     assert store.get("ml", "scorer") is not None
@@ -78,7 +84,7 @@ def test_a_weight_write_puts_what_it_wrote_in_the_cache_at_once() -> None:
             return WeightChange(change.before, change.changed, current)
 
     router = Answering(versioned(1))
-    store = VirtualServiceStore()
+    store = RouteStore()
     store.replace_scope("ml", [versioned(1)])
     cached = CachedRouter(router, store)
     asyncio.run(cached.set_weights("ml", "scorer", (), V1, V2, 90, 10))
@@ -90,7 +96,7 @@ def test_a_weight_write_puts_what_it_wrote_in_the_cache_at_once() -> None:
 
 
 def test_the_store_keeps_the_newest_version_and_forgets_deleted_objects() -> None:
-    store = VirtualServiceStore()
+    store = RouteStore()
     store.put(versioned(5, 50, 50))
     store.put(versioned(4, 90, 10))  # an older event arriving late
     kept = store.get("ml", "scorer")
@@ -103,3 +109,44 @@ def test_the_store_keeps_the_newest_version_and_forgets_deleted_objects() -> Non
     store.replace_scope("ml", [versioned(7)])
     store.replace_scope("ml", [])  # listed again without it
     assert store.get("ml", "scorer") is None and len(store) == 0
+
+
+def counted(resource: str, verb: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "canaryguard_api_requests_total", {"resource": resource, "verb": verb}
+        )
+        or 0.0
+    )
+
+
+def test_an_httproute_rollout_ticks_from_the_cache_its_first_read_started() -> None:
+    world = RouteWorld(spec_data=route_spec())
+    http_routes = CountedRouter(world.router)
+    assert http_routes.kind == "HTTPRoute"
+    store, starts = RouteStore(), []
+    cached = CachedRouter(http_routes, store, lambda: starts.append(1))
+    controller = Controller(
+        world.kube,
+        Routers(CachedRouter(CountedRouter(world.vs_router), RouteStore()), cached),
+        world.metrics,
+        world.pager,
+        SETTINGS,
+        clock=lambda: world.now,
+    )
+    controller.seen("ADDED", world.kube.get())
+    gets, vs_gets = counted("httproutes", "get"), counted("virtualservices", "get")
+    world.tick(controller, 0, obs(HEALTHY))  # not listed yet: read from the API server
+    assert starts == [1]
+    assert world.router.writes == [(90, 10)]
+    assert counted("httproutes", "get") == gets + 2  # the tick's read, the write's own read
+    assert counted("httproutes", "update") >= 1
+
+    store.replace_scope("ml", [copy.deepcopy(world.router.services[("ml", "scorer")])])
+    for second in range(30, 601, 30):
+        world.tick(controller, second, obs(HEALTHY))
+    assert len(world.router.writes) > 1  # stepped on, deciding from the cached route
+    # Only the writes read the API server since the list.
+    assert counted("httproutes", "get") == gets + 1 + len(world.router.writes)
+    assert counted("virtualservices", "get") == vs_gets
+    assert len(starts) == 1 + 20

@@ -1,7 +1,9 @@
-"""The VirtualService watch cache against the real API server, as the operator's
-ServiceAccount (the shipped RBAC must allow list and watch): it follows creations, edits by
-hand and deletions; reads come from it without a GET; a weight write over a stale cache
-still reads the object first and writes with the resourceVersion it read."""
+"""The route watch cache against the real API server, as the operator's ServiceAccount (the
+shipped RBAC must allow list and watch of VirtualServices and HTTPRoutes): it follows
+creations, edits by hand and deletions; reads come from it without a GET; a weight write
+over a stale cache still reads the object first and writes with the resourceVersion it
+read. HTTPRoutes (Gateway API's CRDs in the local API server) the same way; their watch
+starts at the first read."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from canaryguard.adapters.gateway import HTTPRouteClient
 from canaryguard.adapters.istio import VirtualServiceClient
-from canaryguard.adapters.istio_cache import CachedRouter, VirtualServiceWatch
 from canaryguard.adapters.kube import load_api_client
+from canaryguard.adapters.route_cache import HTTP_ROUTES, CachedRouter, RouteWatch
 from canaryguard.core.spec import Destination
 from canaryguard_testbed.controlplane import ControlPlane
 from tests.integration.fixtures_operator import wait_for
@@ -63,7 +66,7 @@ def test_the_cache_follows_the_api_server_and_writes_read_first(
 
     apply(virtual_service(namespace, "reviews", 100, 0))
     api = load_api_client(str(operator_kubeconfig))
-    watch = VirtualServiceWatch(api, [namespace], timeout_seconds=5)
+    watch = RouteWatch(api, [namespace], timeout_seconds=5)
     watch.start()
     try:
         assert watch.wait_synced(20), "the operator's account cannot list VirtualServices"
@@ -113,5 +116,90 @@ def test_the_cache_follows_the_api_server_and_writes_read_first(
         cached = store.get(namespace, "reviews")
         assert cached is not None and weights(cached) == (100, 0)
         assert cached["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+    finally:
+        watch.stop()
+
+
+def http_route(namespace: str, name: str, v1: int, v2: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "rules": [
+                {
+                    "name": "primary",
+                    "backendRefs": [
+                        {"name": f"{name}-v1", "port": 8080, "weight": v1},
+                        {"name": f"{name}-v2", "port": 8080, "weight": v2},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def rule_weights(route: dict[str, Any] | None) -> tuple[int, int] | None:
+    if route is None:
+        return None
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return refs[0]["weight"], refs[1]["weight"]
+
+
+class CountingRoutes(HTTPRouteClient):
+    gets = 0
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        CountingRoutes.gets += 1
+        return await super().get(namespace, name)
+
+
+def test_httproutes_are_read_from_their_own_watch_started_by_the_first_read(
+    control_plane: ControlPlane, namespace: str, operator_kubeconfig: Path
+) -> None:
+    def apply(route: dict[str, Any]) -> None:
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps(route))
+
+    apply(http_route(namespace, "scorer", 100, 0))
+    api = load_api_client(str(operator_kubeconfig))
+    watch = RouteWatch(api, [namespace], HTTP_ROUTES, timeout_seconds=5)
+    client = CountingRoutes(api)
+    router = CachedRouter(client, watch.store, watch.start)
+    assert router.kind == "HTTPRoute"
+    try:
+        CountingRoutes.gets = 0
+        # Not listed before the first read, which goes to the API server and starts it.
+        assert len(watch.store) == 0
+        assert rule_weights(asyncio.run(router.get(namespace, "scorer"))) == (100, 0)
+        assert CountingRoutes.gets == 1
+        assert watch.wait_synced(20), "the operator's account cannot list HTTPRoutes"
+        store = watch.store
+
+        def seen(expected: tuple[int, int] | None) -> Callable[[], bool]:
+            return lambda: rule_weights(store.get(namespace, "scorer")) == expected
+
+        apply(http_route(namespace, "scorer", 80, 20))  # edited by hand
+        wait_for("an HTTPRoute edit in the cache", seen((80, 20)), 10)
+        for _ in range(5):
+            assert rule_weights(asyncio.run(router.get(namespace, "scorer"))) == (80, 20)
+        assert CountingRoutes.gets == 1  # none since the watch listed them
+
+        # A weight write reads the object first, writes the rule's two backendRefs only,
+        # and what it wrote is in the cache at once.
+        v1, v2 = Destination("scorer-v1"), Destination("scorer-v2")
+        change = asyncio.run(router.set_weights(namespace, "scorer", (), v1, v2, 100, 0))
+        assert change.changed and [(w.baseline, w.canary) for w in change.before] == [(80, 20)]
+        stored = json.loads(
+            control_plane.kubectl(
+                "get", "httproute", "scorer", "-n", namespace, "-o", "json"
+            ).stdout
+        )
+        assert rule_weights(stored) == (100, 0)
+        cached = store.get(namespace, "scorer")
+        assert cached is not None and rule_weights(cached) == (100, 0)
+        assert cached["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+
+        control_plane.kubectl("delete", "httproute", "scorer", "-n", namespace)
+        wait_for("an HTTPRoute deletion in the cache", seen(None), 10)
     finally:
         watch.stop()

@@ -1,16 +1,19 @@
-"""VirtualServices read from a watch cache, not a GET per tick.
+"""Routing objects (Istio VirtualServices, Gateway API HTTPRoutes) read from a watch cache,
+not a GET per tick.
 
-`VirtualServiceWatch` lists and watches the VirtualServices of each watched namespace (or
-of the cluster) in a worker thread and keeps the latest object of each. A scope counts as
-synced from its list until its watch fails; while it is not, reads go to the API server, so
-a broken watch never serves stale weights for long: it is noticed at its next failure and
-every read goes to the API server until the next list.
+`RouteWatch` lists and watches the objects of one kind (`VIRTUAL_SERVICES`, `HTTP_ROUTES`) in
+each watched namespace (or the cluster) in a worker thread and keeps the latest object of
+each. A scope counts as synced from its list until its watch fails; while it is not, reads go
+to the API server, so a broken watch never serves stale weights for long: it is noticed at
+its next failure and every read goes to the API server until the next list.
 
 `CachedRouter` is the `Router` port on top of it: a read of a synced scope comes from the
-cache (a miss, such as a VirtualService created a moment ago, is read from the API server);
-a weight write goes to the API server as before, reading the object first and replacing it
+cache (a miss, such as an object created a moment ago, is read from the API server); a
+weight write goes to the API server as before, reading the object first and replacing it
 with the resourceVersion it read (a 409 reads again), and what it wrote is put in the cache
-at once, so the next tick never sees its own write missing.
+at once, so the next tick never sees its own write missing. Its watch starts at its first
+read, so an operator whose rollouts never name an HTTPRoute never lists HTTPRoutes (nor
+needs Gateway API installed).
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
-from canaryguard.adapters.istio import GROUP, PLURAL, VERSIONS
+from canaryguard.adapters import gateway, istio
 from canaryguard.core.ports import Router, WeightChange, Weights
 from canaryguard.core.spec import Destination
 
@@ -35,6 +39,22 @@ Key = tuple[str, str]  # (namespace, name)
 ALL = ""  # the scope of a cluster-wide watch
 
 
+@dataclass(frozen=True)
+class RoutingResource:
+    """A kind of routing object as the API server serves it."""
+
+    kind: str
+    group: str
+    plural: str
+    versions: tuple[str, ...]  # newest first
+
+
+VIRTUAL_SERVICES = RoutingResource(
+    istio.VirtualServiceClient.kind, istio.GROUP, istio.PLURAL, istio.VERSIONS
+)
+HTTP_ROUTES = RoutingResource(gateway.KIND, gateway.GROUP, gateway.PLURAL, gateway.VERSIONS)
+
+
 def _version_of(obj: Mapping[str, Any]) -> int:
     try:
         return int(obj.get("metadata", {}).get("resourceVersion", 0))
@@ -42,10 +62,10 @@ def _version_of(obj: Mapping[str, Any]) -> int:
         return 0
 
 
-class VirtualServiceStore:
-    """The latest VirtualServices by (namespace, name), and which scopes are synced. Written
-    by the watch threads and the write path, read by the event loop (single dict operations,
-    atomic under the GIL)."""
+class RouteStore:
+    """The latest routing objects of one kind by (namespace, name), and which scopes are
+    synced. Written by the watch threads and the write path, read by the event loop (single
+    dict operations, atomic under the GIL)."""
 
     def __init__(self) -> None:
         self._objects: dict[Key, dict[str, Any]] = {}
@@ -91,18 +111,21 @@ class VirtualServiceStore:
         return len(self._objects)
 
 
-class VirtualServiceWatch:
-    """Lists and watches VirtualServices per scope in daemon threads, into a store."""
+class RouteWatch:
+    """Lists and watches the objects of `resource` per scope in daemon threads, into a
+    store; `start` is idempotent."""
 
     def __init__(
         self,
         api_client: ApiClient,
         namespaces: Sequence[str],
-        store: VirtualServiceStore | None = None,
+        resource: RoutingResource = VIRTUAL_SERVICES,
+        store: RouteStore | None = None,
         timeout_seconds: int = 120,
         request_timeout: float = 30.0,
     ) -> None:
-        self.store = store or VirtualServiceStore()
+        self.resource = resource
+        self.store = store or RouteStore()
         self._api = CustomObjectsApi(api_client)
         self._scopes = list(namespaces) or [ALL]
         self._timeout = timeout_seconds
@@ -112,9 +135,14 @@ class VirtualServiceWatch:
         self._version: str | None = None
 
     def start(self) -> None:
+        if self._threads or self._stop.is_set():
+            return
         for scope in self._scopes:
             thread = threading.Thread(
-                target=self._run, args=(scope,), name=f"vs-watch-{scope or 'all'}", daemon=True
+                target=self._run,
+                args=(scope,),
+                name=f"{self.resource.plural}-watch-{scope or 'all'}",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
@@ -140,7 +168,8 @@ class VirtualServiceWatch:
             except Exception as exc:  # any failure: reads go to the API server, then retry
                 self.store.lost(scope)
                 log.warning(
-                    "virtualservice watch failed scope=%s error=%s retry_in=%.0fs",
+                    "route watch failed resource=%s scope=%s error=%s retry_in=%.0fs",
+                    self.resource.plural,
                     scope or "cluster",
                     _describe(exc),
                     delay,
@@ -152,11 +181,12 @@ class VirtualServiceWatch:
         version = self._served_version(scope)
         listed = self._list(scope, version)()
         if not isinstance(listed, dict):
-            raise RuntimeError("unexpected answer to a list of VirtualServices")
+            raise RuntimeError(f"unexpected answer to a list of {self.resource.plural}")
         self.store.replace_scope(scope, listed.get("items") or [])
         resource_version = (listed.get("metadata") or {}).get("resourceVersion")
         log.info(
-            "virtualservices listed scope=%s count=%d version=%s",
+            "routes listed resource=%s scope=%s count=%d version=%s",
+            self.resource.plural,
             scope or "cluster",
             len(listed.get("items") or []),
             version,
@@ -200,18 +230,19 @@ class VirtualServiceWatch:
             # A watch the server keeps open for `timeout_seconds`, a list at once; a silent
             # connection fails after this, and the scope is listed again.
             kwargs.setdefault("_request_timeout", self._request_timeout + self._timeout)
+            group, plural = self.resource.group, self.resource.plural
             if scope == ALL:
-                return self._api.list_cluster_custom_object(GROUP, version, PLURAL, **kwargs)
-            return self._api.list_namespaced_custom_object(GROUP, version, scope, PLURAL, **kwargs)
+                return self._api.list_cluster_custom_object(group, version, plural, **kwargs)
+            return self._api.list_namespaced_custom_object(group, version, scope, plural, **kwargs)
 
-        call.__doc__ = "List VirtualServices."  # Watch.stream reads the docstring
+        call.__doc__ = f"List {self.resource.plural}."  # Watch.stream reads the docstring
         return call
 
     def _served_version(self, scope: str) -> str:
-        """The newest Istio networking version the API server serves."""
+        """The newest version of the resource the API server serves."""
         if self._version is not None:
             return self._version
-        for version in VERSIONS:
+        for version in self.resource.versions:
             try:
                 self._list(scope, version)(limit=1)
             except ApiException as exc:
@@ -220,15 +251,19 @@ class VirtualServiceWatch:
                 raise
             self._version = version
             return version
-        raise RuntimeError("no Istio networking API is served")
+        raise RuntimeError(f"no version of {self.resource.group} is served")
 
 
 class CachedRouter:
-    """The `Router` port reading VirtualServices from a watch cache (see the module)."""
+    """The `Router` port reading its objects from a watch cache (see the module); `start`,
+    if given, is called at every read (the watch's idempotent start)."""
 
-    def __init__(self, router: Router, store: VirtualServiceStore) -> None:
+    def __init__(
+        self, router: Router, store: RouteStore, start: Callable[[], None] | None = None
+    ) -> None:
         self._router = router
         self._store = store
+        self._start = start
         self.kind = router.kind
 
     def plan(
@@ -253,6 +288,8 @@ class CachedRouter:
         return self._router.labels(obj, routes)
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        if self._start is not None:
+            self._start()
         if self._store.synced(namespace):
             cached = self._store.get(namespace, name)
             if cached is not None:

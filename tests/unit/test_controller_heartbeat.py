@@ -1,6 +1,7 @@
 """Status writes only when a reader needs them (`--status-heartbeat`): a tick that saw only
-other numbers makes no API write; the values are written once the heartbeat is due; every
-decision is the same as when each tick is written, across a restart too.
+other numbers makes no API write (nor read, VirtualServices coming from the watch); the
+values are written once the heartbeat is due; every decision is the same as when each tick
+is written, across a restart too.
 
 The scenario's rollout: steps 10% (hold 60 s), 50% (120 s), 100% (120 s); one SLO
 `errors` (minRequests 50, window 60 s); maxMetricsOutage 90 s; paging through PagerDuty.
@@ -17,11 +18,13 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from canaryguard.adapters.route_cache import CachedRouter, RouteStore
 from canaryguard.cli.main import build_parser
 from canaryguard.cli.run import operator_settings
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.relevance import reader_view
 from canaryguard.core.status import Status, status_from_dict
+from canaryguard.runtime.accounting import CountedKube, CountedRouter
 from canaryguard.runtime.controller import Controller
 from canaryguard.runtime.status_ledger import StatusLedger
 from tests.unit.fakes import SETTINGS, World
@@ -294,3 +297,45 @@ def test_a_refused_rollback_write_is_shown_as_a_failed_tick_and_the_rollback_sta
     assert ("Normal", "TickRecovered") in world.kube.reasons()
     assert len(world.pager.triggers) == 1
     assert world.router.weights() == [(100, 0)]
+
+
+def api_calls(*verbs: str) -> float:
+    """Every call counted in canaryguard_api_requests_total with one of `verbs`."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "canaryguard_api_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("verb") in verbs
+    )
+
+
+def test_a_tick_that_changed_nothing_a_reader_needs_costs_the_api_server_nothing() -> None:
+    # As the operator is built (calls counted, VirtualServices from a synced watch cache):
+    # such a tick neither writes (status, Event, weights) nor reads.
+    world = World(spec_data=long_holds())
+    store = RouteStore()
+    store.replace_scope("ml", [world.router.services[KEY]])
+    settings = replace(SETTINGS, status_heartbeat=timedelta(seconds=60))
+    ctl = Controller(
+        CountedKube(world.kube),
+        CachedRouter(CountedRouter(world.router), store),
+        world.metrics,
+        world.pager,
+        settings,
+        clock=lambda: world.now,
+    )
+    ctl.seen("ADDED", world.kube.get())
+    writes, reads = ("patch", "create", "update"), ("get", "list")
+    world.tick(ctl, 0, obs(HEALTHY))  # started: weights, status and an Event written
+    assert api_calls(*writes) > 0
+    world.tick(ctl, 30, obs(healthy(1)))  # the first verdict: written
+    before = (api_calls(*writes), api_calls(*reads), len(world.kube.events))
+
+    for second, i in ((60, 2), (89, 3)):
+        world.tick(ctl, second, obs(healthy(i)))
+
+    assert (api_calls(*writes), api_calls(*reads), len(world.kube.events)) == before
+    assert world.router.writes == [(90, 10)]
+    world.tick(ctl, 90, obs(healthy(4)))  # the heartbeat is due: one status patch
+    assert api_calls(*writes) == before[0] + 1

@@ -216,8 +216,12 @@ class Controller:
         finally:
             self._deleted_meanwhile = None
         for body in bodies:
-            if _key(body) not in deleted:  # the list was taken before the watch saw it go
-                self.seen("MODIFIED", body)
+            key = _key(body)
+            if key not in deleted:  # the list was taken before the watch saw it go
+                # One the watch has not listed yet is taken as listed at start-up (spread
+                # over its interval), not as a change to act on at once: at start-up this
+                # list usually comes first, and thousands of rollouts would tick in one slot.
+                self.seen("MODIFIED" if key in self._bodies else None, body)
 
     # --- one tick ---------------------------------------------------------------------------
 

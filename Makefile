@@ -113,9 +113,12 @@ bench-judge: venv
 	$(PY) bench/bench_judge.py --rollouts $${ROLLOUTS_PER_CELL:-200} --json $${JSON:-bench-judge.json}
 
 # Figures, not assertions: the decision path, the real operator with many rollouts, the mesh.
+# make bench [ROLLOUTS="1000 5000"] [BENCH_JSON=bench.json]: the operator before this branch
+# (main), batching off and on side by side, and the reaction to 60 rollbacks.
 bench: venv stack-deps bench-judge
 	$(PY) bench/bench_engine.py 1000 20
-	$(PY) bench/bench_operator.py --rollouts $${ROLLOUTS:-1000} --interval 30 --window 90
+	$(PY) bench/bench_operator.py --rollouts $${ROLLOUTS:-1000} --interval 30 --window 120 \
+		--rollbacks 60 $(if $(BENCH_JSON),--json $(BENCH_JSON))
 	$(PY) bench/bench_mesh.py
 	$(PY) bench/bench_drift.py 200
 

@@ -7,7 +7,8 @@ ticks observable: `Operator.wait_ticks(n)` returns once it has run `n` more tick
 what a test waits for before asserting that something did *not* happen. It may send
 requests to the session's Prometheus and PagerDuty receiver only (`--allow-prometheus`,
 `--allow-pagerduty`), and the Secrets the rollouts name are made available to them by
-annotation, as an installer and a Secret's owner would do.
+annotation, as an installer and a Secret's owner would do. A status that changed only in SLO
+values is written every `TEST_HEARTBEAT` (`--status-heartbeat`), not at every tick.
 """
 
 import json
@@ -37,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RBAC_DIR = ROOT / "manifests" / "rbac"
 OPERATOR_NAMESPACE = "canaryguard-system"
 TICKS = "canaryguard_tick_duration_seconds_count"  # one sample per tick, at its end
+# Ticks are 1 s apart in tests: SLO values alone are written every 3 s (decisions at once).
+TEST_HEARTBEAT = "3s"
 T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -214,7 +217,7 @@ def operator(
     someone else, replaces the allow flags (give them again, with `allow_flags`, to keep
     them next to other flags such as `--leader-elect`) or adds to the environment;
     `module=` runs another entry point (the crash points of
-    `canaryguard_testbed.crashpoints`)."""
+    `canaryguard_testbed.crashpoints`). The test heartbeat is added unless `args` set one."""
     started: list[Operator] = []
 
     def start(
@@ -223,11 +226,16 @@ def operator(
         module: str = "canaryguard",
         env: Mapping[str, str] | None = None,
     ) -> Operator:
+        flags = list(
+            allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args
+        )
+        if not any(flag.startswith("--status-heartbeat") for flag in flags):
+            flags.append(f"--status-heartbeat={TEST_HEARTBEAT}")
         op = Operator(
             kubeconfig or operator_kubeconfig,
             namespace,
             tmp_path / f"operator-{len(started)}.log",
-            allow_flags(prometheus.url, pagerduty_receiver_session.url) if args is None else args,
+            flags,
             module=module,
             env=env,
         )

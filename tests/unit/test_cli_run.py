@@ -73,3 +73,12 @@ def test_a_lease_duration_is_whole_seconds(value: str, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--lease-duration", value])
     assert "--lease-duration" in capsys.readouterr().err
+
+
+def test_each_shard_elects_its_own_leader_on_a_lease_of_its_own() -> None:
+    argv = ["--leader-elect", "--lease-namespace", "ops"]
+    zero, one = election([*argv, "--shard", "0/2"]), election([*argv, "--shard", "1/2"])
+    assert zero is not None and one is not None
+    assert (zero.name, one.name) == ("canaryguard-shard-0-of-2", "canaryguard-shard-1-of-2")
+    named = election([*argv, "--shard", "1/2", "--lease-name", "mine"])
+    assert named is not None and named.name == "mine"

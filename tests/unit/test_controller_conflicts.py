@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from dataclasses import replace
 from typing import Any
 
 from canaryguard.runtime.controller import Controller
-from tests.unit.fakes import World, rollout_body, virtual_service
+from canaryguard.runtime.sharding import Shard, shard_of
+from tests.unit.fakes import SETTINGS, World, rollout_body, virtual_service
 from tests.unit.scenario import HEALTHY, at, obs, spec_dict
 
 STAMP = "2024-06-01T12:00:00Z"
@@ -173,3 +175,32 @@ def test_created_in_the_same_second_the_name_decides() -> None:
     assert world.kube.status("ml", "scorer")["phase"] == "Invalid"
     assert "already driven by CanaryRollout alpha, created earlier" in message(world, "scorer")
     assert world.router.writes == [(30, 70)]
+
+
+def test_a_rollout_of_another_shard_still_claims_its_route() -> None:
+    # scorer hashes to shard 0 of 2, rival to shard 1: the shard-1 controller never ticks
+    # scorer, but sees it in the watch, so rival waits for it as with one process.
+    world = World()
+    world.kube.objects[("ml", "scorer")]["metadata"]["creationTimestamp"] = STAMP
+    rival = world.kube.create(rival_body())
+    assert (shard_of("ml", "scorer", 2), shard_of("ml", "rival", 2)) == (0, 1)
+    shard_one = Controller(
+        world.kube,
+        world.router,
+        world.metrics,
+        world.pager,
+        replace(SETTINGS, shard=Shard(1, 2)),
+        clock=lambda: world.now,
+    )
+    shard_one.seen(None, world.kube.get())
+    shard_one.seen(None, rival)
+    assert ("ml", "scorer") not in shard_one.scheduler
+    tick_rival(world, shard_one, 0)
+    assert world.kube.status("ml", "rival")["phase"] == "Invalid"
+    assert "driven by CanaryRollout scorer" in message(world, "rival")
+    assert world.router.writes == []
+
+    shard_one.seen("DELETED", world.kube.get())  # scorer gone: rival drives
+    del world.kube.objects[("ml", "scorer")]
+    tick_rival(world, shard_one, 30)
+    assert world.kube.status("ml", "rival")["canaryWeight"] == 70

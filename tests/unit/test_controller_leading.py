@@ -8,6 +8,7 @@ The old leader ticks through `World.tick` (its clock moved by hand); the new lea
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from canaryguard.runtime.controller import Controller
-from canaryguard.runtime.scheduler import Scheduler
+from canaryguard.runtime.scheduler import Scheduler, spread_offset
 from tests.unit.fakes import SETTINGS, InjectedFault, World, answers_for
 from tests.unit.scenario import BREACH, HEALTHY, at, obs
 from tests.unit.virtual_time import VirtualClock, run_virtual
@@ -121,7 +122,7 @@ def test_a_decision_an_earlier_term_left_unwritten_is_dropped_when_it_leads_agai
     world.kube.fail_patches(count=1)
     with pytest.raises(InjectedFault):
         world.tick(old, 150, obs(BREACH))  # rolled back, but the RolledBack status is not written
-    assert ("ml", "scorer") in old._unwritten
+    assert old._ledger.pending(("ml", "scorer")) is not None
 
     async def term() -> None:
         resign = asyncio.Event()
@@ -129,4 +130,26 @@ def test_a_decision_an_earlier_term_left_unwritten_is_dropped_when_it_leads_agai
         await old.lead(resign)
 
     asyncio.run(term())
-    assert old._unwritten == {}
+    assert old._ledger.pending(("ml", "scorer")) is None
+
+
+def test_rollouts_first_seen_in_the_fresh_list_are_spread_over_their_interval() -> None:
+    # At start-up the term's list usually comes before the watch's: the rollouts it brings
+    # are taken as listed at start-up, each ticking at its own slot of the 30 s interval,
+    # not all at once.
+    world = World()
+    names = ["scorer"]
+    for i in range(11):
+        body = copy.deepcopy(world.kube.get())
+        body["metadata"].update(name=f"svc-{i}", uid=f"uid-{i}")
+        world.kube.create(body)
+        names.append(f"svc-{i}")
+    world.metrics.answer = answers_for(world.spec, obs(HEALTHY))
+    at_once = {n for n in names if spread_offset(("ml", n), 30.0) == 0.0}
+    assert len(at_once) < len(names) / 2
+
+    controller = one_term(world, [], seconds=0.5)
+
+    assert len(controller.scheduler) == len(names)
+    ticked = {n for n in names if (world.kube.status("ml", n) or {}).get("phase")}
+    assert ticked <= at_once

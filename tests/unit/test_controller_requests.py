@@ -22,9 +22,11 @@ class RecordingScheduler(Scheduler):
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[Hashable, float, bool]] = []
 
-    def upsert(self, key: Hashable, interval: float, now: bool = False) -> None:
+    def upsert(
+        self, key: Hashable, interval: float, now: bool = False, spread: bool = False
+    ) -> None:
         self.calls.append((key, interval, now))
-        super().upsert(key, interval, now)
+        super().upsert(key, interval, now, spread)
 
 
 def body(version: int, generation: int = 1, request: str | None = None) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def test_each_key_ticks_at_its_own_interval_from_when_it_was_added() -> None:
     async def main(clock: VirtualClock) -> None:
         nonlocal calls
         calls, tick = recorder(clock)
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         s.upsert("fast", 0.25)
         s.upsert("slow", 1.0)
 
@@ -86,7 +86,7 @@ def test_an_interval_below_50ms_is_raised_to_50ms() -> None:
     async def main(clock: VirtualClock) -> None:
         nonlocal calls
         calls, tick = recorder(clock)
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         s.upsert("x", 0.0)
         await run_for(s, 0.52)
 
@@ -107,7 +107,7 @@ def test_a_slow_tick_is_never_overlapped_keeps_its_grid_and_others_keep_going() 
                 await asyncio.sleep(0.75)  # three intervals
                 running["slow"] -= 1
 
-        s = Scheduler(tick, concurrency=4, clock=clock)
+        s = Scheduler(tick, concurrency=4, clock=clock, wall=clock)
         s.upsert("slow", 0.25)
         s.upsert("fast", 0.25)
         await run_for(s, 2.1)
@@ -126,7 +126,7 @@ def test_a_tick_a_little_late_does_not_move_the_grid() -> None:
     async def main(clock: VirtualClock) -> None:
         nonlocal calls
         calls, tick = recorder(clock, duration=0.5)  # half an interval
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         s.upsert("x", 1.0)
         await run_for(s, 3.1)
 
@@ -140,7 +140,7 @@ def test_ticks_in_flight_are_bounded_by_the_concurrency() -> None:
     async def main(clock: VirtualClock) -> None:
         nonlocal calls
         calls, tick = recorder(clock, duration=0.5)
-        s = Scheduler(tick, concurrency=2, clock=clock)
+        s = Scheduler(tick, concurrency=2, clock=clock, wall=clock)
         for key in ("a", "b", "c", "d"):
             s.upsert(key, 10.0)
         await run_for(s, 2.0)
@@ -158,7 +158,7 @@ def test_removed_key_stops_and_immediate_upsert_ticks_at_once() -> None:
     async def main(clock: VirtualClock) -> None:
         nonlocal calls
         calls, tick = recorder(clock)
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         stop = asyncio.Event()
         runner = asyncio.create_task(s.run(stop))
         s.upsert("a", 10.0)
@@ -183,7 +183,7 @@ def test_an_immediate_upsert_moves_the_grid_to_now() -> None:
     async def main(clock: VirtualClock) -> None:
         nonlocal calls
         calls, tick = recorder(clock)
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         s.upsert("a", 10.0)
 
         async def edit() -> None:
@@ -208,7 +208,7 @@ def test_an_immediate_upsert_during_a_tick_reruns_it_right_after() -> None:
             await asyncio.sleep(1.0)
             ends.append(clock())
 
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         s.upsert("a", 10.0)
 
         async def edit() -> None:
@@ -232,7 +232,7 @@ def test_a_new_interval_without_now_applies_after_the_tick_already_due() -> None
     async def main(clock: VirtualClock) -> None:
         nonlocal calls
         calls, tick = recorder(clock)
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         s.upsert("a", 10.0)
 
         async def edit() -> None:
@@ -255,7 +255,7 @@ def test_a_failing_tick_does_not_stop_the_schedule(caplog: pytest.LogCaptureFixt
             calls.append(clock())
             raise RuntimeError("boom")
 
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         s.upsert("x", 0.25)
         await run_for(s, 1.1)
 
@@ -276,7 +276,7 @@ def test_stopping_waits_for_the_ticks_in_flight() -> None:
             await asyncio.sleep(1.0)
             ends.append(clock())
 
-        s = Scheduler(tick, clock=clock)
+        s = Scheduler(tick, clock=clock, wall=clock)
         s.upsert("x", 10.0)
         await run_for(s, 0.5)
         stopped.append(clock())

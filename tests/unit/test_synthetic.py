@@ -153,6 +153,17 @@ def test_the_exposition_has_istio_and_model_metrics() -> None:
     assert "model_prediction_score_bucket" in names
 
 
+def test_istio_only_exports_no_model_metrics() -> None:
+    clock = Clock()
+    services = build_services(2, "b", load_scenario("healthy"), rps=100)
+    mesh = SyntheticMesh(services, clock=clock, model_metrics=False)
+    clock.now += 10
+    text = mesh.render().decode()
+    assert "istio_requests_total{" in text
+    assert "model_" not in text
+    assert sum(istio_totals(mesh).values()) > 0
+
+
 def test_static_weights_cannot_be_set_for_unknown_services() -> None:
     mesh = SyntheticMesh(build_services(1, "b", load_scenario("healthy")))
     with pytest.raises(KeyError, match="unknown services"):

@@ -357,12 +357,12 @@ class HTTPRouteClient:
             rules = plan_routes(route, selectors, baseline, canary)
             before = read_weights(route, rules, baseline, canary)
             if weights_match(before, baseline_weight, canary_weight, mirror):
-                return WeightChange(before, changed=False)
+                return WeightChange(before, changed=False, current=route)
             body = with_weights(
                 route, rules, baseline, canary, baseline_weight, canary_weight, mirror
             )
             try:
-                self._api.replace_namespaced_custom_object(
+                written = self._api.replace_namespaced_custom_object(
                     GROUP,
                     self._version or VERSIONS[0],
                     namespace,
@@ -381,7 +381,9 @@ class HTTPRouteClient:
                     )
                     continue
                 raise
-            return WeightChange(before, changed=True)
+            return WeightChange(
+                before, changed=True, current=written if isinstance(written, dict) else None
+            )
         raise RouteError(
             f"HTTPRoute {namespace}/{name} kept changing under us "
             f"({CONFLICT_RETRIES} conflicts in a row)"

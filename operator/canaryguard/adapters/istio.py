@@ -359,12 +359,12 @@ class VirtualServiceClient:
             routes = plan_routes(vs, [str(r) for r in route_names], baseline, canary)
             before = read_weights(vs, routes, baseline, canary)
             if weights_match(before, baseline_weight, canary_weight, mirror):
-                return WeightChange(before, changed=False)
+                return WeightChange(before, changed=False, current=vs)
             body = with_weights(
                 vs, routes, baseline, canary, baseline_weight, canary_weight, mirror
             )
             try:
-                self._api.replace_namespaced_custom_object(
+                written = self._api.replace_namespaced_custom_object(
                     GROUP,
                     self._version or VERSIONS[0],
                     namespace,
@@ -383,7 +383,9 @@ class VirtualServiceClient:
                     )
                     continue
                 raise
-            return WeightChange(before, changed=True)
+            return WeightChange(
+                before, changed=True, current=written if isinstance(written, dict) else None
+            )
         raise RouteError(
             f"VirtualService {namespace}/{name} kept changing under us "
             f"({CONFLICT_RETRIES} conflicts in a row)"

@@ -25,18 +25,26 @@ MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "canaryguard"
 
 
-def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """An API client from a kubeconfig file, else the in-cluster service account."""
+def load_api_client(kubeconfig: str | None = None, pool_size: int = 64) -> client.ApiClient:
+    """An API client from a kubeconfig file, else the in-cluster service account.
+
+    Its connection pool keeps `pool_size` connections (the client's default is a few per
+    core): calls run from many worker threads at once, and every connection the pool drops
+    costs a new TLS handshake.
+    """
     # kubernetes.config is untyped; these two names are all this module needs of it.
-    from_file = cast(Callable[..., client.ApiClient], config.new_client_from_config)
-    in_cluster = cast(Callable[[], None], config.load_incluster_config)
+    from_file = cast(Callable[..., None], config.load_kube_config)
+    in_cluster = cast(Callable[..., None], config.load_incluster_config)
+    configuration = client.Configuration()
     if kubeconfig:
-        return from_file(config_file=kubeconfig)
-    try:
-        in_cluster()
-    except config.ConfigException:
-        return from_file()
-    return client.ApiClient()
+        from_file(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            in_cluster(client_configuration=configuration)
+        except config.ConfigException:
+            from_file(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 
 from canaryguard.cli.backtest import add_backtest
 from canaryguard.cli.explain import cmd_explain
@@ -19,6 +20,7 @@ from canaryguard.core.access import (
 from canaryguard.core.durations import parse_duration
 from canaryguard.core.manual import REQUEST_ANNOTATION
 from canaryguard.core.paging import DEFAULT_EVENTS_URL
+from canaryguard.runtime.sharding import Shard, parse_shard
 
 
 def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
@@ -83,6 +85,58 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
     run.add_argument(
         "--concurrency", type=int, default=32, help="ticks in flight at once (default 32)"
     )
+    run.add_argument(
+        "--status-heartbeat",
+        type=_duration,
+        default=timedelta(seconds=60),
+        metavar="DURATION",
+        help=(
+            "write a rollout's status when only its SLO values changed at most this often "
+            "(e.g. 60s, 5m; default 60s); phase, step, verdicts, breach and outage starts, "
+            "decisions and pages are written at once"
+        ),
+    )
+    run.add_argument(
+        "--batch-queries",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "answer the builtin SLO queries of rollouts that tick close together with one "
+            "Prometheus query per address, credentials and query shape (default: on)"
+        ),
+    )
+    run.add_argument(
+        "--batch-window",
+        type=_duration,
+        default=timedelta(milliseconds=100),
+        metavar="DURATION",
+        help=(
+            "how long a batch waits for other ticks' queries while ticks are on their way "
+            "(default 100ms; a lone tick never waits)"
+        ),
+    )
+    run.add_argument(
+        "--cache-routes",
+        "--cache-virtualservices",
+        dest="cache_routes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "read VirtualServices and HTTPRoutes from a watch (list and watch permissions) "
+            "instead of a GET per tick; weight writes still read the object first "
+            "(default: on)"
+        ),
+    )
+    run.add_argument(
+        "--shard",
+        type=_shard,
+        default=Shard(),
+        metavar="I/N",
+        help=(
+            "tick only the rollouts of shard I of N (by a hash of namespace/name), so N "
+            "processes with --shard 0/N ... N-1/N carry every rollout once (default 0/1)"
+        ),
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_election_flags(run)
     _add_cluster_commands(sub)
@@ -104,7 +158,9 @@ def _add_election_flags(run: argparse.ArgumentParser) -> None:
         help="tick only while holding the Lease (default off: this process always ticks)",
     )
     election.add_argument(
-        "--lease-name", default="canaryguard", help="the Lease's name (default canaryguard)"
+        "--lease-name",
+        help="the Lease's name (default canaryguard; with --shard I/N, canaryguard-shard-I-of-N, "
+        "so the replicas of each shard elect their own leader)",
     )
     election.add_argument(
         "--lease-namespace",
@@ -135,6 +191,21 @@ def _whole_seconds(text: str) -> int:
     if value < 1 or value != int(value):
         raise argparse.ArgumentTypeError(f"expected whole seconds, at least 1s, got {text!r}")
     return int(value)
+
+
+def _duration(text: str) -> timedelta:
+    """A duration as rollouts write them (`30s`, `5m`, `1h30m`)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _address(text: str) -> tuple[str, int] | None:

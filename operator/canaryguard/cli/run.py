@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the runtime (kopf, prometheus_client) is imported only to run
     from canaryguard.runtime.controller import Settings
     from canaryguard.runtime.leader import Election
+    from canaryguard.runtime.sharding import Shard
 
 log = logging.getLogger("canaryguard")
 
@@ -36,6 +37,11 @@ def operator_settings(args: argparse.Namespace) -> Settings:
     return Settings(
         concurrency=args.concurrency,
         namespaces=tuple(args.namespace),
+        status_heartbeat=args.status_heartbeat,
+        batch_queries=args.batch_queries,
+        batch_window=args.batch_window.total_seconds(),
+        cache_routes=args.cache_routes,
+        shard=args.shard,
         allow_prometheus=DEFAULT_ALLOW_PROMETHEUS
         if args.allow_prometheus is None
         else Allowlist(tuple(args.allow_prometheus), ALLOW_PROMETHEUS_FLAG),
@@ -67,12 +73,16 @@ def run_operator(args: argparse.Namespace) -> int:
     settings = operator_settings(args)
     log.info(
         "starting operator scope=%s handlers=%s leader_election=%s allow_prometheus=%s "
-        "allow_pagerduty=%s",
+        "allow_pagerduty=%s status_heartbeat=%ss batch_queries=%s batch_window=%ss shard=%s",
         ",".join(namespaces) or "cluster",
         handlers.__name__,
         f"{election.namespace}/{election.name} as {election.identity}" if election else "off",
         settings.allow_prometheus,
         settings.allow_pagerduty,
+        settings.status_heartbeat.total_seconds(),
+        settings.batch_queries,
+        settings.batch_window,
+        settings.shard,
     )
     if not settings.allow_prometheus.entries:
         log.warning(
@@ -109,7 +119,16 @@ def election_from(args: argparse.Namespace) -> Election | None:
         or os.environ.get("POD_NAME")
         or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     )
-    return Election(namespace, args.lease_name, identity, args.lease_duration)
+    name = args.lease_name or lease_name(args.shard)
+    return Election(namespace, name, identity, args.lease_duration)
+
+
+def lease_name(shard: Shard) -> str:
+    """The default Lease: one per shard, so replicas of different shards never stand by for
+    each other (each shard's rollouts have a leader of their own)."""
+    if shard.count == 1:
+        return "canaryguard"
+    return f"canaryguard-shard-{shard.index}-of-{shard.count}"
 
 
 def _own_namespace() -> str | None:

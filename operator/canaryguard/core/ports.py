@@ -95,10 +95,12 @@ def canary_share(routes: Sequence[Weights]) -> float:
 
 @dataclass(frozen=True)
 class WeightChange:
-    """What a weight write found and did."""
+    """What a weight write found and did; `current` is the routing object as the API server
+    had it after the call, when known (for a cache of the routing objects)."""
 
     before: list[Weights]
     changed: bool
+    current: dict[str, Any] | None = None
 
 
 class Router(Protocol):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from canaryguard.core import promql
+from canaryguard.core.batching import Builtin
 from canaryguard.core.drift import histogram_psi, parse_le
 from canaryguard.core.observations import SloObservation
 from canaryguard.core.ports import Sample
@@ -27,6 +28,10 @@ class SloQueries:
     # Which label tells the versions apart in the answers, and the values it takes.
     value_key: tuple[str, str, str]
     samples_key: tuple[str, str, str]
+    # The same queries as data where they are builtins, so the runtime may answer them in a
+    # batch with other rollouts' (`canaryguard.core.batching`); None for templates.
+    value_builtin: Builtin | None = None
+    samples_builtin: Builtin | None = None
     # For an SLO with `confidence`: the same two queries over the time since the current
     # step began; the events are value x samples (errors = error share x requests).
     since: SloQueries | None = None
@@ -60,11 +65,15 @@ def _slo_queries(metrics: MetricsSpec, slo: Slo, lookback: float) -> SloQueries:
     args = (m.selector, m.version_label, m.baseline_version, m.canary_version, lookback)
     samples = promql.request_count(*args)
     samples_key = by_version
+    samples_builtin: Builtin | None = Builtin.of("requests", *args)
+    value_builtin: Builtin | None = None
     kind = slo.kind
     if isinstance(kind, ErrorRate):
         value, value_key = promql.error_rate(*args, codes=kind.codes), by_version
+        value_builtin = Builtin.of("errors", *args, codes=kind.codes)
     elif isinstance(kind, Latency):
         value, value_key = promql.latency_quantile(*args, quantile=kind.quantile), by_version
+        value_builtin = Builtin.of("latency", *args, quantile=kind.quantile)
     elif isinstance(kind, Query):
         value = promql.template_pair(kind.template, m.baseline_version, m.canary_version, lookback)
         value_key = by_side
@@ -73,6 +82,7 @@ def _slo_queries(metrics: MetricsSpec, slo: Slo, lookback: float) -> SloQueries:
                 kind.samples_template, m.baseline_version, m.canary_version, lookback
             )
             samples_key = by_side
+            samples_builtin = None
     elif isinstance(kind, Drift):
         label = kind.version_label or m.version_label
         value = promql.bucket_increase(
@@ -87,7 +97,7 @@ def _slo_queries(metrics: MetricsSpec, slo: Slo, lookback: float) -> SloQueries:
         return SloQueries(value, value, key, key, buckets=True)
     else:  # pragma: no cover - the parser admits no other kind
         raise TypeError(f"unknown SLO kind {kind!r}")
-    return SloQueries(value, samples, value_key, samples_key)
+    return SloQueries(value, samples, value_key, samples_key, value_builtin, samples_builtin)
 
 
 def fold(sq: SloQueries, value: Sequence[Sample], samples: Sequence[Sample]) -> SloObservation:

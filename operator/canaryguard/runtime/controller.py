@@ -22,8 +22,8 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import urllib3.exceptions
@@ -57,9 +57,12 @@ from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError, parse_spec
 from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
+from canaryguard.runtime.batcher import QueryBatcher
 from canaryguard.runtime.conflicts import RouteClaims
 from canaryguard.runtime.observe import QueryRejected, observe
-from canaryguard.runtime.scheduler import Scheduler, TickFn
+from canaryguard.runtime.scheduler import Scheduler, TickFn, scheduled_time
+from canaryguard.runtime.sharding import Shard
+from canaryguard.runtime.status_ledger import StatusLedger
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,18 @@ class Settings:
     namespaces: tuple[str, ...] = ()  # the operator's scope; empty: every namespace
     allow_prometheus: Allowlist = DEFAULT_ALLOW_PROMETHEUS
     allow_pagerduty: Allowlist = DEFAULT_ALLOW_PAGERDUTY
+    # A status that changed only in heartbeat values (`canaryguard.core.relevance`) is
+    # written at most this often per rollout; anything a reader needs is written at once.
+    status_heartbeat: timedelta = timedelta(seconds=60)
+    # Builtin SLO queries of rollouts ticking within `batch_window` seconds of each other are
+    # answered by one query per Prometheus and shape (`batcher`); off: one per rollout.
+    batch_queries: bool = True
+    batch_window: float = 0.1
+    # VirtualServices and HTTPRoutes read from a watch cache instead of a GET per tick
+    # (handlers build it).
+    cache_routes: bool = True
+    # Only the rollouts of this shard are ticked (`sharding`).
+    shard: Shard = field(default_factory=Shard)
 
 
 def _resource_version(body: Mapping[str, Any]) -> int:
@@ -108,12 +123,20 @@ class Controller:
         self._kube = kube
         # One router per kind of routing object; a lone router drives VirtualServices.
         self._routers = router if isinstance(router, Routers) else Routers(router)
-        self._metrics = metrics_connector
         self._pager = pager
         self._settings = settings or Settings()
+        self._batcher = (
+            QueryBatcher(metrics_connector, self._settings.batch_window)
+            if self._settings.batch_queries
+            else None
+        )
+        self._metrics: MetricsConnector = self._batcher or metrics_connector
         self._clock = clock
         self._bodies: dict[Key, dict[str, Any]] = {}
-        self._unwritten: dict[Key, Status] = {}
+        self._phases: dict[Key, str] = {}
+        self._phase_counts: dict[str, int] = dict.fromkeys(_PHASES, 0)
+        # The status decided last per rollout, written or not (`status_ledger`).
+        self._ledger = StatusLedger(self._settings.status_heartbeat)
         self._deleted_meanwhile: set[Key] | None = None  # while a resync is in flight
         self._claims = RouteClaims()  # two rollouts never drive one route
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
@@ -123,35 +146,50 @@ class Controller:
     def seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Take a watch event: track, update or forget the rollout."""
         key = _key(body)
+        if not self._settings.shard.owns(*key):
+            # Another shard's: not ticked here, but it still claims its routes, so two
+            # rollouts on one route are told apart whichever shards carry them.
+            if event_type == "DELETED":
+                self._claims.forget(key)
+            else:
+                self._claims.note(key, dict(body))
+            return
         if event_type == "DELETED":
             if self._deleted_meanwhile is not None:
                 self._deleted_meanwhile.add(key)
             self._bodies.pop(key, None)
-            self._unwritten.pop(key, None)
+            self._ledger.forget(key)
             self._claims.forget(key)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
-            self._count_phases()
+            self._count_phase(key, None)
             return
         previous = self._bodies.get(key)
         if previous is not None and _resource_version(body) < _resource_version(previous):
             return  # the watch is behind a status this operator already wrote
         self._bodies[key] = dict(body)
         self._claims.note(key, self._bodies[key])
-        metrics.record_rollout(key[0], key[1], status_from_dict(body.get("status")))
+        raw = body.get("status")
+        metrics.record_rollout(key[0], key[1], self._ledger.base(key, raw, status_from_dict(raw)))
         # A spec edit or a new manual request is acted on at once, not at the next interval
         # (annotations do not bump the generation).
         urgent = previous is None or _urgent_fields(previous) != _urgent_fields(body)
-        self.scheduler.upsert(key, _interval(body), now=urgent)
-        self._count_phases()
+        # Rollouts listed at start-up (event type None) are spread over their interval.
+        self.scheduler.upsert(key, _interval(body), now=urgent, spread=event_type is None)
+        self._count_phase(key, str((body.get("status") or {}).get("phase") or "Pending"))
 
-    def _count_phases(self) -> None:
-        counts: dict[str, int] = {}
-        for body in self._bodies.values():
-            phase = str((body.get("status") or {}).get("phase") or "Pending")
-            counts[phase] = counts.get(phase, 0) + 1
-        for phase in ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Invalid"):
-            metrics.ROLLOUTS.labels(phase=phase).set(counts.get(phase, 0))
+    def _count_phase(self, key: Key, phase: str | None) -> None:
+        """Keep the rollouts-by-phase gauge as `key` moves to `phase` (None: gone), without
+        going over every rollout at every event."""
+        before = self._phases.pop(key, None)
+        if phase is not None:
+            self._phases[key] = phase
+        if before == phase:
+            return
+        for changed, step in ((before, -1), (phase, 1)):
+            if changed is not None:
+                self._phase_counts[changed] = self._phase_counts.get(changed, 0) + step
+                metrics.ROLLOUTS.labels(phase=changed).set(self._phase_counts[changed])
 
     # --- leading --------------------------------------------------------------------------
 
@@ -163,7 +201,7 @@ class Controller:
         moved the rollout on meanwhile; and the rollouts are listed afresh first, so that the
         first tick of a new leader decides from the latest status even if its watch lags.
         """
-        self._unwritten.clear()
+        self._ledger.clear()
         await self._resync()
         await self.scheduler.run(resign)
 
@@ -179,8 +217,12 @@ class Controller:
         finally:
             self._deleted_meanwhile = None
         for body in bodies:
-            if _key(body) not in deleted:  # the list was taken before the watch saw it go
-                self.seen("MODIFIED", body)
+            key = _key(body)
+            if key not in deleted:  # the list was taken before the watch saw it go
+                # One the watch has not listed yet is taken as listed at start-up (spread
+                # over its interval), not as a change to act on at once: at start-up this
+                # list usually comes first, and thousands of rollouts would tick in one slot.
+                self.seen("MODIFIED" if key in self._bodies else None, body)
 
     # --- one tick ---------------------------------------------------------------------------
 
@@ -191,11 +233,15 @@ class Controller:
         if body is None:
             return
         started = time.monotonic()
+        # Batches of queries wait for this tick until it sent its own (or ended).
+        arrived = self._batcher.expect() if self._batcher is not None else None
         try:
             await self.tick(body)
         except Exception as exc:  # any failure short of cancellation is shown on the rollout
             await self._tick_failed(body, exc)
         finally:
+            if arrived is not None:
+                arrived()
             metrics.TICK_SECONDS.observe(time.monotonic() - started)
 
     async def _tick_failed(self, body: Mapping[str, Any], exc: Exception) -> None:
@@ -212,25 +258,31 @@ class Controller:
             describe_failure(exc),
             exc_info=reason == "bug",
         )
-        status = status_from_dict(body.get("status"))
-        result = engine.tick_failed(status, reason, describe_failure(exc), self._clock())
-        unwritten = self._unwritten.get(_key(body))
+        raw = body.get("status")
+        status = status_from_dict(raw)
+        decided = self._ledger.base(_key(body), raw, status)
+        now = self._clock()
+        result = engine.tick_failed(status, reason, describe_failure(exc), now)
         try:
-            await self._carry_out(body, status, result, None)
+            # On the stored status: the failure shows even when the decision's own write is
+            # what the API server refuses.
+            await self._carry_out(body, result, None)
         except Exception as again:  # the API server may be what failed
             log.warning("tick failure not recorded error=%s", describe_failure(again))
         finally:
-            if unwritten is not None:  # recording the failure does not write that decision
-                self._unwritten[_key(body)] = unwritten
+            if decided is not status:  # a decision not written stands, failure recorded
+                failed = engine.tick_failed(decided, reason, describe_failure(exc), now)
+                self._ledger.keep(_key(body), failed.status)
 
     async def tick(self, body: Mapping[str, Any]) -> None:
         """Run one analysis tick for the rollout `body`."""
         generation = body.get("metadata", {}).get("generation")
-        stored = status_from_dict(body.get("status"))
-        # A status decided but not written (its write failed after its weights were applied,
-        # e.g. a rollback's) is where the rollout is: decide from it, and write it this tick.
-        status = self._unwritten.get(_key(body), stored)
-        now = self._clock()
+        raw = body.get("status")
+        # A status decided but not written (heartbeat values held back, or a write that
+        # failed after its weights were applied, e.g. a rollback's) is where the rollout is:
+        # decide from it (`status_ledger`).
+        status = self._ledger.base(_key(body), raw, status_from_dict(raw))
+        now = self._tick_time()
         try:
             spec = parse_spec(body)
             # Before anything is read or sent: an address the installer did not allow makes
@@ -242,9 +294,15 @@ class Controller:
                 metrics.QUERY_ERRORS.labels(kind="rejected").inc()
             reason = _INVALID_REASONS.get(type(exc), "InvalidSpec")
             result = engine.invalid(status, str(exc), now, generation, reason)
-            await self._carry_out(body, stored, result, None)
+            await self._carry_out(body, result, None)
             return
-        await self._carry_out(body, stored, result, spec)
+        await self._carry_out(body, result, spec)
+
+    def _tick_time(self) -> datetime:
+        """A slotted tick's time is its slot (`scheduler.scheduled_time`): ticks of a rollout
+        are then whole intervals apart, and so are its heartbeats. Else the clock's."""
+        slot = scheduled_time()
+        return self._clock() if slot is None else datetime.fromtimestamp(slot, UTC)
 
     def _check_addresses(self, spec: Spec) -> None:
         """AddressNotAllowed unless the installer allowed every address the spec names."""
@@ -315,7 +373,6 @@ class Controller:
     async def _carry_out(
         self,
         body: Mapping[str, Any],
-        before: Status,
         result: engine.TickResult,
         spec: Spec | None,
     ) -> None:
@@ -328,12 +385,13 @@ class Controller:
             try:
                 await self._apply_weights(spec, result)
             except Exception:
-                if _lowers_canary(before, status):
+                raw = body.get("status")
+                if _lowers_canary(status_from_dict(raw), status):
                     # The write may have landed with its answer lost (the API server died
                     # after committing it, a connection cut): decide the next tick from this
                     # decision, as after a failed status write. If it landed, it is recorded
                     # then; if not, the canary's share is set back down to it.
-                    self._unwritten[_key(body)] = status
+                    self._ledger.held(_key(body), raw, status)
                 raise
         for action in result.actions:
             if isinstance(action, EmitEvent):
@@ -342,16 +400,16 @@ class Controller:
                     metrics.WEIGHT_REASSERTS.inc()
                 log.info("decision rollout=%s reason=%s %s", rollout, action.reason, action.message)
                 await self._event(body, action.type, action.reason, action.message)
-        body = await self._write(body, before, status)
-        if spec is None:
+        body = await self._write(body, status)
+        if spec is None or not (pages or resolves):
             return
         for page in pages:
             after = await self._deliver(body, spec, status, page)
-            body = await self._write(body, status, after)
+            body = await self._write(body, after)
             status = after
         for resolve in resolves:
             after = await self._deliver_resolve(body, spec, status, resolve)
-            body = await self._write(body, status, after)
+            body = await self._write(body, after)
             status = after
 
     async def _apply_weights(self, spec: Spec, result: engine.TickResult) -> None:
@@ -374,23 +432,31 @@ class Controller:
             wanted.mirror,
         )
 
-    async def _write(
-        self, body: Mapping[str, Any], before: Status, after: Status
-    ) -> Mapping[str, Any]:
-        """Patch only what changed; keep the answer so the next tick starts from it."""
+    async def _write(self, body: Mapping[str, Any], after: Status) -> Mapping[str, Any]:
+        """Patch what changed from the status `body` holds, when a reader needs it or the
+        heartbeat is due (`status_ledger`); keep the answer so the next tick starts from it."""
         key = _key(body)
+        raw = body.get("status")
+        before = status_from_dict(raw)
         patch = merge_patch(before.to_dict(), after.to_dict())
-        if "phase" not in (body.get("status") or {}):
+        if "phase" not in (raw or {}):
             patch["phase"] = after.phase  # a new rollout's Pending is shown, not implied
+        now = self._tick_time()
         if not patch:
-            self._unwritten.pop(key, None)
+            self._ledger.held(key, raw, after, pending=False)
+            return body
+        if not self._ledger.must_write(key, before, after, now):
+            metrics.STATUS_WRITES.labels(result="deferred").inc()
+            metrics.record_rollout(key[0], key[1], after)
+            self._ledger.held(key, raw, after)
             return body
         try:
             updated = await self._kube.patch_status(key[0], key[1], patch)
         except Exception:
-            self._unwritten[key] = after
+            self._ledger.held(key, raw, after)
             raise
-        self._unwritten.pop(key, None)
+        metrics.STATUS_WRITES.labels(result="written").inc()
+        self._ledger.wrote(key, updated.get("status") if updated else None, after, now)
         if updated and key in self._bodies:
             self.seen("MODIFIED", updated)
         return updated or body
@@ -508,6 +574,9 @@ class Controller:
             await self._kube.post_event(body, type_, reason, msg)
         except Exception as exc:  # an Event is best effort; the decision is in the status
             log.warning("event not posted reason=%s error=%s", reason, exc)
+
+
+_PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Invalid")
 
 
 def _key(body: Mapping[str, Any]) -> Key:

@@ -22,8 +22,10 @@ from canaryguard.adapters.kube import GROUP, PLURAL, VERSION, KubeClient, load_a
 from canaryguard.adapters.leases import LeaseClient
 from canaryguard.adapters.pagerduty import PagerDutyPager
 from canaryguard.adapters.prometheus import PrometheusConnector
-from canaryguard.core.ports import Routers
+from canaryguard.adapters.route_cache import HTTP_ROUTES, VIRTUAL_SERVICES, CachedRouter, RouteWatch
+from canaryguard.core.ports import Router, Routers
 from canaryguard.runtime import metrics
+from canaryguard.runtime.accounting import CountedKube, CountedRouter
 from canaryguard.runtime.controller import Controller, Settings
 from canaryguard.runtime.leader import Election, Elector
 
@@ -58,11 +60,25 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=concurrency * 4, thread_name_prefix="canaryguard-io")
     )
-    api = load_api_client(config.get("kubeconfig"))
+    api = load_api_client(config.get("kubeconfig"), pool_size=max(16, 2 * concurrency))
     # The one place adapters are built; the controller only receives them.
+    routers: list[Router] = []
+    memo["route_watches"] = watches = []
+    for client, resource in (
+        (VirtualServiceClient(api), VIRTUAL_SERVICES),
+        (HTTPRouteClient(api), HTTP_ROUTES),
+    ):
+        router: Router = CountedRouter(client)
+        if operator_settings.cache_routes:
+            # Read from a watch, not a GET per tick (writes still read first); each kind is
+            # listed from the first tick of a rollout that names one.
+            watch = RouteWatch(api, operator_settings.namespaces, resource)
+            watches.append(watch)
+            router = CachedRouter(router, watch.store, watch.start)
+        routers.append(router)
     controller = Controller(
-        KubeClient(api),
-        Routers(VirtualServiceClient(api), HTTPRouteClient(api)),
+        CountedKube(KubeClient(api)),
+        Routers(*routers),
         PrometheusConnector(),
         # PagerDuty delivery inside one tick; what is not delivered is retried next tick.
         PagerDutyPager(budget_seconds=20.0),
@@ -106,6 +122,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo["stop"].set()
     with contextlib.suppress(Exception):  # already reported by _report_end
         await memo["work"]
+    for watch in memo.get("route_watches") or []:
+        watch.stop()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -28,6 +28,27 @@ QUERY_ERRORS = Counter(
     "Prometheus queries that failed, by kind (unavailable or rejected).",
     ["kind"],
 )
+PROMETHEUS_QUERIES = Counter(
+    "canaryguard_prometheus_queries_total",
+    "Queries sent to Prometheus (retries not counted), by whether they answer a batch of "
+    "rollouts' builtin queries (batched) or one rollout's (false).",
+    ["batched"],
+)
+QUERY_BATCH_MEMBERS = Histogram(
+    "canaryguard_query_batch_members",
+    "Distinct rollout queries answered by one batched Prometheus query.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+API_REQUESTS = Counter(
+    "canaryguard_api_requests_total",
+    "Kubernetes API calls made by ticks (kopf's watch aside), by resource and verb.",
+    ["resource", "verb"],
+)
+TICK_LAG = Histogram(
+    "canaryguard_tick_lag_seconds",
+    "How late a tick starts after it was due (waiting for a slot included).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 PAGES = Counter(
     "canaryguard_pages_total",
     "PagerDuty deliveries, by result (delivered, rejected, exhausted, secret_error).",
@@ -43,6 +64,12 @@ TICK_ERRORS = Counter(
     "canaryguard_tick_errors_total",
     "Ticks that failed before a decision, by reason (api_<status>, network, timeout, bug).",
     ["reason"],
+)
+STATUS_WRITES = Counter(
+    "canaryguard_status_writes_total",
+    "Ticks whose status changed, by result: written, or deferred (only heartbeat values "
+    "changed, held back until --status-heartbeat has passed).",
+    ["result"],
 )
 LEADER = Gauge(
     "canaryguard_leader",
@@ -61,6 +88,10 @@ for _kind in ("unavailable", "rejected"):
     QUERY_ERRORS.labels(kind=_kind)
 for _reason in ("bug", "network", "timeout"):
     TICK_ERRORS.labels(reason=_reason)
+for _result in ("written", "deferred"):
+    STATUS_WRITES.labels(result=_result)
+for _batched in ("true", "false"):
+    PROMETHEUS_QUERIES.labels(batched=_batched)
 
 CANARY_WEIGHT = Gauge(
     "canaryguard_canary_weight",

@@ -1,20 +1,25 @@
 """Gathering observations: the queries one tick of one rollout needs, run concurrently.
 
 This is the seam the design asks for: the engine sees `Observations` and never how they were
-gathered, so builtin queries of many rollouts can later be batched into one query grouped by
-service and version labels without touching the engine.
+gathered. A source that is also a `BuiltinSource` (`canaryguard.runtime.batcher`) answers
+the builtin queries of many rollouts together, one query grouped by service and version
+labels; templates always run per rollout.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
+from canaryguard.core.batching import Builtin
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.ports import MetricsSource, MetricsUnavailable, QueryRefused, Sample
 from canaryguard.core.queries import SloQueries, fold, plan, split
 from canaryguard.core.sequential import Stratum
 from canaryguard.core.spec import Spec
+from canaryguard.runtime import metrics
 
 
 class QueryRejected(Exception):
@@ -24,6 +29,17 @@ class QueryRejected(Exception):
         super().__init__(f"SLO {slo}: Prometheus rejected its query: {message}")
         self.slo = slo
         self.query = query
+
+
+@runtime_checkable
+class BuiltinSource(Protocol):
+    """A source that answers a builtin query as data, possibly in one query with other
+    rollouts'."""
+
+    async def query_builtin(self, builtin: Builtin) -> list[Sample]:
+        """The rows of this query alone (labelled by the version label), or
+        `MetricsUnavailable` / `QueryRefused` as `MetricsSource.query` raises them."""
+        ...
 
 
 async def observe(spec: Spec, source: MetricsSource, step_age: float | None = None) -> Observations:
@@ -36,10 +52,24 @@ async def observe(spec: Spec, source: MetricsSource, step_age: float | None = No
     With `step_age` (seconds since the current step began), SLOs with `confidence` also get
     their counts since then (`SloObservation.counts`); a failed count query makes the SLO
     unavailable like any other.
+    A `BuiltinSource` answers the builtin queries; templates are sent as text either way.
     """
+    batch = source if isinstance(source, BuiltinSource) else None
     planned = plan(spec, step_age)
-    texts = sorted({q for sq in planned.values() for q in _texts(sq)})
-    answers = await asyncio.gather(*(source.query(t) for t in texts), return_exceptions=True)
+    jobs: dict[str, Builtin | str] = {}  # by the query's text
+    for sq in planned.values():
+        for text, builtin in _jobs(sq):
+            jobs[text] = builtin if batch is not None and builtin is not None else text
+    texts = sorted(jobs)
+
+    def run(job: Builtin | str) -> Awaitable[list[Sample]]:
+        if isinstance(job, Builtin):
+            assert batch is not None
+            return batch.query_builtin(job)
+        metrics.PROMETHEUS_QUERIES.labels(batched="false").inc()
+        return source.query(job)
+
+    answers = await asyncio.gather(*(run(jobs[t]) for t in texts), return_exceptions=True)
     by_text: dict[str, list[Sample] | BaseException] = dict(zip(texts, answers, strict=True))
     result: dict[str, SloObservation] = {}
     for name, sq in planned.items():
@@ -63,8 +93,19 @@ async def observe(spec: Spec, source: MetricsSource, step_age: float | None = No
 
 
 def _texts(sq: SloQueries) -> tuple[str, ...]:
-    since = () if sq.since is None else (sq.since.value, sq.since.samples)
-    return (sq.value, sq.samples, *since)
+    return tuple(text for text, _ in _jobs(sq))
+
+
+def _jobs(sq: SloQueries) -> tuple[tuple[str, Builtin | None], ...]:
+    """Every query of one SLO, as text and as a builtin where it is one."""
+    own = ((sq.value, sq.value_builtin), (sq.samples, sq.samples_builtin))
+    if sq.since is None:
+        return own
+    return (
+        *own,
+        (sq.since.value, sq.since.value_builtin),
+        (sq.since.samples, sq.since.samples_builtin),
+    )
 
 
 def _answer(by_text: dict[str, list[Sample] | BaseException], text: str) -> list[Sample]:

@@ -5,29 +5,70 @@ resource (so deleting one hangs while the operator is down). This scheduler need
 the watch feeds it rollouts, and it calls `tick(key)` for each at the rollout's own interval,
 never twice at once for one rollout, with a bound on ticks in flight so that a slow
 Prometheus for one rollout never delays the others beyond that bound.
+
+Rollouts of long intervals (`SLOTTED_FROM` and up) tick in slots: their ticks start on the
+next whole `SLOT` of the wall clock, so that many rollouts tick together and their builtin
+queries are answered by one batched query (`canaryguard.runtime.batcher`), and those listed
+at start-up (`spread`) are spread over their interval instead of all ticking at once. A tick
+is at most one slot later than its cadence says, and the cadence itself never drifts.
+
+A slotted tick that starts within one slot of its slot takes the slot as its time
+(`scheduled_time()`): ticks of a rollout are then exactly whole intervals apart, so a
+sustained window that is a multiple of the interval ends exactly on a tick, whatever the
+few milliseconds each tick waited for its turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
 from dataclasses import dataclass
+
+from canaryguard.runtime import metrics
 
 log = logging.getLogger(__name__)
 
 TickFn = Callable[[Hashable], Awaitable[None]]
 
+SLOT = 1.0  # seconds
+SLOTTED_FROM = 10.0  # intervals at least this long tick in slots
+
 
 @dataclass
 class _Entry:
     interval: float
-    due: float
+    due: float  # when the cadence says the next tick is due
+    start: float = 0.0  # when it is dispatched: `due`, or the slot after it
+    slot: float | None = None  # that slot, in wall-clock seconds (None: not slotted)
     running: bool = False
     rerun: bool = False
+
+
+def spread_offset(key: Hashable, interval: float) -> float:
+    """Where in its interval a rollout listed at start-up first ticks: a slot fixed by its
+    key (the same after every restart), so thousands listed at once tick spread out."""
+    if interval < SLOTTED_FROM:
+        return 0.0
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    fraction = int.from_bytes(digest) / 2**64
+    return math.floor(fraction * interval / SLOT) * SLOT
+
+
+# The slot of the tick running in this context, in wall-clock seconds (set by the scheduler).
+_SCHEDULED: ContextVar[float | None] = ContextVar("canaryguard_scheduled", default=None)
+
+
+def scheduled_time() -> float | None:
+    """The running tick's slot (UNIX seconds) if it is slotted and started within one slot
+    of it, else None (the tick's time is then the clock's)."""
+    return _SCHEDULED.get()
 
 
 class Scheduler:
@@ -43,9 +84,12 @@ class Scheduler:
         tick: TickFn,
         concurrency: int = 32,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """`clock` runs the schedule; `wall` places the slots on whole wall-clock seconds."""
         self._tick = tick
         self._clock = clock
+        self._wall = wall
         self._slots = asyncio.Semaphore(concurrency)
         self._entries: dict[Hashable, _Entry] = {}
         self._heap: list[tuple[float, int, Hashable]] = []
@@ -59,13 +103,18 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def upsert(self, key: Hashable, interval: float, now: bool = False) -> None:
-        """Track `key` at `interval`; `now` asks for a tick as soon as possible (spec change)."""
+    def upsert(
+        self, key: Hashable, interval: float, now: bool = False, spread: bool = False
+    ) -> None:
+        """Track `key` at `interval`; `now` asks for a tick as soon as possible (spec change).
+        A new key ticks at once, or with `spread` (listed at start-up) at its
+        `spread_offset`."""
         interval = max(interval, 0.05)
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry(interval, self._clock())
-            self._push(key, entry.due)
+            offset = spread_offset(key, interval) if spread else 0.0
+            entry = self._entries[key] = _Entry(interval, self._clock() + offset)
+            self._push(key, entry, exact=not spread)
         else:
             entry.interval = interval
             if now:
@@ -73,7 +122,7 @@ class Scheduler:
                     entry.rerun = True
                 else:
                     entry.due = self._clock()
-                    self._push(key, entry.due)
+                    self._push(key, entry, exact=True)
         self._wake.set()
 
     def remove(self, key: Hashable) -> None:
@@ -111,16 +160,24 @@ class Scheduler:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _push(self, key: Hashable, due: float) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), key))
+    def _push(self, key: Hashable, entry: _Entry, exact: bool = False) -> None:
+        """Queue the entry's next tick: at its due time when `exact` or of a short interval,
+        else in the slot that follows it."""
+        start, slot = entry.due, None
+        if not exact and entry.interval >= SLOTTED_FROM:
+            offset = self._wall() - self._clock()
+            slot = math.ceil((entry.due + offset) / SLOT) * SLOT
+            start = max(entry.due, slot - offset)
+        entry.start, entry.slot = start, slot
+        heapq.heappush(self._heap, (start, next(self._seq), key))
 
     def _dispatch_due(self) -> None:
         now = self._clock()
         while self._heap and self._heap[0][0] <= now:
-            due, _, key = heapq.heappop(self._heap)
+            start, _, key = heapq.heappop(self._heap)
             entry = self._entries.get(key)
             # Stale heap items (removed keys, superseded due times) are dropped here.
-            if entry is None or entry.due != due or entry.running:
+            if entry is None or entry.start != start or entry.running:
                 continue
             entry.running = True
             task = asyncio.create_task(self._run_one(key, entry))
@@ -128,8 +185,12 @@ class Scheduler:
             task.add_done_callback(self._tasks.discard)
 
     async def _run_one(self, key: Hashable, entry: _Entry) -> None:
+        start, slot = entry.start, entry.slot
         try:
             async with self._slots:
+                late = max(0.0, self._clock() - start)
+                metrics.TICK_LAG.observe(late)
+                _SCHEDULED.set(slot if slot is not None and late < SLOT else None)
                 await self._tick(key)
         except Exception:
             log.exception("tick failed rollout=%s", key)
@@ -140,9 +201,10 @@ class Scheduler:
                 if entry.rerun:
                     entry.rerun = False
                     entry.due = now
+                    self._push(key, entry, exact=True)
                 else:
                     # Fixed cadence: the next due time after now on the original grid.
                     missed = max(0, int((now - entry.due) // entry.interval))
                     entry.due += (missed + 1) * entry.interval
-                self._push(key, entry.due)
+                    self._push(key, entry)
                 self._wake.set()

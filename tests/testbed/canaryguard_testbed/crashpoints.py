@@ -130,7 +130,7 @@ def install(points: CrashPoints) -> None:
     tick_key = Controller.tick_key
     write = Controller._write
     # Rollouts whose weights were written and whose decided status is not written yet: in
-    # the middle of a tick, or held in memory after a failed status write (`_unwritten`).
+    # the middle of a tick, or held in memory after a failed status write (`StatusLedger.pending`).
     in_flight: dict[str, str] = {}
     decided: dict[str, tuple[str, int]] = {}  # the phase and weight their status will have
 
@@ -174,8 +174,8 @@ def install(points: CrashPoints) -> None:
             decided.pop(rollout, None)
             publish()
 
-    async def write_and_track(self: Controller, body: Any, before: Any, after: Any) -> Any:
-        updated = await write(self, body, before, after)
+    async def write_and_track(self: Controller, body: Any, after: Any) -> Any:
+        updated = await write(self, body, after)
         meta = body.get("metadata") or {}
         rollout = f"{meta.get('namespace')}/{meta.get('name')}"
         if decided.get(rollout) == (after.phase, after.canary_weight):
@@ -184,8 +184,10 @@ def install(points: CrashPoints) -> None:
 
     async def tick_and_track(self: Controller, key: Any) -> None:
         await tick_key(self, key)
-        if key not in getattr(self, "_unwritten", {}):
-            done(f"{key[0]}/{key[1]}")  # no decided status is left unwritten
+        rollout = f"{key[0]}/{key[1]}"
+        held = self._ledger.pending(key)
+        if held is None or (held.phase, held.canary_weight) != decided.get(rollout):
+            done(rollout)  # the status that goes with the weights is not left unwritten
 
     async def deliver_then_maybe_crash(
         self: Controller, body: Any, spec: Any, status: Any, page: Any

@@ -231,8 +231,12 @@ class SyntheticMesh:
         clock: Callable[[], float] = time.time,
         source: Source | None = None,
         label_names: tuple[str, ...] = MINIMAL_LABEL_NAMES,
+        model_metrics: bool = True,
     ) -> None:
+        """`model_metrics=False` exports Istio's metrics only (half the series, for scale
+        benchmarks whose SLOs are builtins)."""
         self.services = {s.key: s for s in services}
+        self.model_metrics = model_metrics
         self._rng = random.Random(seed)
         self._clock = clock
         self.epoch = clock() if epoch is None else epoch
@@ -288,6 +292,8 @@ class SyntheticMesh:
                 buckets = multinomial(rng, count, latency_probs)
                 self.telemetry.record_many(self.source, workload, code, buckets, count * mean_ms)
         labels = (service.namespace, service.name, version)
+        if not self.model_metrics:
+            return
         if errors:
             self.errors.inc(labels, errors)
         if ok:
@@ -304,7 +310,8 @@ class SyntheticMesh:
         """Advance to now and return the text exposition."""
         self.advance()
         out: list[str] = []
-        for family in (self.predictions, self.errors, self.flagged, self.conversions, self.scores):
+        families = (self.predictions, self.errors, self.flagged, self.conversions, self.scores)
+        for family in families if self.model_metrics else ():
             family.render(out)
         return self.telemetry.render() + "".join(out).encode()
 
@@ -465,6 +472,7 @@ async def _serve(args: argparse.Namespace) -> int:
         seed=args.seed if args.seed is not None else scenario.seed,
         epoch=args.epoch,
         label_names=LABEL_NAMES if args.labels == "full" else MINIMAL_LABEL_NAMES,
+        model_metrics=not args.istio_only,
     )
     runner = web.AppRunner(mesh.app(), access_log=None)
     await runner.setup()
@@ -516,6 +524,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=("minimal", "full"),
         default="minimal",
         help="Istio label set: the ones analysis reads (default) or all of Istio's",
+    )
+    parser.add_argument(
+        "--istio-only",
+        action="store_true",
+        help="export Istio's metrics only, not the model's (for scale benchmarks)",
     )
     parser.add_argument("--max-duration", type=float, help="exit by itself after this many s")
     args = parser.parse_args(argv)

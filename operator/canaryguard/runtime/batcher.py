@@ -1,0 +1,231 @@
+"""Builtin SLO queries of many rollouts answered by one Prometheus query per slot and shape.
+
+Ticks that run close together (within `window` seconds of the first query of a batch) and
+send the same shape of builtin query (`canaryguard.core.batching`: metric, lookback, selector
+label names, version label) to the same Prometheus with the same credentials share one
+query; each gets back exactly the rows its own query would have answered. A batch is sent
+when its window is over, at once when no tick that may still join it is on its way (so a
+lone tick waits for nobody), or when its regexes would grow too long for a URL.
+
+Credentials are part of what must be shared: a rollout never receives rows fetched with
+another's Authorization header. A batch that Prometheus refuses (4xx) is asked again one
+query per rollout, so a refusal is each rollout's own, never its neighbours'. An outage
+(network, 5xx, timeout) is every member's, as it would be for each alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from canaryguard.core.batching import Builtin, pick, render, union_size
+from canaryguard.core.ports import MetricsConnector, MetricsSource, QueryRefused, Sample
+from canaryguard.runtime import metrics
+
+log = logging.getLogger(__name__)
+
+# Characters of distinct selector values and versions in one batch: its query (with the
+# error rate's three selectors, URL-encoded) stays under the 8 KiB many proxies allow.
+MAX_UNION_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a batch goes: one Prometheus, with one set of headers (never shown)."""
+
+    address: str
+    timeout: float
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+
+
+@dataclass
+class _Batch:
+    target: Target
+    shape: tuple[object, ...]
+    members: list[tuple[Builtin, asyncio.Future[list[Sample]]]] = field(default_factory=list)
+    distinct: dict[Builtin, None] = field(default_factory=dict)
+    budget: float = float("inf")
+    timer: asyncio.TimerHandle | None = None
+
+    def fits(self, member: Builtin, limit: int) -> bool:
+        return member in self.distinct or union_size([*self.distinct, member]) <= limit
+
+
+class QueryBatcher:
+    """A `MetricsConnector` whose sources also answer builtin queries in batches (the
+    `observe.BuiltinSource` they offer); queries of other kinds go to `connector` as they
+    come.
+
+    `expect()` is called by every tick when it starts, and the `arrived` it returns when the
+    tick ends: in between, the tick counts as on its way until its first builtin query joins
+    a batch. While no tick is on its way, open batches are sent without waiting out their
+    window.
+    """
+
+    def __init__(
+        self,
+        connector: MetricsConnector,
+        window: float = 0.1,
+        max_union_chars: int = MAX_UNION_CHARS,
+    ) -> None:
+        self._connector = connector
+        self._window = window
+        self._limit = max_union_chars
+        self._open: dict[tuple[Target, tuple[object, ...]], _Batch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._coming = 0
+
+    def connect(
+        self, address: str, timeout: float, headers: Mapping[str, str], retry_budget: float
+    ) -> BatchedSource:
+        """The source of one rollout's Prometheus settings."""
+        target = Target(address, timeout, tuple(sorted(headers.items())))
+        plain = self._connector.connect(address, timeout, headers, retry_budget)
+        return BatchedSource(self, plain, target, retry_budget)
+
+    def expect(self) -> Callable[[], None]:
+        """A tick started: it may send builtin queries. Returns `arrived`, to call when the
+        tick ends (idempotent; its first builtin query marks it arrived already)."""
+        self._coming += 1
+        done = False
+
+        def arrived(poke: bool = True) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._coming -= 1
+                if poke:
+                    self._soon()
+
+        _ARRIVED.set(arrived)
+        return arrived
+
+    async def query(self, target: Target, budget: float, member: Builtin) -> list[Sample]:
+        """The rows of `member`'s query, answered in a batch."""
+        _ARRIVED.get()(False)  # this tick's queries are here: nobody waits for it any more
+        key = (target, member.shape)
+        batch = self._open.get(key)
+        if batch is not None and not batch.fits(member, self._limit):
+            self._send(key, batch)
+            batch = None
+        if batch is None:
+            batch = self._open[key] = _Batch(target, member.shape)
+            loop = asyncio.get_running_loop()
+            batch.timer = loop.call_later(self._window, self._send, key, batch)
+        future: asyncio.Future[list[Sample]] = asyncio.get_running_loop().create_future()
+        batch.members.append((member, future))
+        batch.distinct[member] = None
+        batch.budget = min(batch.budget, budget)
+        self._soon()
+        return await future
+
+    def _soon(self) -> None:
+        """Send every open batch at the next turn of the loop if no tick is on its way (the
+        turn lets queries started together by one tick join first)."""
+        if self._open:
+            asyncio.get_running_loop().call_soon(self._send_if_idle)
+
+    def _send_if_idle(self) -> None:
+        if self._coming <= 0:
+            for key, batch in list(self._open.items()):
+                self._send(key, batch)
+
+    def _send(self, key: tuple[Target, tuple[object, ...]], batch: _Batch) -> None:
+        if self._open.get(key) is not batch:
+            return  # already sent
+        del self._open[key]
+        if batch.timer is not None:
+            batch.timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: _Batch) -> None:
+        try:
+            await self._answer(batch)
+        except BaseException as exc:  # a bug, or shutdown: no member may wait forever
+            failure = exc if isinstance(exc, Exception) else RuntimeError("batch cancelled")
+            _resolve(batch, lambda member: failure)
+            raise
+
+    async def _answer(self, batch: _Batch) -> None:
+        distinct = list(batch.distinct)
+        target = batch.target
+        source = self._connector.connect(
+            target.address, target.timeout, dict(target.headers), batch.budget
+        )
+        metrics.PROMETHEUS_QUERIES.labels(batched="true").inc()
+        metrics.QUERY_BATCH_MEMBERS.observe(len(distinct))
+        if len(distinct) == 1:  # alone: its own query, answered as it would be unbatched
+            answers = await _answers(source.query, distinct[0].single())
+            _resolve(batch, lambda member: answers)
+            return
+        found = await _answers(source.query, render(distinct))
+        if isinstance(found, QueryRefused):
+            # Each member's own query: a refusal is that rollout's, not the batch's.
+            log.warning(
+                "batched query refused, asking each rollout's own members=%d error=%s",
+                len(distinct),
+                found,
+            )
+            metrics.PROMETHEUS_QUERIES.labels(batched="false").inc(len(distinct))
+            alone = await asyncio.gather(*(_answers(source.query, m.single()) for m in distinct))
+            by_member = dict(zip(distinct, alone, strict=True))
+            _resolve(batch, lambda member: by_member[member])
+            return
+        if isinstance(found, BaseException):
+            _resolve(batch, lambda member: found)
+            return
+        rows = found
+        _resolve(batch, lambda member: pick(rows, member))
+
+
+Answer = list[Sample] | BaseException
+
+
+async def _answers(query: Callable[[str], Awaitable[list[Sample]]], text: str) -> Answer:
+    """The answer to `text`, or what it raised (cancellation aside)."""
+    try:
+        return await query(text)
+    except Exception as exc:
+        return exc
+
+
+def _resolve(batch: _Batch, answer: Callable[[Builtin], Answer]) -> None:
+    for member, future in batch.members:
+        if future.done():  # its tick was cancelled
+            continue
+        result = answer(member)
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(list(result))
+
+
+def _nobody(poke: bool = True) -> None:
+    """The arrival of a query made outside a tick the batcher expected."""
+
+
+# The `arrived` of the tick running in this context (set by `expect`).
+_ARRIVED: ContextVar[Callable[[bool], None]] = ContextVar("canaryguard_arrived", default=_nobody)
+
+
+class BatchedSource:
+    """One rollout's source: its own queries as they come, builtin ones in batches."""
+
+    def __init__(
+        self, batcher: QueryBatcher, plain: MetricsSource, target: Target, retry_budget: float
+    ) -> None:
+        self._batcher = batcher
+        self._plain = plain
+        self._target = target
+        self._budget = retry_budget
+
+    async def query(self, promql: str) -> list[Sample]:
+        return await self._plain.query(promql)
+
+    async def query_builtin(self, builtin: Builtin) -> list[Sample]:
+        return await self._batcher.query(self._target, self._budget, builtin)

@@ -1,0 +1,341 @@
+"""Status writes only when a reader needs them (`--status-heartbeat`): a tick that saw only
+other numbers makes no API write (nor read, VirtualServices coming from the watch); the
+values are written once the heartbeat is due; every decision is the same as when each tick
+is written, across a restart too.
+
+The scenario's rollout: steps 10% (hold 60 s), 50% (120 s), 100% (120 s); one SLO
+`errors` (minRequests 50, window 60 s); maxMetricsOutage 90 s; paging through PagerDuty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from canaryguard.adapters.route_cache import CachedRouter, RouteStore
+from canaryguard.cli.main import build_parser
+from canaryguard.cli.run import operator_settings
+from canaryguard.core.observations import Observations, SloObservation
+from canaryguard.core.relevance import reader_view
+from canaryguard.core.status import Status, status_from_dict
+from canaryguard.runtime.accounting import CountedKube, CountedRouter
+from canaryguard.runtime.controller import Controller
+from canaryguard.runtime.status_ledger import StatusLedger
+from tests.unit.fakes import SETTINGS, World
+from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, at, obs, spec_dict
+
+KEY = ("ml", "scorer")
+
+
+def controller(world: World, heartbeat: float) -> Controller:
+    """A controller on the world's fakes, writing heartbeat values every `heartbeat` s."""
+    settings = replace(SETTINGS, status_heartbeat=timedelta(seconds=heartbeat))
+    built = Controller(
+        world.kube, world.router, world.metrics, world.pager, settings, clock=lambda: world.now
+    )
+    built.seen("ADDED", world.kube.get())
+    return built
+
+
+def healthy(i: int) -> SloObservation:
+    """A healthy observation whose numbers differ with `i` (the next scrape's)."""
+    return SloObservation(
+        baseline=0.01 + i * 1e-4,
+        canary=0.012 + i * 1e-4,
+        baseline_samples=900.0 + i,
+        canary_samples=100.0 + i,
+    )
+
+
+def long_holds() -> dict[str, Any]:
+    data = spec_dict()
+    data["steps"] = [{"weight": 10, "hold": "1h"}, {"weight": 100, "hold": "1h"}]
+    return data
+
+
+def stored_slo(world: World) -> dict[str, Any]:
+    slo: dict[str, Any] = world.kube.status()["slos"][0]
+    return slo
+
+
+def test_a_tick_that_saw_only_other_numbers_makes_no_api_write() -> None:
+    world = World(spec_data=long_holds())
+    ctl = controller(world, 60)
+    world.tick(ctl, 0, obs(HEALTHY))  # started
+    world.tick(ctl, 30, obs(healthy(1)))  # the first verdict
+    patches = len(world.kube.patches)
+
+    world.tick(ctl, 60, obs(healthy(2)))
+    world.tick(ctl, 89.999, obs(healthy(3)))
+
+    assert len(world.kube.patches) == patches
+    assert stored_slo(world)["canary"] == healthy(1).canary
+    # The operator's own metrics show what it saw, written or not.
+    gauge = REGISTRY.get_sample_value(
+        "canaryguard_slo_value",
+        {"namespace": "ml", "rollout": "scorer", "slo": "errors", "side": "canary"},
+    )
+    assert gauge == pytest.approx(healthy(3).canary)
+
+
+def test_the_values_are_written_once_the_heartbeat_is_due() -> None:
+    world = World(spec_data=long_holds())
+    ctl = controller(world, 60)
+    world.tick(ctl, 0, obs(HEALTHY))
+    world.tick(ctl, 30, obs(healthy(1)))
+    world.tick(ctl, 60, obs(healthy(2)))
+    patches = len(world.kube.patches)
+
+    world.tick(ctl, 90, obs(healthy(3)))  # 60 s after the last write
+
+    assert len(world.kube.patches) == patches + 1
+    assert set(world.kube.patches[-1]) <= {"slos", "conditions", "message"}
+    assert stored_slo(world)["canary"] == healthy(3).canary
+    world.tick(ctl, 120, obs(healthy(4)))
+    assert len(world.kube.patches) == patches + 1  # the next heartbeat is due at 150
+
+
+def test_a_change_a_reader_needs_is_written_at_once() -> None:
+    world = World(spec_data=long_holds())
+    ctl = controller(world, 3600)
+    world.tick(ctl, 0, obs(HEALTHY))
+    world.tick(ctl, 30, obs(healthy(1)))
+    patches = len(world.kube.patches)
+
+    world.tick(ctl, 60, obs(FEW))  # healthy -> inconclusive
+    assert len(world.kube.patches) == patches + 1
+    assert stored_slo(world)["verdict"] == "inconclusive"
+
+    world.tick(ctl, 90, obs(BREACH))  # the breach starts
+    assert len(world.kube.patches) == patches + 2
+    assert stored_slo(world)["breachingSince"] == "2024-06-01T12:01:30Z"
+
+    world.tick(ctl, 120, obs(replace(BREACH, canary=0.06)))  # still breaching: values only
+    assert len(world.kube.patches) == patches + 2
+
+    world.tick(ctl, 150, obs(BREACH))  # the window is over: rolled back, all of it written
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    assert stored_slo(world)["canary"] == BREACH.canary
+
+
+def test_an_outage_start_is_written_at_once() -> None:
+    world = World(spec_data=long_holds())
+    ctl = controller(world, 3600)
+    world.tick(ctl, 0, obs(HEALTHY))
+    world.tick(ctl, 30, obs(healthy(1)))
+    world.tick(ctl, 60, obs(DOWN))
+    assert world.kube.status()["metricsOutageSince"] == "2024-06-01T12:01:00Z"
+
+
+# A rollout through every kind of tick: values only, inconclusive, an outage and its end,
+# steps, a breach that clears, a breach that lasts its window, the rollback and its page.
+STORY: list[tuple[float, Observations]] = [
+    (0, obs(HEALTHY)),
+    (30, obs(healthy(1))),
+    (60, obs(healthy(2))),  # step 2 (50%)
+    (90, obs(healthy(3))),
+    (120, obs(FEW)),
+    (150, obs(healthy(4))),
+    (180, obs(DOWN)),
+    (210, obs(healthy(5))),  # step 3 (100%): from now on the baseline reference counts
+    (240, obs(healthy(6))),
+    (270, obs(replace(healthy(7), baseline=0.02, baseline_samples=400.0))),
+    (300, obs(replace(healthy(8), baseline_samples=10.0))),  # the baseline drained
+    # Healthy against the reference taken at 270 s (0.02), a breach against any earlier one.
+    (315, obs(replace(healthy(8), canary=0.025, baseline_samples=0.0))),
+    (330, obs(replace(BREACH, baseline_samples=0.0))),  # against the reference 0.02
+    (360, obs(replace(healthy(9), baseline_samples=0.0))),
+    (390, obs(replace(BREACH, baseline_samples=0.0))),
+    (420, obs(replace(BREACH, canary=0.07, baseline_samples=0.0))),
+    (450, obs(replace(BREACH, baseline_samples=0.0))),  # window over: rolled back
+    (480, obs(BREACH)),
+]
+FULL_TRAFFIC_AT = 210
+
+
+def story_spec() -> dict[str, Any]:
+    data = spec_dict()
+    data["steps"][-1]["hold"] = "10m"
+    return data
+
+
+def run_story(heartbeat: float, restart_at: float | None = None) -> tuple[World, list[Any]]:
+    """The story with writes every `heartbeat` s (0: every change written), optionally
+    with a fresh controller (an operator restart) from `restart_at`; returns the world and
+    what a reader could see after each tick."""
+    world = World(spec_data=story_spec())
+    ctl = controller(world, heartbeat)
+    seen: list[Any] = []
+    for second, observations in STORY:
+        if second == restart_at:
+            ctl = controller(world, heartbeat)
+        world.tick(ctl, second, observations)
+        stored = status_from_dict(world.kube.status())
+        seen.append(reader_view(stored, with_reference=True))
+    return world, seen
+
+
+@pytest.mark.parametrize("restart_at", [None, 90, 240, 300, 315, 420])
+def test_decisions_are_the_same_as_when_every_tick_is_written(restart_at: float | None) -> None:
+    written, _ = run_story(0)
+    held, _ = run_story(3600, restart_at)
+
+    assert held.router.writes == written.router.writes == [(90, 10), (50, 50), (0, 100), (100, 0)]
+    assert held.kube.reasons() == written.kube.reasons()
+    assert held.pager.dedup_keys == written.pager.dedup_keys
+    assert [t.event.custom_details for t in held.pager.triggers] == [
+        t.event.custom_details for t in written.pager.triggers
+    ]
+    # The rollback wrote everything: the stored statuses are the same to the last value.
+    assert held.kube.status() == written.kube.status()
+    assert len(held.kube.patches) < len(written.kube.patches)
+
+
+def test_a_reader_sees_every_change_it_needs_at_the_tick_it_happens() -> None:
+    """Tick by tick, the stored status without the values of the last tick is the same
+    whether or not the values are held back, baseline references included once the canary
+    has all the traffic."""
+    _, written = run_story(0)
+    _, held = run_story(3600)
+    for (second, _), every, deferred in zip(STORY, written, held, strict=True):
+        if second < FULL_TRAFFIC_AT:  # before 100%, references are heartbeat values
+            for view in (every, deferred):
+                for slo in view["slos"]:
+                    for field in ("baselineReference", "baselineReferenceSamples"):
+                        slo.pop(field, None)
+                    slo.pop("baselineReferenceAt", None)
+        assert deferred == every, f"at {second}s"
+
+
+# --- the ledger and the flag ----------------------------------------------------------------
+
+
+def test_the_decided_status_is_used_only_over_the_stored_status_it_was_decided_on() -> None:
+    ledger = StatusLedger(timedelta(seconds=60))
+    stored_raw = {"phase": "Progressing", "stepIndex": 0, "canaryWeight": 10}
+    stored = status_from_dict(stored_raw)
+    decided = replace(stored, message="decided")
+    ledger.held(KEY, stored_raw, decided)
+
+    assert ledger.base(KEY, dict(stored_raw), stored) is decided
+    edited = {**stored_raw, "stepIndex": 1}  # someone else wrote the status
+    assert ledger.base(KEY, edited, status_from_dict(edited)).step_index == 1
+    ledger.forget(KEY)
+    assert ledger.base(KEY, stored_raw, stored) is stored
+
+
+def test_the_heartbeat_is_due_when_this_operator_never_wrote_or_a_period_ago() -> None:
+    ledger = StatusLedger(timedelta(seconds=60))
+    a = Status(phase="Progressing", canary_weight=10)
+    assert ledger.must_write(KEY, a, a, at(0))  # never written by this operator
+    ledger.wrote(KEY, {}, a, at(0))
+    assert not ledger.must_write(KEY, a, a, at(59))
+    assert ledger.must_write(KEY, a, a, at(60))
+    assert ledger.must_write(KEY, a, replace(a, canary_weight=50), at(1))
+
+
+def run_args(*flags: str) -> argparse.Namespace:
+    return build_parser().parse_args(["run", *flags])
+
+
+def test_the_heartbeat_flag_takes_a_duration() -> None:
+    assert operator_settings(run_args()).status_heartbeat == timedelta(seconds=60)
+    settings = operator_settings(run_args("--status-heartbeat=5m"))
+    assert settings.status_heartbeat == timedelta(minutes=5)
+
+
+def test_a_heartbeat_that_is_not_a_duration_stops_the_operator(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        run_args("--status-heartbeat=soon")
+    assert "invalid duration 'soon'" in capsys.readouterr().err
+
+
+class Refused(Exception):
+    """A 422 from the API server (an admission policy refusing the write)."""
+
+    status = 422
+    reason = "Unprocessable Entity"
+
+
+def test_a_refused_rollback_write_is_shown_as_a_failed_tick_and_the_rollback_stands() -> None:
+    """The rollback's weights are written, its status write is refused: the failure is
+    recorded on the stored status (which the API server accepts), and the next tick decides
+    from the rollback: it is written, paged once, and the tick says it recovered."""
+    world = World()
+    ctl = controller(world, 3600)
+    for second in (0, 30, 60):
+        world.tick(ctl, second, obs(HEALTHY))
+    world.tick(ctl, 90, obs(BREACH))
+    world.tick(ctl, 120, obs(BREACH))
+    world.kube.fail_patches(1, error=Refused("refused"))
+    world.now = at(150)
+    ctl.seen("MODIFIED", world.kube.get())
+    asyncio.run(ctl.tick_key(KEY))  # the window is over: rolled back, status write refused
+
+    assert world.router.weights() == [(100, 0)]
+    stored = world.kube.status()
+    assert stored["phase"] == "Progressing"
+    failed = {c["type"]: c for c in stored["conditions"]}["TickSucceeded"]
+    assert (failed["status"], failed["reason"]) == ("False", "api_422")
+
+    world.now = at(180)
+    asyncio.run(ctl.tick_key(KEY))  # the breach is no longer seen; the rollback stands
+
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    recovered = {c["type"]: c for c in status["conditions"]}["TickSucceeded"]
+    assert recovered["status"] == "True"
+    assert ("Normal", "TickRecovered") in world.kube.reasons()
+    assert len(world.pager.triggers) == 1
+    assert world.router.weights() == [(100, 0)]
+
+
+def api_calls(*verbs: str) -> float:
+    """Every call counted in canaryguard_api_requests_total with one of `verbs`."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "canaryguard_api_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("verb") in verbs
+    )
+
+
+def test_a_tick_that_changed_nothing_a_reader_needs_costs_the_api_server_nothing() -> None:
+    # As the operator is built (calls counted, VirtualServices from a synced watch cache):
+    # such a tick neither writes (status, Event, weights) nor reads.
+    world = World(spec_data=long_holds())
+    store = RouteStore()
+    store.replace_scope("ml", [world.router.services[KEY]])
+    settings = replace(SETTINGS, status_heartbeat=timedelta(seconds=60))
+    ctl = Controller(
+        CountedKube(world.kube),
+        CachedRouter(CountedRouter(world.router), store),
+        world.metrics,
+        world.pager,
+        settings,
+        clock=lambda: world.now,
+    )
+    ctl.seen("ADDED", world.kube.get())
+    writes, reads = ("patch", "create", "update"), ("get", "list")
+    world.tick(ctl, 0, obs(HEALTHY))  # started: weights, status and an Event written
+    assert api_calls(*writes) > 0
+    world.tick(ctl, 30, obs(healthy(1)))  # the first verdict: written
+    before = (api_calls(*writes), api_calls(*reads), len(world.kube.events))
+
+    for second, i in ((60, 2), (89, 3)):
+        world.tick(ctl, second, obs(healthy(i)))
+
+    assert (api_calls(*writes), api_calls(*reads), len(world.kube.events)) == before
+    assert world.router.writes == [(90, 10)]
+    world.tick(ctl, 90, obs(healthy(4)))  # the heartbeat is due: one status patch
+    assert api_calls(*writes) == before[0] + 1

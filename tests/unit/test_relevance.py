@@ -93,3 +93,21 @@ def test_engine_decisions_are_news_and_steady_ticks_are_not() -> None:
     stepped = rollout.status
     assert stepped.canary_weight == 50
     assert reader_relevant(steady, stepped)
+
+
+def test_a_confidence_slo_s_running_counts_wait_but_a_new_stratum_is_news() -> None:
+    from canaryguard.core.status import StratumRecord
+
+    first = StratumRecord(at(0), 10, 2700, 13, 300, 2)
+    before = with_slo(RUNNING, evidence=(first,))
+    grown = with_slo(RUNNING, evidence=(StratumRecord(at(0), 10, 5400, 27, 600, 3),))
+    assert not reader_relevant(before, grown)
+    stepped = with_slo(
+        RUNNING, evidence=(replace(first, canary_events=3), StratumRecord(at(60), 50, 1, 0, 1, 0))
+    )
+    assert reader_relevant(before, stepped)
+    # A finished stratum's counts are news, should they ever change.
+    two = with_slo(RUNNING, evidence=(first, StratumRecord(at(60), 50, 1, 0, 1, 0)))
+    assert reader_relevant(
+        two, with_slo(two, evidence=(replace(first, canary_events=4), two.slos[0].evidence[1]))
+    )

@@ -4,7 +4,8 @@ Most ticks of a running rollout change nothing but the numbers they saw: each SL
 and canary values and request counts, the reason that quotes them, the baseline reference
 taken from them, and the messages that repeat them. Writing those at every tick costs the
 API server one status patch per rollout and interval for nothing anyone acts on. The runtime
-writes them at most once per heartbeat, and at once whatever else changed: the phase, the
+writes them at most once per heartbeat (with the counts of a `confidence` SLO's current
+stratum), and at once whatever else changed: the phase, the
 step and its start, the weights, a verdict, a breach or outage start, a condition's status or
 reason, a decision (history), the rollback, the page, a manual request, the generation seen.
 
@@ -39,11 +40,26 @@ def reader_view(status: Status, *, with_reference: bool) -> dict[str, Any]:
     data = status.to_dict()
     data.pop("message", None)
     dropped = HEARTBEAT_SLO_FIELDS if with_reference else HEARTBEAT_SLO_FIELDS | REFERENCE_FIELDS
-    data["slos"] = [{k: v for k, v in slo.items() if k not in dropped} for slo in data["slos"]]
+    data["slos"] = [
+        _without_running_counts({k: v for k, v in slo.items() if k not in dropped})
+        for slo in data["slos"]
+    ]
     data["conditions"] = [
         {k: v for k, v in condition.items() if k != "message"} for condition in data["conditions"]
     ]
     return data
+
+
+def _without_running_counts(slo: dict[str, Any]) -> dict[str, Any]:
+    """An SLO with `confidence` without the counts of its current stratum (the last record):
+    they grow at every tick, and a restarted operator counts them again from the stratum's
+    start. Earlier strata, and the start and weight of the current one, are news: a step
+    change writes the finished stratum's counts with it."""
+    evidence = slo.get("evidence")
+    if not evidence:
+        return slo
+    last = {k: v for k, v in evidence[-1].items() if k in ("since", "weight")}
+    return {**slo, "evidence": [*evidence[:-1], last]}
 
 
 def baseline_idle(status: Status) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.fakes import InjectedFault, World
-from tests.unit.scenario import BREACH, HEALTHY, obs, spec_dict
+from tests.unit.scenario import BREACH, FEW, HEALTHY, obs, spec_dict
 
 
 def shadow_world(**shadow: object) -> World:
@@ -94,3 +94,59 @@ def test_a_mirror_removed_by_hand_during_the_shadow_is_set_again() -> None:
     world.tick(controller, 30, obs(HEALTHY))
     assert mirror(world) == ({"host": "scorer", "subset": "v2"}, {"value": 30.0})
     assert ("Warning", "MirrorReasserted") in world.kube.reasons()
+
+
+def test_crash_after_the_shadow_rollback_write_is_recorded_after_the_lookback() -> None:
+    """The rollback's route write (100/0, mirror removed) landed and its status did not; the
+    operator comes back after the canary's mirrored requests left the lookback, so the SLO
+    is inconclusive. The stored breach had run its window: the rollback is recorded and
+    paged once, and the mirror is not set again."""
+    world = shadow_world()
+    controller = world.controller()
+    world.tick(controller, 0, obs(HEALTHY))
+    world.tick(controller, 20, obs(BREACH))
+    world.kube.fail_patches(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 80, obs(BREACH))
+    assert mirror(world) == (None, None)  # the route was written, the status was not
+    stored = world.kube.status()
+    assert (stored["phase"], stored["shadow"]["state"]) == ("Progressing", "Running")
+    assert stored["slos"][0]["breachingSince"] == "2024-06-01T12:00:20Z"
+    posted = world.kube.reasons().count(("Warning", "RolledBack"))
+
+    restarted = world.controller()  # nothing kept in memory
+    world.tick(restarted, 300, obs(FEW))
+    status = world.kube.status()
+    assert (status["phase"], status["shadow"]["state"]) == ("RolledBack", "Failed")
+    assert status["rollback"]["breachingSince"] == "2024-06-01T12:00:20Z"
+    assert status["rollback"]["message"].startswith(
+        "in shadow (mirror removed, no user was served by the canary): SLO errors"
+    )
+    assert mirror(world) == (None, None)
+    assert 30 not in world.router.mirrors[1:]  # never mirrored again after the rollback
+    assert world.router.weights() == [(100, 0)]
+    assert len(world.pager.triggers) == 1
+    assert ("Warning", "MirrorReasserted") not in world.kube.reasons()
+    assert world.kube.reasons().count(("Warning", "RolledBack")) == posted + 1
+
+    world.tick(restarted, 330, obs(FEW))  # recorded once
+    assert len(world.pager.triggers) == 1
+    assert world.kube.reasons().count(("Warning", "RolledBack")) == posted + 1
+
+
+def test_crash_after_a_shadow_rollback_set_to_event_is_recorded_without_a_page() -> None:
+    world = shadow_world(onBreach="event")
+    controller = world.controller()
+    world.tick(controller, 0, obs(HEALTHY))
+    world.tick(controller, 20, obs(BREACH))
+    world.kube.fail_patches(1)
+    with pytest.raises(InjectedFault):
+        world.tick(controller, 80, obs(BREACH))
+    posted = world.kube.reasons().count(("Warning", "RolledBack"))
+
+    world.tick(world.controller(), 300, obs(FEW))
+    status = world.kube.status()
+    assert (status["phase"], status["shadow"]["state"]) == ("RolledBack", "Failed")
+    assert mirror(world) == (None, None)
+    assert world.pager.triggers == []
+    assert world.kube.reasons().count(("Warning", "RolledBack")) == posted + 1

@@ -8,11 +8,12 @@ baseline serves everyone. One SLO `errors` (absolute margin 0.01, window 60s); m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from canaryguard.core.actions import Action, SetWeights
+from canaryguard.core.actions import Action, EmitEvent, SetWeights
 from canaryguard.core.manual import REQUEST_ANNOTATION
 from canaryguard.core.observations import Observations
 from canaryguard.core.spec import SpecError, parse_spec
@@ -456,3 +457,125 @@ def test_a_canary_shown_worse_on_mirrored_traffic_fails_the_shadow() -> None:
     assert r.status.phase == "RolledBack"
     assert writes(failed.actions) == [(100, 0, 0)]
     assert r.status.shadow is not None and r.status.shadow.state == "Failed"
+
+
+def mirrored(observations: Observations, percent: float) -> Observations:
+    """The observations with the routes as found: baseline serving everyone, `percent`
+    mirrored to the canary."""
+    return replace(observations, routed_canary=0.0, routed_mirror=(percent,))
+
+
+def breaching_shadow(**shadow: Any) -> Rollout:
+    """A shadow breaching since 30 s (window 60 s), last judged at 60 s: its status as
+    stored when the operator died after writing the rollback's route at 90 s."""
+    r = Rollout(make_spec(shadow_spec(**shadow)))
+    r.started()
+    assert r.tick(30, mirrored(obs(BREACH), 20)).actions == ()
+    assert r.tick(60, mirrored(obs(BREACH), 20)).actions == ()
+    assert r.status.slos[0].breaching_since == at(30)
+    return r
+
+
+def test_a_shadow_rollback_whose_status_was_lost_is_recorded_once_the_mirror_is_found_gone() -> (
+    None
+):
+    """The rollback's route write (100/0, mirror removed) landed, then the operator died
+    before the status. The restarted operator comes after the lookback: the canary, with no
+    mirrored requests, is inconclusive. The breach never cleared and had run its window, so
+    the rollback is recorded and paged, with the values last judged, instead of the mirror
+    being set again."""
+    r = breaching_shadow()
+    result = r.tick(300, mirrored(obs(FEW), 0))
+
+    assert writes(result.actions) == [(100, 0, 0)]  # no mirror set again
+    assert events(result.actions) == [("Warning", "RolledBack")]
+    assert [type(a).__name__ for a in result.actions] == ["SetWeights", "Page", "EmitEvent"]
+    assert (r.status.phase, r.status.canary_weight) == ("RolledBack", 0)
+    shadow = r.status.shadow
+    assert shadow is not None and (shadow.state, shadow.ended_at) == ("Failed", at(300))
+    rollback = r.status.rollback
+    assert rollback is not None
+    assert (rollback.reason, rollback.slo, rollback.breaching_since, rollback.canary) == (
+        "SLOBreach",
+        "errors",
+        at(30),
+        BREACH.canary,
+    )
+    assert rollback.message.startswith(
+        "in shadow (mirror removed, no user was served by the canary): SLO errors breached "
+        "for 4m30s (window 1m)"
+    )
+    [page] = pages(result.actions)
+    assert "in shadow (no user served by the canary): SLO errors" in page.summary
+    assert page.details["shadow"] is True
+    assert cond(r.status, "Progressing").reason == "RolledBack"
+    assert [h.action for h in r.status.history] == ["ShadowStarted", "RolledBack"]
+    # Recorded once: the next tick writes nothing and posts nothing.
+    later = r.tick(330, mirrored(obs(FEW), 0))
+    assert (writes(later.actions), events(later.actions)) == ([], [])
+
+
+def test_a_lost_shadow_rollback_set_to_event_is_recorded_without_a_page() -> None:
+    r = breaching_shadow(onBreach="event")
+    result = r.tick(300, mirrored(obs(FEW), 0))
+    assert writes(result.actions) == [(100, 0, 0)]
+    assert pages(result.actions) == []
+    assert events(result.actions) == [("Warning", "RolledBack")]
+    assert (r.status.phase, r.status.page) == ("RolledBack", None)
+    assert r.status.shadow is not None and r.status.shadow.state == "Failed"
+
+
+def test_a_lost_shadow_rollback_still_in_the_lookback_is_decided_again() -> None:
+    """Back while the canary's mirrored errors are still in the lookback: the breach is
+    seen, and the rollback is decided again from it (one write, one page)."""
+    r = breaching_shadow()
+    result = r.tick(95, mirrored(obs(BREACH), 0))
+    assert writes(result.actions) == [(100, 0, 0)]
+    assert len(pages(result.actions)) == 1
+    assert r.status.rollback is not None
+    assert r.status.rollback.message.startswith(
+        "in shadow (mirror removed, no user was served by the canary): SLO errors breached "
+        "for 1m5s (window 1m)"
+    )
+
+
+def test_a_mirror_removed_before_the_breach_ran_its_window_is_set_again() -> None:
+    """Removed by hand 30 s into a 60 s window: no rollback was decided, so the mirror is set
+    again and the breach run is kept; the canary is judged on it again."""
+    r = breaching_shadow()
+    result = r.tick(75, mirrored(obs(FEW), 0))
+    assert writes(result.actions) == [(100, 0, 20)]
+    assert events(result.actions) == [("Warning", "MirrorReasserted")]
+    assert r.status.phase == "Progressing"
+    assert r.status.shadow is not None and r.status.shadow.running
+    assert r.status.slos[0].breaching_since == at(30)
+    # Judged on the mirror again, the breach goes on and rolls back.
+    result = r.tick(90, mirrored(obs(BREACH), 20))
+    assert writes(result.actions) == [(100, 0, 0)]
+    assert r.status.phase == "RolledBack"
+
+
+def test_a_mirror_found_gone_with_a_breach_run_that_had_a_verdict_since_is_set_again() -> None:
+    """The breach must have been the last verdict: one followed by an inconclusive tick
+    (the mirror still there) was not what a rollback was decided on."""
+    r = breaching_shadow()
+    assert r.tick(90, mirrored(obs(FEW), 20)).actions == ()
+    assert r.status.slos[0].breaching_since == at(30)
+    result = r.tick(120, mirrored(obs(FEW), 0))
+    assert writes(result.actions) == [(100, 0, 20)]
+    assert events(result.actions) == [("Warning", "MirrorReasserted")]
+    assert r.status.shadow is not None and r.status.shadow.running
+
+
+def test_a_dry_run_shadow_never_records_a_rollback_from_its_missing_mirror() -> None:
+    """A dry run never sets the mirror, so finding none says nothing about a lost write."""
+    data = shadow_spec()
+    data["dryRun"] = True
+    r = Rollout(make_spec(data))
+    r.started()
+    r.tick(30, mirrored(obs(BREACH), 0))
+    r.tick(60, mirrored(obs(BREACH), 0))
+    result = r.tick(300, mirrored(obs(FEW), 0))
+    assert r.status.phase == "Progressing"
+    assert r.status.shadow is not None and r.status.shadow.running
+    assert [type(a).__name__ for a in result.actions if not isinstance(a, EmitEvent)] == []

@@ -23,7 +23,10 @@ DESIGN.md "Decision semantics":
    rules above, except the SLOs named in `skipSlos` (verdict `skipped`: they need real
    outcomes). A rollback there removes the mirror (it pages unless `onBreach` is `event`);
    the hold over with every judged SLO healthy, the mirror goes and step 1 applies, in the
-   same route write. While shadowing, a mirror found missing or changed is set again.
+   same route write. While shadowing, a mirror found missing or changed is set again,
+   except a mirror found removed while a breach had run its window and has had no verdict
+   since: that is a rollback whose status was lost in a crash, and it is recorded (and
+   paged per `onBreach`) as for a step's canary found pulled to 0%.
 
 A manual request (`promote` or `abort`, from the `canaryguard.io/request` annotation) not yet
 in `status.lastRequest` is carried out first and ends the tick: nothing is judged. On a
@@ -655,7 +658,10 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
         and state.breaching_since is not None
         and now - state.breaching_since >= slo.window
     ]
-    if not sustained and _pulled(status, observations.routed_canary):
+    if not sustained and (
+        _pulled(status, observations.routed_canary)
+        or _mirror_pulled(status, observations.routed_mirror)
+    ):
         sustained = _breach_left_unrecorded(spec, previous, slos, now)
     pages = _shadow_pages(spec, status)
     if sustained:
@@ -719,6 +725,19 @@ def _guard_traffic(spec: Spec, status: Status, routed: float | None, log: _Log) 
 def _pulled(status: Status, routed: float | None) -> bool:
     """Whether all traffic was taken off a canary that the status still gives some."""
     return routed is not None and routed < _WEIGHT_SLACK and (status.canary_weight or 0) > 0
+
+
+def _mirror_pulled(status: Status, routed: tuple[float, ...] | None) -> bool:
+    """Whether a running shadow's mirror was taken off every route: the shadow's canary
+    gets no requests left to be judged on, as a step's canary pulled to 0% (a shadow
+    rollback's route write, 100/0 without mirror, whose status was lost in a crash)."""
+    return (
+        status.shadowing
+        and not status.dry_run
+        and _mirror(status) > 0
+        and bool(routed)
+        and all(found < 0.01 for found in routed or ())
+    )
 
 
 def _breach_left_unrecorded(

@@ -9,10 +9,12 @@ A crash between 2 and 3 resends the page with the same dedup key after a restart
 PagerDuty folds the two into one incident. A status not written after its weights (a failed
 status write, or a failed weight write that lowered the canary and may have landed) is kept
 in memory and decided from at the next tick. A crash between 1 and 2 loses that memory: the
-restarted operator finds the canary lowered below the status' weight and holds, and rolls
-back again only while the breach can still be seen (the fault campaign's known gap,
-bench/chaos.py). The shadow phase's mirror is part of the weight write (one object write
-sets, or removes, both), so it has no crash window of its own.
+restarted operator finds the canary lowered below the status' weight: it rolls back again
+while the breach can still be seen, and after that records the rollback from the breach the
+status still shows (the fault campaign's gap, bench/chaos.py, closed since). The shadow
+phase's mirror is part of the weight write (one object write sets, or removes, both), so it
+has no crash window of its own; a shadow rollback cut between its route write and its status
+is recorded as a step's is (the engine's `_mirror_pulled`).
 """
 
 from __future__ import annotations

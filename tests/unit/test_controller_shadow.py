@@ -150,3 +150,19 @@ def test_crash_after_a_shadow_rollback_set_to_event_is_recorded_without_a_page()
     assert mirror(world) == (None, None)
     assert world.pager.triggers == []
     assert world.kube.reasons().count(("Warning", "RolledBack")) == posted + 1
+
+
+def test_a_dry_run_shadow_does_not_post_its_missing_mirror_every_tick() -> None:
+    """A dry run never sets the mirror: the route without one is as decided, not a mirror
+    removed outside (before, every tick posted MirrorReasserted and added it to the
+    history)."""
+    data = spec_dict()
+    data["shadow"] = {"percent": 30, "hold": "60s"}
+    data["dryRun"] = True
+    world = World(spec_data=data)
+    controller = world.controller()
+    for second in (0, 10, 20, 30):
+        world.tick(controller, second, obs(HEALTHY))
+    assert (world.router.writes, world.router.mirrors) == ([], [])
+    assert world.kube.reasons() == [("Normal", "ShadowStarted")]
+    assert [h["action"] for h in world.kube.status()["history"]] == ["ShadowStarted"]

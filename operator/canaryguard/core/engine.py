@@ -128,8 +128,9 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     if spec.generation is not None:
         status = replace(status, observed_generation=spec.generation)
     if spec.dry_run:
-        # The routed weights are not this rollout's: neither guarded nor compared.
-        observations = replace(observations, routed_canary=None)
+        # The routed weights are not this rollout's: neither guarded nor compared (nor the
+        # mirror, which a dry run never sets).
+        observations = replace(observations, routed_canary=None, routed_mirror=None)
     revision = spec.effective_revision()
     if status.revision is not None and status.revision != revision:
         status = _restart(status, revision, log)

@@ -581,3 +581,18 @@ def test_a_dry_run_shadow_never_records_a_rollback_from_its_missing_mirror() -> 
     assert result.actions == ()
     # Nor is the mirror it never set posted as set again, tick after tick.
     assert [h.action for h in r.status.history] == ["ShadowStarted"]
+
+
+def test_a_lost_pass_write_after_a_breach_run_is_not_taken_for_a_lost_rollback() -> None:
+    """The breach run of 30 s was cleared by the healthy tick at 120 s that passed the
+    shadow (90/10, mirror removed); that status was lost. Back after the lookback, the
+    canary serving 10% is the pass's write, not a rollback's: it is set back to 0% with the
+    mirror, and the shadow goes on."""
+    r = breaching_shadow()
+    lost_pass = Observations({"errors": FEW}, routed_canary=10.0, routed_mirror=(0.0,))
+    result = r.tick(300, lost_pass)
+    assert writes(result.actions) == [(100, 0, 20)]
+    assert events(result.actions) == [("Warning", "WeightsReasserted")]
+    assert r.status.phase == "Progressing"
+    assert r.status.shadow is not None and r.status.shadow.running
+    assert r.status.rollback is None

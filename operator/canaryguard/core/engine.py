@@ -661,7 +661,7 @@ def _analyse(spec: Spec, status: Status, observations: Observations, log: _Log) 
     ]
     if not sustained and (
         _pulled(status, observations.routed_canary)
-        or _mirror_pulled(status, observations.routed_mirror)
+        or _mirror_pulled(status, observations.routed_canary, observations.routed_mirror)
     ):
         sustained = _breach_left_unrecorded(spec, previous, slos, now)
     pages = _shadow_pages(spec, status)
@@ -728,14 +728,18 @@ def _pulled(status: Status, routed: float | None) -> bool:
     return routed is not None and routed < _WEIGHT_SLACK and (status.canary_weight or 0) > 0
 
 
-def _mirror_pulled(status: Status, routed: tuple[float, ...] | None) -> bool:
-    """Whether a running shadow's mirror was taken off every route: the shadow's canary
-    gets no requests left to be judged on, as a step's canary pulled to 0% (a shadow
-    rollback's route write, 100/0 without mirror, whose status was lost in a crash)."""
+def _mirror_pulled(status: Status, canary: float | None, routed: tuple[float, ...] | None) -> bool:
+    """Whether a running shadow's routes are as a shadow rollback writes them: the baseline
+    serving everyone and no mirror left (a rollback whose status was lost in a crash, or a
+    person removing the mirror). Its canary gets no requests left to be judged on, as a
+    step's canary pulled to 0%. A canary found serving is not this (the write that passed
+    the shadow, whose status was lost)."""
     return (
         status.shadowing
         and not status.dry_run
         and _mirror(status) > 0
+        and canary is not None
+        and canary < _WEIGHT_SLACK
         and bool(routed)
         and all(found < 0.01 for found in routed or ())
     )

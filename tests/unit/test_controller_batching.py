@@ -16,6 +16,7 @@ from canaryguard.core.ports import Sample
 from canaryguard.core.queries import plan
 from canaryguard.core.spec import parse_spec
 from canaryguard.runtime.controller import Controller
+from canaryguard.runtime.scheduler import Scheduler
 from tests.unit.fakes import (
     SETTINGS,
     FakeKube,
@@ -26,6 +27,8 @@ from tests.unit.fakes import (
     virtual_service,
 )
 from tests.unit.scenario import T0, at, spec_dict
+from tests.unit.test_scheduler import run_for
+from tests.unit.virtual_time import VirtualClock, run_virtual
 
 SERVICES = ("alpha", "beta", "gamma")
 # Per service: (v1 errors, v2 errors) per second and (v1, v2) requests per second.
@@ -145,3 +148,29 @@ def test_the_flag_turns_batching_off_and_on(flag: str) -> None:
     settings = operator_settings(args)
     assert settings.batch_queries is (flag == "--batch-queries")
     assert settings.batch_window == 0.25
+
+
+def test_rollouts_outnumbering_the_concurrency_still_share_one_query_per_shape() -> None:
+    """The controller's own scheduler at `--concurrency 1`: the three rollouts dispatched
+    together reach the batcher together (each lends its place while it waits), so their
+    first ticks cost one query per shape, not one per rollout."""
+    kube, router = cluster()
+    metrics = FakeMetrics(prometheus)
+
+    async def main(clock: VirtualClock) -> None:
+        controller = Controller(
+            kube,
+            router,
+            metrics,
+            FakePager(journal=kube.journal),
+            replace(SETTINGS, concurrency=1, batch_window=5.0),
+            clock=lambda: T0,
+            scheduler_factory=lambda tick, n: Scheduler(tick, n, clock=clock, wall=clock),
+        )
+        for name in SERVICES:
+            controller.seen("ADDED", kube.get("ml", name))
+        await run_for(controller.scheduler, 1.0)
+
+    run_virtual(main)
+    assert len(metrics.queries) == 3
+    assert all("destination_service_name=~" in q for q in metrics.queries)

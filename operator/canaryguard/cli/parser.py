@@ -83,7 +83,10 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
     )
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument(
-        "--concurrency", type=int, default=32, help="ticks in flight at once (default 32)"
+        "--concurrency",
+        type=int,
+        default=32,
+        help="ticks in flight at once, not counting ticks waiting for a batched query (default 32)",
     )
     run.add_argument(
         "--status-heartbeat",

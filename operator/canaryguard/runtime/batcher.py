@@ -7,6 +7,10 @@ query; each gets back exactly the rows its own query would have answered. A batc
 when its window is over, at once when no tick that may still join it is on its way (so a
 lone tick waits for nobody), or when its regexes would grow too long for a URL.
 
+A tick waiting for its batch does not count against the scheduler's bound on ticks in
+flight (`scheduler.slot_released`), and the scheduler announces a tick when it dispatches
+it: rollouts of one slot share one query per group even when they outnumber that bound.
+
 Credentials are part of what must be shared: a rollout never receives rows fetched with
 another's Authorization header. A batch that Prometheus refuses (4xx) is asked again one
 query per rollout, so a refusal is each rollout's own, never its neighbours'. An outage
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from canaryguard.core.batching import Builtin, pick, render, union_size
 from canaryguard.core.ports import MetricsConnector, MetricsSource, QueryRefused, Sample
 from canaryguard.runtime import metrics
+from canaryguard.runtime.scheduler import slot_released
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +93,21 @@ class QueryBatcher:
 
     def expect(self) -> Callable[[], None]:
         """A tick started: it may send builtin queries. Returns `arrived`, to call when the
-        tick ends (idempotent; its first builtin query marks it arrived already)."""
+        tick ends (idempotent; its first builtin query marks it arrived already). A tick
+        already expected in this context (by the scheduler, at dispatch) is not counted
+        twice: its own `arrived` is returned."""
+        current = _ARRIVED.get()
+        if isinstance(current, _Arrival) and current.batcher is self and not current.done:
+            return current
         self._coming += 1
-        done = False
+        arrival = _Arrival(self)
+        _ARRIVED.set(arrival)
+        return arrival
 
-        def arrived(poke: bool = True) -> None:
-            nonlocal done
-            if not done:
-                done = True
-                self._coming -= 1
-                if poke:
-                    self._soon()
-
-        _ARRIVED.set(arrived)
-        return arrived
+    def _arrived(self, poke: bool) -> None:
+        self._coming -= 1
+        if poke:
+            self._soon()
 
     async def query(self, target: Target, budget: float, member: Builtin) -> list[Sample]:
         """The rows of `member`'s query, answered in a batch."""
@@ -120,7 +126,8 @@ class QueryBatcher:
         batch.distinct[member] = None
         batch.budget = min(batch.budget, budget)
         self._soon()
-        return await future
+        async with slot_released():  # waiting for others: lend the tick's place to them
+            return await future
 
     def _soon(self) -> None:
         """Send every open batch at the next turn of the loop if no tick is on its way (the
@@ -203,6 +210,19 @@ def _resolve(batch: _Batch, answer: Callable[[Builtin], Answer]) -> None:
             future.set_exception(result)
         else:
             future.set_result(list(result))
+
+
+class _Arrival:
+    """The `arrived` of one expected tick: counts it arrived once, however often called."""
+
+    def __init__(self, batcher: QueryBatcher) -> None:
+        self.batcher = batcher
+        self.done = False
+
+    def __call__(self, poke: bool = True) -> None:
+        if not self.done:
+            self.done = True
+            self.batcher._arrived(poke)
 
 
 def _nobody(poke: bool = True) -> None:

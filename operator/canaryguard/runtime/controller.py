@@ -142,6 +142,9 @@ class Controller:
         self._deleted_meanwhile: set[Key] | None = None  # while a resync is in flight
         self._claims = RouteClaims()  # two rollouts never drive one route
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
+        if self._batcher is not None and isinstance(self.scheduler, Scheduler):
+            # Ticks count as on their way from their dispatch, queued behind the bound too.
+            self.scheduler.expect = self._batcher.expect
 
     # --- the watch side ------------------------------------------------------------------
 

@@ -16,6 +16,13 @@ A slotted tick that starts within one slot of its slot takes the slot as its tim
 (`scheduled_time()`): ticks of a rollout are then exactly whole intervals apart, so a
 sustained window that is a multiple of the interval ends exactly on a tick, whatever the
 few milliseconds each tick waited for its turn.
+
+The bound on ticks in flight counts ticks at work, not ticks waiting for others: a tick
+waiting inside `slot_released()` (for a batched query) lends its place to a tick still
+waiting for one, and takes a place again before it goes on. So all the rollouts of one slot
+reach the batcher together however many they are, and share one query per group. A tick is
+announced (`expect`, the batcher's) from when it is dispatched, not from when it gets its
+place, so a batch waits (within its window) for the ticks queued behind the bound too.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from canaryguard.runtime import metrics
 
@@ -65,6 +73,45 @@ def spread_offset(key: Hashable, interval: float) -> float:
 _SCHEDULED: ContextVar[float | None] = ContextVar("canaryguard_scheduled", default=None)
 
 
+@dataclass
+class _Place:
+    """One tick's place among the ticks in flight, lent while it waits for others."""
+
+    slots: asyncio.Semaphore
+    held: bool = False
+    waiting: int = 0  # its coroutines inside `slot_released()`
+    regain: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+# The place of the tick running in this context (set by the scheduler).
+_PLACE: ContextVar[_Place | None] = ContextVar("canaryguard_place", default=None)
+
+
+@asynccontextmanager
+async def slot_released() -> AsyncIterator[None]:
+    """Within this, the running tick does not count against the bound on ticks in flight
+    (it waits for other ticks, e.g. in a batch); on leaving, it waits for a place again.
+    Nests and overlaps (several queries of one tick waiting at once); outside a scheduled
+    tick it does nothing."""
+    place = _PLACE.get()
+    if place is None:
+        yield
+        return
+    place.waiting += 1
+    if place.held:
+        place.held = False
+        place.slots.release()
+    try:
+        yield
+    finally:
+        place.waiting -= 1
+        if place.waiting == 0:
+            async with place.regain:  # one acquire at a time for the tick
+                if not place.held and place.waiting == 0:
+                    await place.slots.acquire()
+                    place.held = True
+
+
 def scheduled_time() -> float | None:
     """The running tick's slot (UNIX seconds) if it is slotted and started within one slot
     of it, else None (the tick's time is then the clock's)."""
@@ -85,8 +132,12 @@ class Scheduler:
         concurrency: int = 32,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        expect: Callable[[], Callable[[], None]] | None = None,
     ) -> None:
-        """`clock` runs the schedule; `wall` places the slots on whole wall-clock seconds."""
+        """`clock` runs the schedule; `wall` places the slots on whole wall-clock seconds;
+        `expect` is called when a tick is dispatched, and what it returns when the tick ends
+        (`QueryBatcher.expect`; settable later as the attribute `expect`)."""
+        self.expect = expect
         self._tick = tick
         self._clock = clock
         self._wall = wall
@@ -186,15 +237,24 @@ class Scheduler:
 
     async def _run_one(self, key: Hashable, entry: _Entry) -> None:
         start, slot = entry.start, entry.slot
+        arrived = self.expect() if self.expect is not None else None
+        place = _Place(self._slots)
+        _PLACE.set(place)
         try:
-            async with self._slots:
-                late = max(0.0, self._clock() - start)
-                metrics.TICK_LAG.observe(late)
-                _SCHEDULED.set(slot if slot is not None and late < SLOT else None)
-                await self._tick(key)
+            await self._slots.acquire()
+            place.held = True
+            late = max(0.0, self._clock() - start)
+            metrics.TICK_LAG.observe(late)
+            _SCHEDULED.set(slot if slot is not None and late < SLOT else None)
+            await self._tick(key)
         except Exception:
             log.exception("tick failed rollout=%s", key)
         finally:
+            if place.held:
+                place.held = False
+                self._slots.release()
+            if arrived is not None:
+                arrived()
             entry.running = False
             if self._entries.get(key) is entry:
                 now = self._clock()

@@ -26,13 +26,14 @@ namespace's Role's (manifests/rbac/clusterrole.yaml). */}}
 - apiGroups: ["canaryguard.io"]
   resources: ["canaryrollouts/status"]
   verbs: ["patch"]
-# The route weights of the VirtualServices and HTTPRoutes the rollouts name.
+# The route weights of the VirtualServices and HTTPRoutes the rollouts name, read from a
+# watch (list, watch); a weight write reads the object first (get).
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "update"]
+  verbs: ["get", "list", "watch", "update"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "update"]
+  verbs: ["get", "list", "watch", "update"]
 # The PagerDuty routing key and the optional Prometheus authorization header: read only when
 # annotated canaryguard.io/allowed-rollouts naming the rollout, whatever RBAC allows.
 - apiGroups: [""]

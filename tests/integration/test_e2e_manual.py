@@ -51,7 +51,9 @@ def test_abort_mid_rollout_rolls_back_at_once_without_a_page(e2e: EndToEnd, cli:
     r = e2e.rollout(steps=LONG_STEPS, analysis={"interval": "30s"})
     with e2e.traffic(rate=40):
         op = e2e.operator()
-        r.wait_weights(80, 20)
+        # Listed at start-up, the rollout's first tick comes within one interval (start-up
+        # ticks are spread over the interval: README, Scale), then step 1 is written.
+        r.wait_weights(80, 20, timeout=30 + 20)
         e2e.mesh.wait_route({"v1": 0.8, "v2": 0.2})
         ticks_before = op.ticks()
         began = time.monotonic()

@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from canaryguard.adapters import gateway, istio
-from canaryguard.core.ports import Router, WeightChange, Weights
+from canaryguard.core.ports import Router, RouterWrapper, WeightChange
 from canaryguard.core.spec import Destination
 
 log = logging.getLogger(__name__)
@@ -254,38 +254,16 @@ class RouteWatch:
         raise RuntimeError(f"no version of {self.resource.group} is served")
 
 
-class CachedRouter:
+class CachedRouter(RouterWrapper):
     """The `Router` port reading its objects from a watch cache (see the module); `start`,
     if given, is called at every read (the watch's idempotent start)."""
 
     def __init__(
         self, router: Router, store: RouteStore, start: Callable[[], None] | None = None
     ) -> None:
-        self._router = router
+        super().__init__(router)
         self._store = store
         self._start = start
-        self.kind = router.kind
-
-    def plan(
-        self,
-        obj: Mapping[str, Any],
-        selectors: Sequence[str | int],
-        baseline: Destination,
-        canary: Destination,
-    ) -> list[int]:
-        return self._router.plan(obj, selectors, baseline, canary)
-
-    def read(
-        self,
-        obj: Mapping[str, Any],
-        routes: Sequence[int],
-        baseline: Destination,
-        canary: Destination,
-    ) -> list[Weights]:
-        return self._router.read(obj, routes, baseline, canary)
-
-    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
-        return self._router.labels(obj, routes)
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         if self._start is not None:
@@ -294,7 +272,7 @@ class CachedRouter:
             cached = self._store.get(namespace, name)
             if cached is not None:
                 return cached  # read only: callers copy before changing anything
-        obj = await self._router.get(namespace, name)
+        obj = await self._inner.get(namespace, name)
         self._store.put(obj)
         return obj
 
@@ -309,7 +287,7 @@ class CachedRouter:
         canary_weight: int,
         mirror: int = 0,
     ) -> WeightChange:
-        change = await self._router.set_weights(
+        change = await self._inner.set_weights(
             namespace, name, route_names, baseline, canary, baseline_weight, canary_weight, mirror
         )
         if change.current is not None:

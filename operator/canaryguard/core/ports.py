@@ -154,6 +154,54 @@ class Router(Protocol):
         ...
 
 
+class RouterWrapper:
+    """A `Router` that hands every call to `inner`: the base of routers that add something
+    around some calls (a cache, counting) and override only those."""
+
+    def __init__(self, inner: Router) -> None:
+        self._inner = inner
+        self.kind = inner.kind
+
+    def plan(
+        self,
+        obj: Mapping[str, Any],
+        selectors: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[int]:
+        return self._inner.plan(obj, selectors, baseline, canary)
+
+    def read(
+        self,
+        obj: Mapping[str, Any],
+        routes: Sequence[int],
+        baseline: Destination,
+        canary: Destination,
+    ) -> list[Weights]:
+        return self._inner.read(obj, routes, baseline, canary)
+
+    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
+        return self._inner.labels(obj, routes)
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._inner.get(namespace, name)
+
+    async def set_weights(
+        self,
+        namespace: str,
+        name: str,
+        route_names: Sequence[str | int],
+        baseline: Destination,
+        canary: Destination,
+        baseline_weight: int,
+        canary_weight: int,
+        mirror: int = 0,
+    ) -> WeightChange:
+        return await self._inner.set_weights(
+            namespace, name, route_names, baseline, canary, baseline_weight, canary_weight, mirror
+        )
+
+
 class Routers:
     """The routers by the kind of object they drive; the runtime picks one per rollout."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from canaryguard.core.ports import Kube, Router, WeightChange, Weights
+from canaryguard.core.ports import Kube, Router, RouterWrapper, WeightChange
 from canaryguard.core.spec import Destination
 from canaryguard.runtime import metrics
 
@@ -46,40 +46,18 @@ class CountedKube:
         return await self._inner.list_rollouts(namespaces)
 
 
-class CountedRouter:
+class CountedRouter(RouterWrapper):
     """The `Router` port, counted under the routing object's resource (`virtualservices`,
     `httproutes`): a weight write reads the object first, and updates it only when the
     weights differ."""
 
     def __init__(self, inner: Router) -> None:
-        self._inner = inner
-        self.kind = inner.kind
+        super().__init__(inner)
         self._resource = _RESOURCES.get(inner.kind, inner.kind.lower())
-
-    def plan(
-        self,
-        obj: Mapping[str, Any],
-        selectors: Sequence[str | int],
-        baseline: Destination,
-        canary: Destination,
-    ) -> list[int]:
-        return self._inner.plan(obj, selectors, baseline, canary)
-
-    def read(
-        self,
-        obj: Mapping[str, Any],
-        routes: Sequence[int],
-        baseline: Destination,
-        canary: Destination,
-    ) -> list[Weights]:
-        return self._inner.read(obj, routes, baseline, canary)
-
-    def labels(self, obj: Mapping[str, Any], routes: Sequence[int]) -> str:
-        return self._inner.labels(obj, routes)
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         _count(self._resource, "get")
-        return await self._inner.get(namespace, name)
+        return await super().get(namespace, name)
 
     async def set_weights(
         self,
@@ -93,7 +71,7 @@ class CountedRouter:
         mirror: int = 0,
     ) -> WeightChange:
         _count(self._resource, "get")
-        change = await self._inner.set_weights(
+        change = await super().set_weights(
             namespace, name, route_names, baseline, canary, baseline_weight, canary_weight, mirror
         )
         if change.changed:

@@ -107,18 +107,21 @@ reference: venv
 	$(PY) hack/gen_reference.py
 
 # The judges simulated (bench/bench_judge.py): false rollbacks, regressions caught and how
-# fast, shared degradations, for plain margins, confidence and a Flagger-style threshold; the
-# engine alone (no Prometheus), about a minute. Prints the README's table, writes JSON.
+# fast, shared degradations (when each rollback came), for plain margins, confidence and a
+# Flagger-style threshold, beside an oracle (Wald's test, baseline rate known) and the
+# Neyman-Pearson bound on any judge; the engine alone (no Prometheus), about a minute.
+# Prints the README's tables, writes JSON.
 bench-judge: venv
 	$(PY) bench/bench_judge.py --rollouts $${ROLLOUTS_PER_CELL:-200} --json $${JSON:-bench-judge.json}
 
 # Figures, not assertions: the decision path, the real operator with many rollouts, the mesh.
-# make bench [ROLLOUTS="1000 5000"] [BENCH_JSON=bench.json]: the operator before this branch
-# (main), batching off and on side by side, and the reaction to 60 rollbacks.
+# make bench [ROLLOUTS="1000 5000"] [BENCH_JSON=bench.json] [BENCH_FLAGS="--configs off,on
+# --operator-flag=--status-heartbeat=5m"]: the operator before this branch (main), batching
+# off and on side by side, and the reaction to 60 rollbacks.
 bench: venv stack-deps bench-judge
 	$(PY) bench/bench_engine.py 1000 20
 	$(PY) bench/bench_operator.py --rollouts $${ROLLOUTS:-1000} --interval 30 --window 120 \
-		--rollbacks 60 $(if $(BENCH_JSON),--json $(BENCH_JSON))
+		--rollbacks 60 $(if $(BENCH_JSON),--json $(BENCH_JSON)) $(BENCH_FLAGS)
 	$(PY) bench/bench_mesh.py
 	$(PY) bench/bench_drift.py 200
 

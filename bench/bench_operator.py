@@ -224,6 +224,19 @@ class Stack:
     interval: int
     baseline: Path | None = None
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    extra_flags: list[str] = field(default_factory=list)
+    settle: float = 5.0  # seconds between every rollout's first tick and the window
+
+    def neighbours(self) -> dict[str, int]:
+        """The other processes on the machine's cores during a run, by name: their CPU is
+        printed next to the operator's (they share the same cores)."""
+        found = dict(zip(("etcd", "kube-apiserver"), self.cp.pids(), strict=False))
+        if self.prom.pid is not None:
+            found["prometheus"] = self.prom.pid
+        for child in self.children:
+            if child.poll() is None:
+                found["synthetic mesh"] = child.pid
+        return found
 
     def start_operator(self, config: str) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
@@ -244,6 +257,7 @@ class Stack:
                 "--log-format=json",
                 f"--allow-prometheus={self.prom.url}",
                 *CONFIG_FLAGS[config],
+                *self.extra_flags,
             ],
             self.work / f"operator-{config}.log",
             env=env,
@@ -282,12 +296,17 @@ class Stack:
         proc, url = self.start_operator(config)
         try:
             ready = self.wait_ticked(url, proc, timeout=self.interval * 4 + 600)
-            time.sleep(5)
+            # Past the start-up: every rollout's first tick writes its status (Pending to
+            # Progressing), a burst the API server takes over the first interval or two.
+            time.sleep(self.settle)
             op0, api0, prom0 = parse(fetch(url)), self.api_counts(), self.prometheus_counts()
+            others = self.neighbours()
+            others0 = {name: cpu_seconds(pid) for name, pid in others.items()}
             cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
             time.sleep(window)
             op1, api1, prom1 = parse(fetch(url)), self.api_counts(), self.prometheus_counts()
             cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+            others1 = {name: cpu_seconds(pid) for name, pid in others.items()}
             rss = rss_mib(proc.pid)
             load = os.getloadavg()
         finally:
@@ -324,8 +343,9 @@ class Stack:
         groups = 2 * 2  # (address, kind, lookback): error rate, p99 and their request count
         return {
             "config": config,
-            "flags": CONFIG_FLAGS[config],
+            "flags": [*CONFIG_FLAGS[config], *self.extra_flags],
             "ready_after_s": round(ready, 1),
+            "settle_s": self.settle,
             "window_s": round(elapsed, 1),
             "ticks": int(ticks),
             "expected_ticks": round(self.rollouts * elapsed / self.interval),
@@ -339,6 +359,16 @@ class Stack:
             "rss_mib": round(rss),
             "tick_lag_p50_s": _round(quantile(op0, op1, "canaryguard_tick_lag_seconds", 0.5)),
             "tick_lag_p99_s": _round(quantile(op0, op1, "canaryguard_tick_lag_seconds", 0.99)),
+            # A tick's own time, from its start to its end (queries, writes, waits included).
+            "tick_duration_p50_s": _round(
+                quantile(op0, op1, "canaryguard_tick_duration_seconds", 0.5)
+            ),
+            "tick_duration_p99_s": _round(
+                quantile(op0, op1, "canaryguard_tick_duration_seconds", 0.99)
+            ),
+            "neighbour_cpu_cores": {
+                name: round((others1[name] - others0[name]) / elapsed, 3) for name in others
+            },
             "prometheus_queries": int(queries),
             "prometheus_queries_per_tick": round(queries / per_tick, 3),
             "prometheus_queries_per_slot_second": round(queries / elapsed, 2),
@@ -516,7 +546,19 @@ def run_size(args: argparse.Namespace, rollouts: int, baseline: Path | None) -> 
         apply_all(cp, list(objects(rollouts, prom.url, args.interval)))
         result["setup_s"] = round(time.monotonic() - began, 1)
         print(f"[{rollouts}] stack up, {rollouts} rollouts created in {result['setup_s']}s")
-        stack = Stack(cp, prom, f"http://{mesh}", sa, work, rollouts, args.interval, baseline)
+        stack = Stack(
+            cp,
+            prom,
+            f"http://{mesh}",
+            sa,
+            work,
+            rollouts,
+            args.interval,
+            baseline,
+            children=children,
+            extra_flags=args.operator_flag,
+            settle=args.settle,
+        )
         runs = {}
         for config in args.configs:
             if config == "main" and baseline is None:
@@ -543,6 +585,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         ("RSS, MiB", "rss_mib"),
         ("tick lag p50, s", "tick_lag_p50_s"),
         ("tick lag p99, s", "tick_lag_p99_s"),
+        ("tick duration p50, s", "tick_duration_p50_s"),
+        ("tick duration p99, s", "tick_duration_p99_s"),
         ("ticks / expected", None),
         ("Prometheus queries per tick", "prometheus_queries_per_tick"),
         ("rollouts per batched query", "batch_members_mean"),
@@ -551,6 +595,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         ("status patches per s", "status_patches_per_s"),
         ("rolled back by noise", "rolled_back"),
         ("load average (1 min)", None),
+        ("other processes' CPU, cores", None),
     ]
     columns = [(r["rollouts"], name, run) for r in results for name, run in r["runs"].items()]
     head = "| | " + " | ".join(f"{n:,} {name}" for n, name, _ in columns) + " |"
@@ -560,6 +605,9 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         for _, _, run in columns:
             if label.startswith("load"):
                 cells.append(f"{run['load_average'][0]:g}")
+            elif label.startswith("other"):
+                others = run.get("neighbour_cpu_cores") or {}
+                cells.append(", ".join(f"{k} {v:g}" for k, v in others.items()) or "n/a")
             elif key is None:
                 cells.append(f"{run['ticks']}/{run['expected_ticks']}")
             else:
@@ -575,6 +623,21 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=30, help="analysis interval, s")
     parser.add_argument("--window", type=float, default=120.0, help="measurement window, s")
     parser.add_argument("--rollbacks", type=int, default=60, help="0: no reaction run")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds to wait after every rollout has ticked once before the window starts "
+        "(default 5; one or two intervals measure past the start-up's status writes)",
+    )
+    parser.add_argument(
+        "--operator-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a flag added to every measured operator's command line (repeatable), e.g. "
+        "--operator-flag=--concurrency=128",
+    )
     parser.add_argument(
         "--configs",
         type=lambda text: [c for c in text.split(",") if c],

@@ -3,7 +3,10 @@ back for an error-rate breach; `canaryguard backtest` then replays the same roll
 Prometheus history of that run and reaches the same decision, at the same tick.
 
 The real operator runs under the shipped RBAC; real HTTP goes through the router to v1 and v2;
-Prometheus scrapes the router and the model servers every second; ticks are 1 s."""
+Prometheus scrapes the router and the model servers every second; ticks are 1 s. Live ticks
+fall on a millisecond grid from the first and evaluate their queries at their own time on it;
+the backtest evaluates the same grid from the recorded `Started` time, so it sees what each
+live tick saw."""
 
 import re
 from datetime import timedelta
@@ -36,6 +39,8 @@ def test_the_backtest_of_a_recorded_run_reaches_its_rollback_at_the_same_tick(
 
     started = ts(history(live, "Started")[0]["at"])
     rolled_back = ts(live["rollback"]["at"])
+    # Ticks are exact intervals apart: the rollback's tick is a whole number of them in.
+    assert (rolled_back - started) % timedelta(seconds=INTERVAL) == timedelta(0), live
     live_tick = round((rolled_back - started).total_seconds() / INTERVAL)
     path = tmp_path / "rollout.yaml"
     path.write_text(yaml.safe_dump(r.body))
@@ -66,12 +71,12 @@ def test_the_backtest_of_a_recorded_run_reaches_its_rollback_at_the_same_tick(
     assert "-> Started:" in out and "-> RolledBack:" in out
     assert "-> StepAdvanced" not in out  # the live run never left its first step either
     backtest_tick = int(tick)
-    # Live ticks drift a little past the 1 s grid (each takes time); the replay's do not.
-    # The replay reads each tick's data as Prometheus holds it now; a live tick read it as it
-    # stood then, up to a scrape behind (a breach may be seen a tick later live).
-    assert abs(backtest_tick - live_tick) <= 1, (backtest_tick, live_tick)
     since = re.search(r"since (\S+): ", why)
     assert since is not None
+    assert (backtest_tick, when) == (live_tick, format_time(rolled_back)), out
+    assert since.group(1) == live["rollback"]["breachingSince"], out
+    # Evaluated at the same instant on the same samples: the same values, to the digit shown.
+    assert why == live["rollback"]["message"], (why, live["rollback"]["message"])
     print(
         f"\nlive: rolled back at tick {live_tick} ({format_time(rolled_back)}), breaching "
         f"since {live['rollback']['breachingSince']}; backtest: tick {backtest_tick} ({when}), "

@@ -8,6 +8,11 @@ still rolls the rollout back, but only while the breach can still be seen. With 
 0% its requests leave the SLO's lookback, the SLO turns inconclusive ("canary has 0
 requests"), and a restart that comes later than that leaves the rollout Progressing at 100/0
 forever: traffic is safe, but the rollback is never recorded and nobody is paged.
+
+Both are closed: the engine records a rollback from a breach the stored status shows, and a
+rollback now writes its intent (reason, values, page due) before its weights, so the
+restarted operator completes it even when the breach was judged on the rollback's own tick
+(`window: 0s`) and no stored verdict shows it.
 """
 
 import json
@@ -24,12 +29,12 @@ STEPS = [{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}]
 
 
 def crash_after_the_rollback_weights(
-    e2e: EndToEnd, tmp_path: Path
+    e2e: EndToEnd, tmp_path: Path, window: str = "3s"
 ) -> tuple[Rollout, Operator, dict[str, Any]]:
     """Run a rollout to a sustained breach with the operator armed to SIGKILL itself right
     after the rollback's weights are written; return once it died, with its crash record."""
     crashes = tmp_path / "crashes.jsonl"
-    r = e2e.rollout(steps=STEPS, slos=[error_rate_slo(window="3s")])
+    r = e2e.rollout(steps=STEPS, slos=[error_rate_slo(window=window)])
     op = e2e.operator(
         module="canaryguard_testbed.crashpoints",
         env=CrashPoints(after_rollback_weights=1.0, log_path=str(crashes)).env(),
@@ -47,6 +52,9 @@ def crash_after_the_rollback_weights(
     assert r.weights() == (100, 0)
     assert status["phase"] == "Progressing" and status["canaryWeight"] == 50
     assert slo_of(status, "error-rate").get("breachingSince")
+    # The rollback's intent, written before the weights: what the restart completes.
+    assert status["rollback"]["reason"] == "SLOBreach"
+    assert status["page"]["state"] == "Pending"
     assert e2e.pagerduty.calls() == []
     return r, op, status
 
@@ -82,5 +90,24 @@ def test_a_rollback_cut_before_its_status_write_is_recorded_after_a_restart_past
         final = r.wait_phase("RolledBack", timeout=30)
         final = r.wait_page("Delivered")
     assert final["rollback"]["reason"] == "SLOBreach"
+    assert r.weights() == (100, 0)
+    assert len(e2e.pagerduty.incidents()) == 1
+
+
+def test_a_rollback_decided_on_its_first_breach_and_cut_is_completed_past_the_lookback(
+    e2e: EndToEnd, tmp_path: Path
+) -> None:
+    """`window: 0s`: the breach that rolls back is judged on the rollback's own tick, so only
+    the rollback's intent (written before the weights) records it. The operator comes back
+    after the canary's requests have left the lookback, with nothing left to judge the canary
+    on: it completes the rollback from the intent and pages once."""
+    with e2e.traffic(rate=80):
+        r, op, before = crash_after_the_rollback_weights(e2e, tmp_path, window="0s")
+        time.sleep(LOOKBACK + 3)  # pacing: down until the canary's requests left the lookback
+        restart_disarmed(op)
+        final = r.wait_phase("RolledBack", timeout=30)
+        final = r.wait_page("Delivered")
+    assert final["rollback"] == before["rollback"]
+    assert final["rollback"]["window"] == "0s"
     assert r.weights() == (100, 0)
     assert len(e2e.pagerduty.incidents()) == 1

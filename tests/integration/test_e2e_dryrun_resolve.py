@@ -4,6 +4,7 @@
   would-roll-back while the VirtualService is never written and PagerDuty hears nothing.
 - Revision r1 fails, is rolled back and pages; revision r2 is healthy and promoted, and the
   operator resolves r1's incident at the test bed's PagerDuty receiver with the same dedup key.
+- Revisions r1 and r2 are both rolled back; r3's promotion resolves both incidents.
 
 The real operator runs under the shipped RBAC; real HTTP goes through the router to v1 and v2;
 Prometheus scrapes the router and the model servers every second; ticks are 1 s."""
@@ -112,3 +113,69 @@ def test_the_next_revision_promoted_resolves_the_rolled_back_revision_s_incident
     assert reasons.count("RolledBack") == 1
     # r2 started on the tick that saw it, with its metrics read: no false outage on the way.
     assert "MetricsOutage" not in reasons
+
+
+def test_two_rolled_back_revisions_then_a_promoted_one_resolve_both_incidents(
+    e2e: EndToEnd,
+) -> None:
+    """r1 and r2 both fail and are rolled back (incidents A and B); r3 is promoted and the
+    operator resolves both at the PagerDuty receiver, each once with its own dedup key (before,
+    only B was resolved and A stayed open for ever)."""
+    slos = [error_rate_slo(window="6s", lookback="4s")]
+    r = e2e.rollout(
+        revision="r1",
+        steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}],
+        slos=slos,
+    )
+    m = e2e.mesh
+    keys = []
+    with e2e.traffic(rate=80):
+        e2e.operator()
+        r.wait_weights(50, 50)
+        m.control("v2", {"error_rate": 0.3})
+        for revision in ("r1", "r2"):
+            if revision != "r1":
+                r.patch_spec({"revision": revision})
+            wait_for(
+                f"{revision} rolled back and paged",
+                lambda rev=revision: (
+                    (s := r.status()).get("revision") == rev
+                    and s.get("phase") == "RolledBack"
+                    and (s.get("page") or {}).get("state") == "Delivered"
+                ),
+                timeout=60,
+            )
+            keys.append(r.status()["page"]["dedupKey"])
+        m.reset("v2")
+        assert [i["status"] for i in e2e.pagerduty.incidents()] == ["triggered", "triggered"]
+
+        r.patch_spec(
+            {
+                "revision": "r3",
+                "steps": [{"weight": 50, "hold": "4s"}, {"weight": 100, "hold": "4s"}],
+            }
+        )
+
+        def incidents() -> list[dict[str, object]]:
+            s = r.status()
+            return [*(s.get("olderIncidents") or []), s.get("previousIncident") or {}]
+
+        wait_for(
+            "r3 promoted and both incidents resolved",
+            lambda: [i.get("state") for i in incidents()] == ["Resolved", "Resolved"],
+            timeout=90,
+        )
+
+    status = r.status()
+    assert (status["phase"], status["revision"]) == ("Promoted", "r3")
+    prefix = f"canaryguard/{e2e.namespace}/fraud-model/"
+    assert keys == [prefix + "r1", prefix + "r2"]
+    assert [(i["dedupKey"], i["revision"], i["resolvedBy"]) for i in incidents()] == [
+        (keys[0], "r1", "r3"),
+        (keys[1], "r2", "r3"),
+    ]
+    events = e2e.pagerduty.events()
+    resolves = [e["event"]["dedup_key"] for e in events if e["event"]["event_action"] == "resolve"]
+    assert sorted(resolves) == keys  # one resolve per key
+    assert [i["status"] for i in e2e.pagerduty.incidents()] == ["resolved", "resolved"]
+    assert r.event_reasons().count("ResolvingIncident") == 2

@@ -452,8 +452,9 @@ class FakeSource:
     def __init__(self, connector: FakeMetrics) -> None:
         self._connector = connector
 
-    async def query(self, promql: str) -> list[Sample]:
+    async def query(self, promql: str, at: datetime | None = None) -> list[Sample]:
         self._connector.queries.append(promql)
+        self._connector.times.append(at)
         return self._connector.answer(promql)
 
 
@@ -465,6 +466,7 @@ class FakeMetrics:
         self.answer = answer
         self.connections: list[Connection] = []
         self.queries: list[str] = []
+        self.times: list[datetime | None] = []  # each query's evaluation time, in order
 
     def connect(
         self, address: str, timeout: float, headers: Mapping[str, str], retry_budget: float

@@ -15,7 +15,7 @@ import yaml
 
 from canaryguard.cli.backtest import backtest_text, outcome, render
 from canaryguard.cli.errors import CliError
-from canaryguard.core.backtest import observations_at, replay, samples_at, tick_times
+from canaryguard.core.backtest import observations_at, replay, runs, samples_at, tick_times
 from canaryguard.core.ports import Series
 from canaryguard.core.queries import plan
 from tests.unit.scenario import T0, at, make_spec, spec_dict
@@ -54,6 +54,18 @@ def test_tick_times_follow_the_interval_and_are_bounded() -> None:
         tick_times(at(0), at(10**6), timedelta(seconds=1))
     with pytest.raises(ValueError, match="before the start"):
         tick_times(at(1), at(0), timedelta(seconds=1))
+
+
+def test_tick_times_are_the_operator_s_grid_slotted_after_the_first_from_10s() -> None:
+    start = at(0) + timedelta(milliseconds=250)  # a first tick off the whole second
+    slotted = tick_times(start, at(95), timedelta(seconds=30))
+    assert slotted == [start, at(31), at(61), at(91)]
+    assert runs(slotted, timedelta(seconds=30)) == [(start, start), (at(31), at(91))]
+    short = tick_times(start, at(3), timedelta(seconds=1))
+    assert short == [start, at(1.25), at(2.25)]
+    assert runs(short, timedelta(seconds=1)) == [(start, at(2.25))]
+    on_slot = tick_times(at(0), at(60), timedelta(seconds=30))
+    assert runs(on_slot, timedelta(seconds=30)) == [(at(0), at(60))]
 
 
 def test_a_tick_reads_each_series_point_at_its_time_and_a_missing_point_is_no_data() -> None:

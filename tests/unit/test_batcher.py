@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -52,6 +53,7 @@ async def tick(
     delay: float = 0.0,
     headers: dict[str, str] | None = None,
     metric: str = "requests",
+    at: datetime | None = None,
 ) -> list[Sample] | BaseException:
     """One tick, as the controller runs it: expected from its start, its query after `delay`
     (its VirtualService read), arrived at its end."""
@@ -60,7 +62,7 @@ async def tick(
         await asyncio.sleep(delay)
         source = batcher.connect(PROM, 5.0, headers or {}, 10.0)
         try:
-            return await source.query_builtin(member(service, metric))
+            return await source.query_builtin(member(service, metric), at)
         except Exception as exc:
             return exc
     finally:
@@ -177,3 +179,22 @@ def test_a_cancelled_tick_does_not_hold_up_the_others(cancelled: int) -> None:
     assert isinstance(results[cancelled], asyncio.CancelledError)
     assert isinstance(results[1 - cancelled], list) and isinstance(results[2], list)
     assert len(fake.queries) == 1
+
+
+def test_a_batch_is_evaluated_at_its_ticks_time_and_other_times_never_share_it() -> None:
+    fake = FakeMetrics(answering("a", "b", "c"))
+    batcher = QueryBatcher(fake, window=5.0)
+    slot = datetime(2024, 6, 1, 12, 0, 30, tzinfo=UTC)
+    other = datetime(2024, 6, 1, 12, 0, 30, 250000, tzinfo=UTC)
+    a, b, c = run(
+        tick(batcher, "a", at=slot),
+        tick(batcher, "b", delay=0.01, at=slot),
+        tick(batcher, "c", delay=0.02, at=other),
+    )
+    assert len(fake.queries) == 2  # a and b together at the slot; c alone at its own time
+    assert "destination_service_name=~" in fake.queries[0]
+    assert 'destination_service_name="c"' in fake.queries[1]
+    assert fake.times == [slot, other]
+    assert a == [Sample({"version": "v1"}, 100.0), Sample({"version": "v2"}, 10.0)]
+    assert b == [Sample({"version": "v1"}, 200.0), Sample({"version": "v2"}, 20.0)]
+    assert c == [Sample({"version": "v1"}, 300.0), Sample({"version": "v2"}, 30.0)]

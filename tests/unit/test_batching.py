@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from canaryguard.core import promql
-from canaryguard.core.batching import Builtin, pick, render, union_size
+from canaryguard.core.batching import Builtin, Rows, Union, pick, render, union_size
 from canaryguard.core.ports import Sample
 from canaryguard.core.queries import plan
 from tests.unit.scenario import make_spec, spec_dict
@@ -107,3 +107,48 @@ def test_values_are_escaped_so_a_label_value_cannot_change_the_query() -> None:
 def test_union_size_counts_distinct_values_once() -> None:
     assert union_size([member("a")]) == union_size([member("a"), member("a")])
     assert union_size([member("a"), member("bb")]) == union_size([member("a")]) + 3
+
+
+def test_the_index_of_a_batched_answer_hands_each_member_what_a_scan_would() -> None:
+    members = [member(s, namespace=n) for s in ("a", "b", "c") for n in ("ml", "other")]
+    rows = [
+        Sample(
+            {
+                "destination_service_name": s,
+                "destination_service_namespace": n,
+                "reporter": "destination",
+                "version": v,
+            },
+            float(i),
+        )
+        for i, (s, n, v) in enumerate(
+            (s, n, v) for s in ("a", "b", "z") for n in ("ml", "other") for v in ("v1", "v2", "v3")
+        )
+    ]
+    rows.append(Sample({"destination_service_name": "a", "version": "v1"}, 99.0))  # no ns
+    index = Rows(rows, members[0])
+    for m in members:
+        expected = [
+            Sample({"version": r.labels["version"]}, r.value)
+            for r in rows
+            if r.labels.get("destination_service_name")
+            == dict(m.selector)["destination_service_name"]
+            and r.labels.get("destination_service_namespace")
+            == dict(m.selector)["destination_service_namespace"]
+            and r.labels.get("reporter") == "destination"
+            and r.labels["version"] in ("v1", "v2")
+        ]
+        assert index.of(m) == pick(rows, m) == expected
+    assert len(index.of(member("a"))) == 2 and index.of(member("c")) == []
+    with pytest.raises(ValueError, match="another shape"):
+        index.of(Builtin.of("requests", {"app": "a"}, "version", "v1", "v2", 60.0))
+
+
+def test_a_growing_union_counts_what_union_size_counts_at_every_step() -> None:
+    union = Union()
+    joined: list[Builtin] = []
+    for m in (member("a"), member("bb"), member("a"), member("c.d", namespace="x")):
+        assert union.size_with(m) == union_size([*joined, m])
+        union.add(m)
+        joined.append(m)
+        assert union.size == union_size(joined)

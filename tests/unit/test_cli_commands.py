@@ -197,6 +197,21 @@ def test_detail_shows_a_dry_run_and_the_incident_it_will_resolve() -> None:
     assert "Dry run:" not in render_detail(rollout("a", Status()), NOW)
 
 
+def test_detail_lists_every_incident_it_will_resolve_oldest_first() -> None:
+    status = Status(
+        phase="Progressing",
+        revision="r3",
+        older_incidents=(IncidentStatus("canaryguard/ml/a/r1", "r1"),),
+        previous_incident=IncidentStatus("canaryguard/ml/a/r2", "r2"),
+    )
+    lines = render_detail(rollout("a", status), NOW).splitlines()
+    start = lines.index("Previous incidents (resolved when this revision is promoted):")
+    assert lines[start + 1 : start + 3] == [
+        "  state Open, revision r1, dedup key canaryguard/ml/a/r1",
+        "  state Open, revision r2, dedup key canaryguard/ml/a/r2",
+    ]
+
+
 def test_detail_shows_the_router_kind() -> None:
     assert "Route:      VirtualService a: a/v1 (baseline)" in render_detail(rollout("a", None), NOW)
     body = rollout("a", None, baseline={"host": "a-v1"}, canary={"host": "a-v2"})

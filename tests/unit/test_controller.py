@@ -70,7 +70,16 @@ def test_a_healthy_rollout_writes_each_step_s_weights_before_its_status() -> Non
     assert world.pager.triggers == []
 
 
-def test_a_sustained_breach_rolls_back_weights_first_then_status_then_the_page() -> None:
+def test_every_query_of_a_tick_is_evaluated_at_the_tick_s_time() -> None:
+    world = World()
+    controller = world.controller()
+    world.tick(controller, 0, obs(HEALTHY))
+    world.tick(controller, 30, obs(HEALTHY))
+    assert len(world.metrics.times) == 4  # two queries a tick
+    assert world.metrics.times == [at(0), at(0), at(30), at(30)]
+
+
+def test_a_sustained_breach_rolls_back_intent_then_weights_then_status_then_the_page() -> None:
     world = World()
     controller = breached(world)
     before = len(world.journal.of("weights", "status", "page"))
@@ -79,6 +88,7 @@ def test_a_sustained_breach_rolls_back_weights_first_then_status_then_the_page()
 
     key = dedup_key(world)
     assert world.journal.of("weights", "status", "page")[before:] == [
+        ("status", "Progressing", "Pending"),  # the intent: rollback and page due, 50% still
         ("weights", "100/0"),
         ("status", "RolledBack", "Pending"),
         ("page", key),
@@ -103,7 +113,7 @@ def test_crash_after_the_rollback_weights_a_continued_breach_rolls_back_again() 
     from it, and the canary never gets traffic back."""
     world = World()
     controller = breached(world)
-    world.kube.fail_patches(1)
+    world.kube.fail_patches(2)  # the rollback's intent, then its status
     with pytest.raises(InjectedFault):
         world.tick(controller, 150, obs(BREACH))
     assert world.router.weights() == [(100, 0)]
@@ -130,7 +140,7 @@ def test_a_crash_after_the_rollback_weights_then_a_healthy_tick_holds_at_zero() 
     sends traffic back to the canary. The rollout holds, saying why."""
     world = World()
     controller = breached(world)
-    world.kube.fail_patches(1)
+    world.kube.fail_patches(2)  # the rollback's intent, then its status
     with pytest.raises(InjectedFault):
         world.tick(controller, 150, obs(BREACH))
 
@@ -154,7 +164,7 @@ def test_a_crash_after_the_rollback_weights_then_no_evidence_records_the_rollbac
     once, and the weights stay 100/0."""
     world = World()
     controller = breached(world)
-    world.kube.fail_patches(1)
+    world.kube.fail_patches(2)  # the rollback's intent, then its status
     with pytest.raises(InjectedFault):
         world.tick(controller, 150, obs(BREACH))
 
@@ -227,7 +237,7 @@ def test_a_failed_rollback_status_write_is_written_at_the_next_tick(after: SloOb
     when the breach is no longer seen, and the weights stay 100/0."""
     world = World()
     controller = breached(world)
-    world.kube.fail_patches(1)
+    world.kube.fail_patches(2)  # the rollback's intent, then its status
     with pytest.raises(InjectedFault):
         world.tick(controller, 150, obs(BREACH))
     assert world.kube.status()["phase"] == "Progressing"
@@ -273,7 +283,7 @@ def test_crash_after_the_page_is_sent_it_is_sent_again_with_the_same_dedup_key()
     incident."""
     world = World()
     controller = breached(world)
-    world.kube.fail_patches(1, skip=1)  # RolledBack/Pending is written, Delivered is not
+    world.kube.fail_patches(1, skip=2)  # intent, RolledBack/Pending written, Delivered is not
     with pytest.raises(InjectedFault):
         world.tick(controller, 150, obs(BREACH))
     assert world.kube.status()["page"]["state"] == "Pending"
@@ -287,7 +297,7 @@ def test_crash_after_the_page_is_sent_it_is_sent_again_with_the_same_dedup_key()
 def test_a_failed_delivered_write_is_written_next_tick_without_sending_again() -> None:
     world = World()
     controller = breached(world)
-    world.kube.fail_patches(1, skip=1)
+    world.kube.fail_patches(1, skip=2)
     with pytest.raises(InjectedFault):
         world.tick(controller, 150, obs(BREACH))
 

@@ -266,17 +266,24 @@ class Refused(Exception):
     reason = "Unprocessable Entity"
 
 
-def test_a_refused_rollback_write_is_shown_as_a_failed_tick_and_the_rollback_stands() -> None:
-    """The rollback's weights are written, its status write is refused: the failure is
-    recorded on the stored status (which the API server accepts), and the next tick decides
-    from the rollback: it is written, paged once, and the tick says it recovered."""
-    world = World()
+def breaching_for_a_minute(world: World) -> Controller:
+    """A controller whose rollout was healthy for a minute, then breached at 90 s and 120 s:
+    its next tick ends the window and rolls back."""
     ctl = controller(world, 3600)
     for second in (0, 30, 60):
         world.tick(ctl, second, obs(HEALTHY))
     world.tick(ctl, 90, obs(BREACH))
     world.tick(ctl, 120, obs(BREACH))
-    world.kube.fail_patches(1, error=Refused("refused"))
+    return ctl
+
+
+def test_a_refused_rollback_write_is_shown_as_a_failed_tick_and_the_rollback_stands() -> None:
+    """The rollback's weights are written, its status write is refused: the failure is
+    recorded on the stored status (which the API server accepts), and the next tick decides
+    from the rollback: it is written, paged once, and the tick says it recovered."""
+    world = World()
+    ctl = breaching_for_a_minute(world)
+    world.kube.fail_patches(1, skip=1, error=Refused("refused"))  # intent written
     world.now = at(150)
     ctl.seen("MODIFIED", world.kube.get())
     asyncio.run(ctl.tick_key(KEY))  # the window is over: rolled back, status write refused
@@ -339,3 +346,57 @@ def test_a_tick_that_changed_nothing_a_reader_needs_costs_the_api_server_nothing
     assert world.router.writes == [(90, 10)]
     world.tick(ctl, 90, obs(healthy(4)))  # the heartbeat is due: one status patch
     assert api_calls(*writes) == before[0] + 1
+
+
+def test_the_watch_echo_of_a_status_write_is_taken_once() -> None:
+    # The patch's answer is taken at the write; the watch then brings the same object again,
+    # which is not worked on a second time (at thousands of rollouts, one echo per write).
+    world = World(spec_data=long_holds())
+    ctl = controller(world, heartbeat=60)
+    world.tick(ctl, 0, obs(HEALTHY))
+    specs = ctl._specs
+    stored = world.kube.get()
+    parsed = specs.parsed
+    upserts: list[Any] = []
+    real = ctl.scheduler.upsert
+    ctl.scheduler.upsert = lambda *a, **k: upserts.append(a)  # type: ignore[method-assign]
+    try:
+        ctl.seen("MODIFIED", stored)  # the echo: the version the write answered with
+        assert upserts == [] and specs.parsed == parsed
+        newer = world.kube.annotate("example.com/note", "x")  # someone else's change
+        ctl.seen("MODIFIED", newer)
+        assert len(upserts) == 1
+    finally:
+        ctl.scheduler.upsert = real  # type: ignore[method-assign]
+
+
+def test_a_rollback_refused_tick_after_tick_is_decided_once_and_written_when_allowed() -> None:
+    """The API server keeps refusing the status RolledBack (an admission policy) while it
+    takes the intent and the failure conditions: the ticks that follow decide from the
+    rollback already decided (the rollout as the failed tick left it, intent written), so
+    the rollback is announced once, paged once, and written once the refusals stop."""
+    world = World()
+    ctl = breaching_for_a_minute(world)
+    refusing = True
+    patch_status = world.kube.patch_status
+
+    async def admission(namespace: str, name: str, patch: Any) -> dict[str, Any]:
+        if refusing and patch.get("phase") == "RolledBack":
+            raise Refused("denied by policy")
+        return await patch_status(namespace, name, patch)
+
+    world.kube.patch_status = admission  # type: ignore[method-assign]
+    ctl.seen("MODIFIED", world.kube.get())
+    for second in (150, 180, 210):
+        world.now = at(second)
+        asyncio.run(ctl.tick_key(KEY))
+        assert world.kube.status()["phase"] == "Progressing"
+        assert world.router.weights() == [(100, 0)]
+    refusing = False
+    world.now = at(240)
+    asyncio.run(ctl.tick_key(KEY))
+
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    assert world.kube.reasons().count(("Warning", "RolledBack")) == 1
+    assert len(world.pager.triggers) == 1

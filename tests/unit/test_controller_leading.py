@@ -119,7 +119,7 @@ def test_a_failed_list_is_logged_and_the_term_ticks_from_the_watch(
 def test_a_decision_an_earlier_term_left_unwritten_is_dropped_when_it_leads_again() -> None:
     world = World()
     old = breached_at_half(world)
-    world.kube.fail_patches(count=1)
+    world.kube.fail_patches(count=1, skip=1)  # the intent is written, the rest not
     with pytest.raises(InjectedFault):
         world.tick(old, 150, obs(BREACH))  # rolled back, but the RolledBack status is not written
     assert old._ledger.pending(("ml", "scorer")) is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from canaryguard.core.paging import DEFAULT_EVENTS_URL
+from canaryguard.core.paging import DEFAULT_EVENTS_URL, DeliveryOutcome
 from canaryguard.runtime.controller import Controller
 from tests.unit.fakes import FakePager, InjectedFault, World
 from tests.unit.scenario import BREACH, HEALTHY, obs, spec_dict
@@ -123,3 +123,58 @@ def test_a_dry_run_breach_moves_no_weight_and_pages_nobody() -> None:
     assert world.kube.secret_reads == []  # the routing key is not even read
     reasons = [r for _, r in world.kube.reasons()]
     assert reasons == ["Started", "WouldAdvance", "WouldRollBack"]
+
+
+def test_two_rolled_back_revisions_then_a_promoted_one_resolve_both_incidents_once() -> None:
+    """r1 rolled back (incident A), r2 rolled back (incident B), r3 promoted: both are
+    resolved, each with its own dedup key; A's first resolve fails (503 after retries) and is
+    sent again at a later tick while the rollout stays Promoted; B is never sent twice."""
+    data = spec_dict()
+    data["revision"] = "r1"
+    world = World(data)
+    controller = r1_rolled_back(world)
+    edit_spec(world, revision="r2")
+    world.tick(controller, 200, obs(HEALTHY))
+    for second in (230, 260, 290):
+        world.tick(controller, second, obs(BREACH))
+    status = world.kube.status()
+    assert (status["phase"], status["page"]["state"]) == ("RolledBack", "Delivered")
+    key_r2 = status["page"]["dedupKey"]
+    assert world.pager.dedup_keys == [KEY_R1, key_r2]
+
+    edit_spec(world, revision="r3")
+    for second in (400, 460, 580):
+        world.tick(controller, second, obs(HEALTHY))
+    status = world.kube.status()
+    assert status["olderIncidents"] == [
+        {"dedupKey": KEY_R1, "revision": "r1", "state": "Open", "attempts": 0}
+    ]
+    assert status["previousIncident"]["dedupKey"] == key_r2
+    world.pager = FakePager(
+        DeliveryOutcome.EXHAUSTED, DeliveryOutcome.DELIVERED, journal=world.journal
+    )
+    controller = world.controller()  # on the new pager (everything it needs is stored)
+
+    world.tick(controller, 700, obs(HEALTHY))
+
+    assert [key for _, _, key in world.pager.resolves] == [KEY_R1, key_r2]
+    status = world.kube.status()
+    assert status["phase"] == "Promoted"
+    assert status["previousIncident"]["state"] == "Resolved"
+    (older,) = status["olderIncidents"]
+    assert (older["state"], older["failures"], older["retryAt"]) == (
+        "Resolving",
+        1,
+        "2024-06-01T12:11:45Z",
+    )
+
+    world.tick(controller, 730, obs(HEALTHY))
+    world.tick(controller, 760, obs(HEALTHY))
+
+    assert [key for _, _, key in world.pager.resolves] == [KEY_R1, key_r2, KEY_R1]
+    status = world.kube.status()
+    assert [i["state"] for i in [*status["olderIncidents"], status["previousIncident"]]] == [
+        "Resolved",
+        "Resolved",
+    ]
+    assert status["phase"] == "Promoted"

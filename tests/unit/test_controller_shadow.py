@@ -70,7 +70,7 @@ def test_crash_after_the_shadow_rollback_write_is_rolled_back_again_while_it_bre
     controller = world.controller()
     world.tick(controller, 0, obs(HEALTHY))
     world.tick(controller, 20, obs(BREACH))
-    world.kube.fail_patches(1)
+    world.kube.fail_patches(2)  # the rollback's intent, then its status
     with pytest.raises(InjectedFault):
         world.tick(controller, 80, obs(BREACH))
     assert mirror(world) == (None, None)
@@ -105,7 +105,7 @@ def test_crash_after_the_shadow_rollback_write_is_recorded_after_the_lookback() 
     controller = world.controller()
     world.tick(controller, 0, obs(HEALTHY))
     world.tick(controller, 20, obs(BREACH))
-    world.kube.fail_patches(1)
+    world.kube.fail_patches(2)  # the rollback's intent, then its status
     with pytest.raises(InjectedFault):
         world.tick(controller, 80, obs(BREACH))
     assert mirror(world) == (None, None)  # the route was written, the status was not
@@ -139,7 +139,7 @@ def test_crash_after_a_shadow_rollback_set_to_event_is_recorded_without_a_page()
     controller = world.controller()
     world.tick(controller, 0, obs(HEALTHY))
     world.tick(controller, 20, obs(BREACH))
-    world.kube.fail_patches(1)
+    world.kube.fail_patches(2)  # the rollback's intent, then its status
     with pytest.raises(InjectedFault):
         world.tick(controller, 80, obs(BREACH))
     posted = world.kube.reasons().count(("Warning", "RolledBack"))

@@ -162,20 +162,87 @@ def promote_r2_as(r: Rollout, revision: str, start: float) -> engine.TickResult:
     return r.tick(start + 300)
 
 
-def test_a_next_revision_also_rolled_back_carries_its_own_incident_instead() -> None:
-    r = rolled_back_r1()
-    r.spec = make_spec(with_revision("r2"))
-    r.tick(200)
-    r.tick(260, obs(BREACH))
-    r.tick(320, obs(BREACH))
+def roll_back_as(r: Rollout, revision: str, start: float) -> str:
+    """Revision `revision` from `start`, breaching from +60 s and rolled back at +120 s with
+    its page delivered; its page's dedup key."""
+    r.spec = make_spec(with_revision(revision))
+    r.tick(start)
+    r.tick(start + 60, obs(BREACH))
+    r.tick(start + 120, obs(BREACH))
     assert r.status.phase == "RolledBack"
     assert r.status.page is not None
-    r2_key = r.status.page.dedup_key
+    r.status = engine.record_page_result(r.status, True, False, None, at(start + 121))
+    return r.status.page.dedup_key
+
+
+def test_a_next_revision_also_rolled_back_keeps_both_incidents_and_resolves_both() -> None:
+    """r1 rolled back (incident A), r2 rolled back (incident B), r3 promoted: A and B are
+    both resolved, each once, oldest first; B alone was resolved before."""
+    r = rolled_back_r1()
+    r2_key = roll_back_as(r, "r2", 200)
     assert r2_key == "canaryguard/ml/scorer/r2"
     # r2 is not promoted: r1's incident is still open and nothing is resolved.
     assert r.status.previous_incident == IncidentStatus(KEY_R1, "r1")
-    promoted = promote_r2_as(r, "r3", 400)
-    assert resolves(promoted.actions) == [r2_key]
+    r.spec = make_spec(with_revision("r3"))
+    r.tick(400)
+    assert r.status.older_incidents == (IncidentStatus(KEY_R1, "r1"),)
+    assert r.status.previous_incident == IncidentStatus(r2_key, "r2")
+    assert r.status.to_dict()["olderIncidents"] == [
+        {"dedupKey": KEY_R1, "revision": "r1", "state": "Open", "attempts": 0}
+    ]
+    r.tick(460)
+    r.tick(580)
+    promoted = r.tick(700)
+
+    assert resolves(promoted.actions) == [KEY_R1, r2_key]
+    assert events(promoted.actions) == [
+        ("Normal", "Promoted"),
+        ("Normal", "ResolvingIncident"),
+        ("Normal", "ResolvingIncident"),
+    ]
+    assert [i.state for i in r.status.incidents] == ["Resolving", "Resolving"]
+    assert {i.resolved_by for i in r.status.incidents} == {"r3"}
+
+
+def test_each_incident_s_resolve_is_recorded_by_its_key_and_a_failed_one_retried_alone() -> None:
+    r = rolled_back_r1()
+    r2_key = roll_back_as(r, "r2", 200)
+    promote_r2_as(r, "r3", 400)
+    r.status = engine.record_resolve_result(r.status, True, False, None, at(701), 1, r2_key)
+    r.status = engine.record_resolve_result(r.status, False, False, "HTTP 503", at(701), 1, KEY_R1)
+    older, newest = r.status.incidents
+    assert (newest.dedup_key, newest.state, newest.resolved_at) == (r2_key, "Resolved", at(701))
+    assert (older.dedup_key, older.state, older.retry_at) == (KEY_R1, "Resolving", at(706))
+    assert r.status.phase == "Promoted"  # a resolve not delivered never holds the phase
+    assert resolves(r.tick(705.999).actions) == []
+    assert resolves(r.tick(706).actions) == [KEY_R1]  # the delivered one is never sent again
+    r.status = engine.record_resolve_result(r.status, True, False, None, at(707), 1, KEY_R1)
+    assert [i.state for i in r.status.incidents] == ["Resolved", "Resolved"]
+    assert r.tick(800).actions == ()
+    assert r.tick(2000).actions == ()
+
+
+def test_more_than_ten_unresolved_incidents_drop_the_oldest_with_a_warning() -> None:
+    """Each of r1..r11 rolled back: r12 tracks the ten newest; r1's is dropped with a
+    Warning event and a history entry naming its key, and only the ten are resolved."""
+    r = rolled_back_r1()
+    keys = [KEY_R1]
+    for n in range(2, 12):
+        keys.append(roll_back_as(r, f"r{n}", 200 * n))
+    r.spec = make_spec(with_revision("r12"))
+    restarted = r.tick(3000)
+
+    assert events(restarted.actions)[:2] == [
+        ("Normal", "RevisionChanged"),
+        ("Warning", "IncidentNotTracked"),
+    ]
+    note = [h for h in r.status.history if h.action == "IncidentNotTracked"]
+    assert len(note) == 1 and KEY_R1 in note[0].message
+    assert [i.dedup_key for i in r.status.incidents] == keys[1:]
+    assert len(r.status.older_incidents) == 9
+    r.tick(3060)
+    r.tick(3180)
+    assert resolves(r.tick(3300).actions) == keys[1:]
 
 
 def test_a_manual_promote_of_the_next_revision_resolves_too() -> None:

@@ -3,6 +3,7 @@
 import asyncio
 import math
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ class Source:
     def __init__(self, answer: Callable[[str], list[Sample]]) -> None:
         self.answer = answer
 
-    async def query(self, promql: str) -> list[Sample]:
+    async def query(self, promql: str, at: datetime | None = None) -> list[Sample]:
         return self.answer(promql)
 
 

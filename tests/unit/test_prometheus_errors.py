@@ -3,7 +3,10 @@ against a local HTTP server answering as Prometheus does."""
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -22,8 +25,10 @@ PARSE_ERROR = (
 
 class _Handler(BaseHTTPRequestHandler):
     answer: tuple[int, bytes] = (200, b"")
+    paths: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
+        self.paths.append(self.path)
         status, body = self.answer
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -68,3 +73,16 @@ def test_an_error_body_that_is_not_json_is_quoted_as_it_came(
 def test_a_5xx_is_an_outage_not_a_rejection(server: ThreadingHTTPServer) -> None:
     with pytest.raises(PrometheusUnavailable, match="HTTP 503"):
         client(server, (503, b'{"status":"error","error":"overloaded"}')).query_blocking("up")
+
+
+def test_an_instant_query_is_evaluated_at_the_time_given_to_the_millisecond(
+    server: ThreadingHTTPServer,
+) -> None:
+    answer = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+    _Handler.paths.clear()
+    at = datetime(2024, 6, 1, 12, 0, 30, 250000, tzinfo=UTC)
+    assert client(server, (200, answer)).query_blocking("up", at) == []
+    assert client(server, (200, answer)).query_blocking("up") == []
+    sent = [parse_qs(urlsplit(path).query) for path in _Handler.paths]
+    assert sent[0]["time"] == [f"{at.timestamp():.3f}"] == ["1717243230.250"]
+    assert "time" not in sent[1]  # none given: when Prometheus receives it

@@ -150,3 +150,29 @@ def test_an_httproute_rollout_ticks_from_the_cache_its_first_read_started() -> N
     assert counted("httproutes", "get") == gets + 1 + len(world.router.writes)
     assert counted("virtualservices", "get") == vs_gets
     assert len(starts) == 1 + 20
+
+
+def test_kept_objects_leave_their_managed_fields_behind_and_the_original_untouched() -> None:
+    store = RouteStore()
+    served = versioned(5, 50, 50)
+    served["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    store.put(served)
+    store.replace_scope(
+        "other", [{**served, "metadata": {**served["metadata"], "namespace": "other"}}]
+    )
+    for namespace in ("ml", "other"):
+        kept = store.get(namespace, "scorer")
+        assert kept is not None and "managedFields" not in kept["metadata"]
+        assert kept["spec"] == served["spec"] and kept["metadata"]["resourceVersion"] == "5"
+    assert "managedFields" in served["metadata"]  # the watch's own object is not changed
+
+
+def test_the_controller_keeps_rollouts_without_their_managed_fields() -> None:
+    world = RouteWorld()
+    controller = world.controller()
+    body = copy.deepcopy(world.kube.get())
+    body["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    body["metadata"]["resourceVersion"] = "999"
+    controller.seen("MODIFIED", body)
+    kept = controller._bodies[("ml", "scorer")]
+    assert "managedFields" not in kept["metadata"] and kept["spec"] == body["spec"]

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
+from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from canaryguard.core.backtest import tick_times
 from canaryguard.runtime.scheduler import SLOT, Scheduler, scheduled_time, spread_offset
 from tests.unit.test_scheduler import VirtualClock, recorder, run_for, run_virtual
 
@@ -71,7 +75,7 @@ def test_a_spec_change_ticks_at_once_outside_the_slots() -> None:
     assert calls["a"] == [0.0, 10.25, 41.0]
 
 
-def test_a_slotted_tick_takes_its_slot_as_its_time_unless_it_starts_a_slot_late() -> None:
+def test_a_slotted_tick_takes_its_slot_as_its_time_or_when_late_the_second_it_starts_in() -> None:
     seen: list[tuple[str, float, float | None]] = []
 
     async def main(clock: VirtualClock) -> None:
@@ -86,10 +90,59 @@ def test_a_slotted_tick_takes_its_slot_as_its_time_unless_it_starts_a_slot_late(
         await run_for(s, 40)
 
     run_virtual(main)
-    # Added at once: not slotted. Then slots on whole wall seconds (wall = clock + 1000.5):
-    # the slot after 30.25 + 1000.5 is 1031, at 30.5 on the clock.
-    assert [t for _, _, t in seen[:3]] == [None, None, None]
+    # Added at once: not slotted, the first takes the moment it was due (0.25 + 1000.5); the
+    # other two start a slot late or more (after `slow`, at 1.75 and 2.0), so each takes the
+    # whole wall-clock second it starts in: the same one, so they would share a batch.
+    # Then slots on whole wall seconds: the slot after 30.25 + 1000.5 is 1031, at 30.5.
+    assert [(k, t) for k, _, t in seen[:3]] == [("slow", 1000.75), ("a", 1002.0), ("b", 1002.0)]
     slow, a, b = seen[3:6]
     assert slow == ("slow", 30.5, 1031.0)
-    assert a[0] == "a" and a[2] is None  # waited 1.5 s for the one slot in flight
-    assert b[2] is None
+    assert a == ("a", 32.0, 1032.0)  # waited 1.5 s for the one place in flight
+    assert b == ("b", 32.25, 1032.0)
+
+
+def test_a_short_interval_tick_takes_its_time_on_the_grid_even_when_it_starts_late() -> None:
+    seen: list[tuple[str, float, float | None]] = []
+
+    async def main(clock: VirtualClock) -> None:
+        async def tick(key: Hashable) -> None:
+            seen.append((str(key), clock(), scheduled_time()))
+            await asyncio.sleep(0.375 if key == "busy" else 0.0)
+
+        # Wall time is 1000 s ahead, plus half a millisecond: times are whole milliseconds.
+        s = Scheduler(tick, concurrency=1, clock=clock, wall=lambda: clock() + 1000.0005)
+        clock.now = 0.25
+        s.upsert("busy", 1.0)
+        s.upsert("x", 1.0)
+        await run_for(s, 1.875)
+
+    run_virtual(main)
+    # x waits 0.375 s for busy's place each time, yet its time is its due time on the grid.
+    assert seen == [
+        ("busy", 0.25, 1000.25),
+        ("x", 0.625, 1000.25),
+        ("busy", 1.25, 1001.25),
+        ("x", 1.625, 1001.25),
+    ]
+
+
+@pytest.mark.parametrize("interval", [1.0, 2.5, 30.0, 45.0])
+def test_the_scheduler_s_tick_times_are_the_backtest_s_grid_from_the_first(interval: float) -> None:
+    times: list[float | None] = []
+
+    async def main(clock: VirtualClock) -> None:
+        async def tick(key: Hashable) -> None:
+            times.append(scheduled_time())
+            await asyncio.sleep(0.125)  # each tick takes a while: nothing drifts
+
+        s = Scheduler(tick, clock=clock, wall=lambda: clock() + 1_700_000_000.375)
+        clock.now = 0.5
+        s.upsert("a", interval)  # new: at once, off the whole second
+        await run_for(s, 10 * interval)
+
+    run_virtual(main)
+    assert None not in times and len(times) >= 10
+    live = [datetime.fromtimestamp(t, UTC) for t in times if t is not None]
+    assert live == tick_times(live[0], live[-1], timedelta(seconds=interval))
+    if interval >= 10:  # slotted after the first
+        assert all(t.microsecond == 0 for t in live[1:]) and live[0].microsecond == 875000

@@ -11,6 +11,7 @@ import pytest
 
 from canaryguard.sim.poisson import poisson
 from canaryguard.sim.rollout import (
+    Outcome,
     Streams,
     ThresholdPolicy,
     Traffic,
@@ -130,3 +131,19 @@ def test_looking_every_tick_keeps_false_alarms_within_the_bound() -> None:
         pooled += crossed_p
     assert stratified / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs)
     assert pooled / runs > 0.5
+
+
+def test_an_outcome_says_when_it_ended_against_the_shared_degradation() -> None:
+    spec = make_spec(spec_dict(slos=[slo_dict(margin={"absolute": 0.01})]))
+    traffic = Traffic(rps=200, baseline_error=0.0, shared_error=0.5, shared_after=60)
+    outcome = simulate_threshold(spec, ThresholdPolicy(0.01, 3), traffic, random.Random(1))
+    # 50% from the tick at 60 s, so both versions fail half their requests over 120-420 s;
+    # checks at 150, 180 and 210 s fail: rolled back while it lasts.
+    assert (outcome.phase, outcome.seconds, outcome.degraded) == ("RolledBack", 210, (120, 420))
+    assert outcome.against_degradation() == "during"
+    failing = Traffic(rps=200, baseline_error=0.001, canary_factor=1000, shared_error=0.5)
+    early = simulate_threshold(spec, ThresholdPolicy(0.01, 3), failing, random.Random(1))
+    assert (early.seconds, early.degraded, early.against_degradation()) == (90, None, "before")
+    assert Outcome("RolledBack", 120, 50, (120, 420)).against_degradation() == "before"
+    assert Outcome("RolledBack", 420, 50, (120, 420)).against_degradation() == "during"
+    assert Outcome("RolledBack", 450, 100, (120, 420)).against_degradation() == "after"

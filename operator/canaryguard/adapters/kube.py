@@ -185,3 +185,14 @@ class KubeClient:
             return base64.b64decode(data[key]).decode().strip()
         except (ValueError, UnicodeDecodeError):
             raise SecretError(f"Secret {namespace}/{name} key {key!r} is not UTF-8 text") from None
+
+
+def lean(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A shallow copy of `obj` without `metadata.managedFields`, which nothing here reads and
+    which is most of a small object's size (a field set per writer): thousands of objects
+    are kept, and their managed fields were most of the operator's memory after its own."""
+    copy = dict(obj)
+    meta = copy.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        copy["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return copy

@@ -1,5 +1,9 @@
 """Prometheus adapter: instant queries with a client and a server-side timeout.
 
+An instant query is evaluated at the time it is given (`time=`, to the millisecond): a tick
+asks at its own time on the grid, so its answer does not depend on when the query reached the
+server, and a range query stepped on the same grid (the backtest) gives the same values.
+
 prometheus-api-client is synchronous, so queries run in worker threads, each with clients
 of its own (a requests session is not promised thread-safe), kept per thread and server so
 connections are reused. Its urllib3 retry is turned off:
@@ -68,8 +72,9 @@ class PrometheusClient:
     retry_budget: float = 10.0
     attempts: int = 3
 
-    def query_blocking(self, promql: str) -> list[Sample]:
-        """Run an instant query, retrying outages within the budget."""
+    def query_blocking(self, promql: str, at: datetime | None = None) -> list[Sample]:
+        """Run an instant query evaluated at `at` (None: when Prometheus receives it),
+        retrying outages within the budget."""
         retrying = Retrying(
             retry=retry_if_exception_type(PrometheusUnavailable),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_budget),
@@ -77,13 +82,13 @@ class PrometheusClient:
             before_sleep=self._log_retry,
             reraise=True,
         )
-        result: list[Sample] = retrying(self._query_once, promql)
+        result: list[Sample] = retrying(self._query_once, promql, at)
         return result
 
-    async def query(self, promql: str) -> list[Sample]:
+    async def query(self, promql: str, at: datetime | None = None) -> list[Sample]:
         """`query_blocking` in a worker thread, so a slow Prometheus never blocks the event
         loop."""
-        return await asyncio.to_thread(self.query_blocking, promql)
+        return await asyncio.to_thread(self.query_blocking, promql, at)
 
     def query_range_blocking(
         self, promql: str, start: datetime, end: datetime, step: float
@@ -119,12 +124,13 @@ class PrometheusClient:
         )
         return [_series(item) for item in raw]
 
-    def _query_once(self, promql: str) -> list[Sample]:
+    def _query_once(self, promql: str, at: datetime | None) -> list[Sample]:
         client = _connection(self.address, self.timeout, tuple(sorted(self.headers.items())))
         # The server-side timeout stops Prometheus evaluating a query nobody waits for.
-        raw = self._guarded(
-            lambda: client.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
-        )
+        params = {"timeout": f"{self.timeout:g}s"}
+        if at is not None:  # milliseconds, as the range queries' grid has them
+            params["time"] = f"{at.timestamp():.3f}"
+        raw = self._guarded(lambda: client.custom_query(promql, params=params))
         return [_sample(item) for item in raw]
 
     @staticmethod

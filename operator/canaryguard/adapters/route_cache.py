@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from canaryguard.adapters import gateway, istio
+from canaryguard.adapters.kube import lean
 from canaryguard.core.ports import Router, RouterWrapper, WeightChange
 from canaryguard.core.spec import Destination
 
@@ -86,7 +87,7 @@ class RouteStore:
         with self._lock:
             kept = self._objects.get(key)
             if kept is None or _version_of(obj) >= _version_of(kept):
-                self._objects[key] = dict(obj)
+                self._objects[key] = lean(obj)
 
     def delete(self, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -100,7 +101,7 @@ class RouteStore:
                 del self._objects[key]
             for obj in objects:
                 meta = obj.get("metadata") or {}
-                self._objects[(str(meta.get("namespace")), str(meta.get("name")))] = dict(obj)
+                self._objects[(str(meta.get("namespace")), str(meta.get("name")))] = lean(obj)
             self._synced[scope] = True
 
     def lost(self, scope: str) -> None:

@@ -3,8 +3,10 @@ timeline of verdicts and decisions, and the outcome (`canaryguard.core.backtest`
 
     canaryguard backtest -f rollout.yaml --prometheus URL --from T1 --to T2
 
-Times are RFC 3339 (`2024-06-01T12:00:00Z`) or UNIX seconds. Each of the rollout's queries is
-asked once as a range query over the period, stepped by its analysis interval.
+Times are RFC 3339 (`2024-06-01T12:00:00Z`) or UNIX seconds. Ticks fall on the operator's
+grid from `--from` (`canaryguard.core.backtest.tick_times`); each of the rollout's queries is
+asked as a range query stepped by its analysis interval, once per run of equally spaced ticks
+(one run, or two when a slotted grid starts off a whole second).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 from canaryguard.adapters.prometheus import PrometheusClient
 from canaryguard.cli.errors import CliError
-from canaryguard.core.backtest import Replay, TickRecord, replay, tick_times
+from canaryguard.core.backtest import Replay, TickRecord, replay, runs, tick_times
 from canaryguard.core.ports import MetricsUnavailable, QueryRefused, Series
 from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError, parse_spec
@@ -72,16 +74,19 @@ def run_backtest(args: argparse.Namespace) -> int:
 
 def backtest_text(args: argparse.Namespace) -> str:
     spec = _read_spec(args.file)
-    tick_times(args.start, args.end, spec.analysis.interval)  # bounds checked before querying
+    interval = spec.analysis.interval
+    times = tick_times(args.start, args.end, interval)  # bounds checked before querying
     client = PrometheusClient(args.prometheus, timeout=args.timeout, retry_budget=args.timeout)
     texts = sorted({q for sq in plan(spec).values() for q in (sq.value, sq.samples)})
-    step = spec.analysis.interval.total_seconds()
+    step = interval.total_seconds()
     answers: dict[str, list[Series]] = {}
     for text in texts:
-        try:
-            answers[text] = client.query_range_blocking(text, args.start, args.end, step)
-        except (MetricsUnavailable, QueryRefused) as exc:
-            raise CliError(f"Prometheus did not answer {text!r}: {exc}") from None
+        answers[text] = []
+        for first, last in runs(times, interval):
+            try:
+                answers[text] += client.query_range_blocking(text, first, last, step)
+            except (MetricsUnavailable, QueryRefused) as exc:
+                raise CliError(f"Prometheus did not answer {text!r}: {exc}") from None
     return render(spec, replay(spec, answers, args.start, args.end), args.start, args.end)
 
 

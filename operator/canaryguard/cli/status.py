@@ -126,13 +126,14 @@ def render_detail(obj: Mapping[str, Any], now: datetime) -> str:
             lines.append(f"  delivered at {format_time(page.delivered_at)}")
         if page.last_error:
             lines.append(f"  last error: {page.last_error}")
-    if (incident := status.previous_incident) is not None:
-        lines += [
-            "",
-            "Previous incident (resolved when this revision is promoted):",
+    if status.incidents:
+        plural = "s" if len(status.incidents) > 1 else ""
+        lines += ["", f"Previous incident{plural} (resolved when this revision is promoted):"]
+    for incident in status.incidents:
+        lines.append(
             f"  state {incident.state}, revision {incident.revision}, dedup key "
-            f"{incident.dedup_key}",
-        ]
+            f"{incident.dedup_key}"
+        )
         if incident.resolved_at is not None:
             lines.append(
                 f"  resolved at {format_time(incident.resolved_at)} by revision "

@@ -1,9 +1,14 @@
 """The backtest: the engine replayed over history, as if the rollout had run then.
 
-Ticks fall at `start`, `start + interval`, ... up to `end` (the rollout's own interval). Each
-tick's observations come from range queries evaluated on that same grid: every query of the
-rollout (`queries.plan`) asked once for the whole period, and a tick reads each series' point
-at its time (a series without a point there is no data, as an empty instant result is). The
+Ticks fall on the operator's grid from `start` (`canaryguard.core.cadence`): `start`, then
+`start + interval`, ... up to `end`, each in the whole second that follows for intervals of
+10 s and more, as the operator's slotted ticks. A live tick evaluates its queries at its own
+time on that grid, so with `start` a tick the rollout had (its `Started` time, the first
+tick), every replayed tick is evaluated at the instant a live tick was. Each tick's
+observations come from range queries evaluated at those times: every query of the rollout
+(`queries.plan`) asked once per run of equally spaced ticks (`runs`), and a tick reads each
+series' point at its time (a series without a point there is no data, as an empty instant
+result is). The
 engine runs exactly as in the operator, from a rollout never ticked, until it finishes or the
 period ends. Nothing is carried out: the decisions are only recorded, and a page is counted
 as delivered at once so that it is not asked for again. The routed weights are not known
@@ -18,11 +23,12 @@ from datetime import datetime, timedelta
 
 from canaryguard.core import engine
 from canaryguard.core.actions import EmitEvent, Page
+from canaryguard.core.cadence import from_ms, grid_ms, to_ms
 from canaryguard.core.observations import Observations
 from canaryguard.core.ports import Sample, Series
 from canaryguard.core.queries import fold, plan
 from canaryguard.core.spec import Spec
-from canaryguard.core.status import FINISHED, SloStatus, Status, truncate_time
+from canaryguard.core.status import FINISHED, SloStatus, Status
 
 MAX_TICKS = 100_000
 
@@ -54,15 +60,36 @@ class Replay:
 
 
 def tick_times(start: datetime, end: datetime, interval: timedelta) -> list[datetime]:
-    """`start`, `start + interval`, ... up to and including `end`."""
-    if interval <= timedelta(0):
+    """The operator's tick grid from `start` (`cadence.grid_ms`) up to and including `end`,
+    to the millisecond."""
+    interval_ms = interval // timedelta(milliseconds=1)
+    if interval_ms <= 0:
         raise ValueError("the interval must be positive")
     if end < start:
         raise ValueError("the end must not be before the start")
-    count = int((end - start) / interval) + 1
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    count = (end_ms - start_ms) // interval_ms + 1
     if count > MAX_TICKS:
         raise ValueError(f"{count} ticks: at most {MAX_TICKS} (shorten the period)")
-    return [start + interval * k for k in range(count)]
+    times = []
+    for k in range(count):
+        at = grid_ms(start_ms, interval_ms, k)
+        if at > end_ms:
+            break
+        times.append(from_ms(at))
+    return times
+
+
+def runs(times: Sequence[datetime], interval: timedelta) -> list[tuple[datetime, datetime]]:
+    """The tick times as runs of ticks exactly `interval` apart, each as (first, last): one
+    range query stepped by the interval answers each run."""
+    found: list[tuple[datetime, datetime]] = []
+    for at in times:
+        if found and at - found[-1][1] == interval:
+            found[-1] = (found[-1][0], at)
+        else:
+            found.append((at, at))
+    return found
 
 
 def _key(at: datetime) -> int:
@@ -103,7 +130,7 @@ def replay(
     tick that finishes the rollout."""
     status = Status()
     records = []
-    times = tick_times(truncate_time(start), truncate_time(end), spec.analysis.interval)
+    times = tick_times(start, end, spec.analysis.interval)
     for index, at in enumerate(times):
         result = engine.tick(spec, status, observations_at(spec, answers, at), at)
         status = result.status

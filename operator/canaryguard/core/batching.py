@@ -17,6 +17,7 @@ Pure: rendering text and reading answers; running the query is the runtime's job
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -69,9 +70,9 @@ class Builtin:
             quantile,
         )
 
-    @property
+    @functools.cached_property
     def shape(self) -> tuple[object, ...]:
-        """What queries answered together must share."""
+        """What queries answered together must share (computed once per member)."""
         names = tuple(name for name, _ in self.selector)
         return (self.metric, self.lookback, self.codes, self.quantile, names, self.version_label)
 
@@ -88,11 +89,32 @@ class Builtin:
 def union_size(members: Iterable[Builtin]) -> int:
     """Characters of the distinct selector values and versions of `members` (the regexes'
     length): a batch is cut before its query grows too long for a URL."""
-    seen: set[tuple[str, str]] = set()
+    union = Union()
     for member in members:
-        seen.update(member.selector)
-        seen.update((member.version_label, v) for v in member.versions)
-    return sum(len(promql.escape_regex(value)) + 1 for _, value in seen)
+        union.add(member)
+    return union.size
+
+
+def _values(member: Builtin) -> list[tuple[str, str]]:
+    return [*member.selector, *((member.version_label, v) for v in member.versions)]
+
+
+class Union:
+    """The distinct selector values and versions of a growing batch and their `union_size`,
+    kept as members join (each join costs its own values, not the whole batch's)."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+        self.size = 0
+
+    def size_with(self, member: Builtin) -> int:
+        """The union's size were `member` added."""
+        extra = {pair for pair in _values(member) if pair not in self._seen}
+        return self.size + sum(len(promql.escape_regex(value)) + 1 for _, value in extra)
+
+    def add(self, member: Builtin) -> None:
+        self.size = self.size_with(member)
+        self._seen.update(_values(member))
 
 
 def render(members: Sequence[Builtin]) -> str:
@@ -140,12 +162,30 @@ def pick(samples: Sequence[Sample], member: Builtin) -> list[Sample]:
     only (as its own query would answer): the rows whose selector labels have its values
     (a label a series lacks reads as "", as Prometheus matches it) and whose version is one
     of its two."""
-    label = member.version_label
-    out = []
-    for sample in samples:
-        labels = sample.labels
-        if all(labels.get(name, "") == value for name, value in member.selector):
-            version = labels.get(label)
+    return Rows(samples, member).of(member)
+
+
+class Rows:
+    """A batched answer indexed once by the selector values of its shape (`like`'s), so
+    that each member's rows (`of`, as `pick` gives them) are found without a scan."""
+
+    def __init__(self, samples: Sequence[Sample], like: Builtin) -> None:
+        self._names = tuple(name for name, _ in like.selector)
+        self._label = like.version_label
+        self._index: dict[tuple[str, ...], list[Sample]] = {}
+        for sample in samples:
+            labels = sample.labels
+            key = tuple(labels.get(name, "") for name in self._names)
+            self._index.setdefault(key, []).append(sample)
+
+    def of(self, member: Builtin) -> list[Sample]:
+        """`member`'s rows (a member of the shape the index was built for)."""
+        if tuple(name for name, _ in member.selector) != self._names:
+            raise ValueError("a member of another shape")
+        label = member.version_label
+        out = []
+        for sample in self._index.get(tuple(value for _, value in member.selector), ()):
+            version = sample.labels.get(label)
             if version in member.versions:
                 out.append(Sample({label: version}, sample.value))
-    return out
+        return out

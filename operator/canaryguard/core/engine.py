@@ -28,6 +28,12 @@ DESIGN.md "Decision semantics":
    since: that is a rollback whose status was lost in a crash, and it is recorded (and
    paged per `onBreach`) as for a step's canary found pulled to 0%.
 
+A rollback is decided in two records: its intent (`TickResult.intent`: the rollout as it
+was, plus the rollback and its page Pending), stored before the weights are written, and the
+status RolledBack. A tick that finds an intent not yet completed (`rollback` set, phase not
+finished) completes that rollback and pages, judging nothing first: a crash between the two
+records never leaves the canary's rollback to what the verdicts show after the restart.
+
 A manual request (`promote` or `abort`, from the `canaryguard.io/request` annotation) not yet
 in `status.lastRequest` is carried out first and ends the tick: nothing is judged. On a
 finished rollout, or when made for another revision or object, it is recorded without effect.
@@ -45,9 +51,11 @@ and the baseline always counts as serving. Turning dryRun on or off starts the s
 again, as a new revision does.
 
 Closing the loop: a revision that replaces one whose rollback paged carries that incident
-along (`previousIncident`); when the new revision is promoted, the incident is resolved with
-a PagerDuty `resolve` of the same dedup key. Like the page, the intent (Resolving) is
-recorded before it is sent, and it is sent again after a restart until delivered.
+along (`previousIncident`), and the unresolved ones that revision carried itself
+(`olderIncidents`, at most ten in all); when a revision is promoted, every one of them is
+resolved with a PagerDuty `resolve` of its dedup key, once per key. Like the page, the
+intent (Resolving) is recorded before it is sent, and it is sent again after a restart until
+delivered; one not delivered is retried on later ticks, the phase staying Promoted.
 
 This module decides; the words of each decision (events, conditions, status messages, the
 page's summary and details) come from `messages`.
@@ -73,6 +81,7 @@ from canaryguard.core.spec import Slo, Spec
 from canaryguard.core.status import (
     EVIDENCE_LIMIT,
     FINISHED,
+    INCIDENT_LIMIT,
     ConditionStatus,
     HistoryEntry,
     IncidentStatus,
@@ -111,10 +120,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TickResult:
-    """The status to store and the actions to carry out, in order."""
+    """The status to store and the actions to carry out, in order.
+
+    `intent`, set only on a tick that rolls back (not in a dry run), is the status to store
+    before any action: the rollout as it was, plus the rollback decided (reason, evidence)
+    and its page Pending. A restart that finds it (`rollback` set, phase not finished)
+    completes that rollback and pages, whatever the verdicts say by then.
+    """
 
     status: Status
     actions: tuple[Action, ...]
+    intent: Status | None = None
 
 
 def tick(spec: Spec, status: Status, observations: Observations, now: datetime) -> TickResult:
@@ -137,7 +153,10 @@ def tick(spec: Spec, status: Status, observations: Observations, now: datetime) 
     elif restarts(spec, status):
         status = _restart(status, revision, log, messages.dry_run_toggled(spec.dry_run))
     status = replace(status, dry_run=spec.dry_run)
-    status, decided = _manual(spec, status, log)
+    if _rollback_interrupted(status):
+        status, decided = _complete_rollback(spec, status, log), True
+    else:
+        status, decided = _manual(spec, status, log)
     if decided:
         pass  # a person decided this tick: nothing is judged
     elif status.phase in FINISHED:
@@ -264,16 +283,22 @@ def record_resolve_result(
     error: str | None,
     now: datetime,
     attempts: int = 1,
+    dedup_key: str | None = None,
 ) -> Status:
-    """Record one delivery of the pending resolve of `previousIncident`, as
-    `record_page_result` does for the page: Resolved, Failed (a 4xx other than 429, never
-    retried), or still Resolving with the next attempt backed off. A result for an incident
-    that is not Resolving changes nothing."""
-    incident = status.previous_incident
-    if incident is None or incident.state != "Resolving":
+    """Record one delivery of the pending resolve of the incident with `dedup_key` (None:
+    `previousIncident`'s), as `record_page_result` does for the page: Resolved, Failed (a 4xx
+    other than 429, never retried), or still Resolving with the next attempt backed off. A
+    result for an incident that is not Resolving changes nothing."""
+    incidents = list(status.incidents)
+    if dedup_key is None and status.previous_incident is not None:
+        dedup_key = status.previous_incident.dedup_key
+    index = next((i for i, x in enumerate(incidents) if x.dedup_key == dedup_key), None)
+    if index is None or incidents[index].state != "Resolving":
         return status
+    incident = incidents[index]
     now = truncate_time(now)
     attempts = incident.attempts + max(attempts, 0)
+    entry: tuple[str, str, str] | None = None
     if delivered:
         incident = replace(
             incident,
@@ -283,24 +308,25 @@ def record_resolve_result(
             last_error=None,
             retry_at=None,
         )
-        message = messages.incident_resolved(incident)
-        status = replace(status, previous_incident=incident)
-        return status.with_history([_entry(status, now, "IncidentResolved", "Delivered", message)])
-    detail = messages.page_error(error)
-    if permanent_failure:
+        entry = ("IncidentResolved", "Delivered", messages.incident_resolved(incident))
+    elif permanent_failure:
+        detail = messages.page_error(error)
         incident = replace(incident, state="Failed", attempts=attempts, last_error=detail)
-        message = messages.incident_not_resolved(detail)
-        status = replace(status, previous_incident=incident)
-        return status.with_history([_entry(status, now, "ResolveFailed", "Rejected", message)])
-    failures = incident.failures + 1
-    incident = replace(
-        incident,
-        attempts=attempts,
-        last_error=detail,
-        failures=failures,
-        retry_at=now + page_retry_delay(failures),
-    )
-    return replace(status, previous_incident=incident)
+        entry = ("ResolveFailed", "Rejected", messages.incident_not_resolved(detail))
+    else:
+        failures = incident.failures + 1
+        incident = replace(
+            incident,
+            attempts=attempts,
+            last_error=messages.page_error(error),
+            failures=failures,
+            retry_at=now + page_retry_delay(failures),
+        )
+    incidents[index] = incident
+    status = _with_incidents(status, incidents)
+    if entry is None:
+        return status
+    return status.with_history([_entry(status, now, *entry)])
 
 
 PAGE_RETRY_FIRST = timedelta(seconds=5)
@@ -353,6 +379,7 @@ class _Log:
         self.dry_run = dry_run
         self.actions: list[Action] = []
         self.history: list[HistoryEntry] = []
+        self.intent: Status | None = None
 
     def act(self, action: Action) -> None:
         """Ask for an action; a dry run never moves weights and never pages."""
@@ -375,7 +402,7 @@ class _Log:
         self.history.append(_entry(status, self.now, action, reason, message))
 
     def result(self, status: Status) -> TickResult:
-        return TickResult(status.with_history(self.history), tuple(self.actions))
+        return TickResult(status.with_history(self.history), tuple(self.actions), self.intent)
 
 
 def _entry(status: Status, now: datetime, action: str, reason: str, message: str) -> HistoryEntry:
@@ -385,14 +412,16 @@ def _entry(status: Status, now: datetime, action: str, reason: str, message: str
 def _restart(status: Status, revision: str, log: _Log, message: str | None = None) -> Status:
     """A new revision (or dryRun turned on or off): the schedule starts over; breach, outage,
     rollback and page are cleared, and the page's incident is carried along to be resolved
-    when a revision is promoted.
+    when a revision is promoted, after the unresolved ones this revision carried (at most
+    INCIDENT_LIMIT in all: the oldest beyond are dropped, each with a Warning event and a
+    history entry saying it will not be resolved).
 
     The canary weight is kept because it is what the VirtualService still has: the start
     that follows moves it to step 0 (or to 0 when paused). A dry run's weight was never set,
     so it is not kept.
     """
     old = status.revision
-    status = Status(
+    fresh = Status(
         revision=revision,
         observed_generation=status.observed_generation,
         canary_weight=None if status.dry_run else status.canary_weight,
@@ -400,43 +429,62 @@ def _restart(status: Status, revision: str, log: _Log, message: str | None = Non
         last_request=status.last_request,
         history=status.history,
         dry_run=status.dry_run,
-        previous_incident=_carried_incident(status),
     )
+    carried = _carried_incidents(status)
+    dropped, kept = carried[:-INCIDENT_LIMIT], carried[-INCIDENT_LIMIT:]
+    status = _with_incidents(fresh, kept)
     message = message or messages.revision_changed(old, revision)
     log.decide(status, "Normal", "RevisionChanged", "NewRevision", message)
+    for incident in dropped:
+        note = messages.incident_not_tracked(incident, INCIDENT_LIMIT)
+        log.decide(status, "Warning", "IncidentNotTracked", "TooManyIncidents", note)
     return status
 
 
-def _carried_incident(status: Status) -> IncidentStatus | None:
-    """The incident a restarted revision leaves to be resolved: its own rollback's page (unless
-    PagerDuty refused it: then there is no incident), else one it carried itself and that is
-    not resolved yet. An older incident replaced by a newer one stays open for on-call."""
+def _carried_incidents(status: Status) -> list[IncidentStatus]:
+    """The incidents a restarted revision leaves to be resolved, oldest first: those it
+    carried itself and that are not resolved yet, then its own rollback's page (unless
+    PagerDuty refused it: then there is no incident). One entry per dedup key."""
+    kept = [i for i in status.incidents if i.state in ("Open", "Resolving")]
     page = status.page
     if page is not None and page.state != "Failed" and status.revision is not None:
-        return IncidentStatus(page.dedup_key, status.revision)
-    kept = status.previous_incident
-    if kept is not None and kept.state in ("Open", "Resolving"):
-        return kept
-    return None
+        kept = [i for i in kept if i.dedup_key != page.dedup_key]
+        kept.append(IncidentStatus(page.dedup_key, status.revision))
+    return kept
+
+
+def _with_incidents(status: Status, incidents: Sequence[IncidentStatus]) -> Status:
+    """`status` tracking `incidents` (oldest first): the newest as `previousIncident`."""
+    return replace(
+        status,
+        previous_incident=incidents[-1] if incidents else None,
+        older_incidents=tuple(incidents[:-1]),
+    )
 
 
 def _resolve_incident(spec: Spec, status: Status, log: _Log) -> Status:
-    """Once promoted, resolve the incident an earlier revision's rollback opened: record the
-    intent (Resolving) and ask for the resolve; while it is not delivered, ask again when its
-    retry is due. A dry run resolves nothing, and neither does a rollout without paging."""
-    incident = status.previous_incident
-    if incident is None or status.phase != "Promoted" or spec.dry_run or spec.paging is None:
+    """Once promoted, resolve every incident an earlier revision's rollback opened: record the
+    intent (Resolving) and ask for the resolve, one per dedup key; while one is not
+    delivered, ask again when its retry is due (the phase stays Promoted meanwhile). A dry
+    run resolves nothing, and neither does a rollout without paging."""
+    incidents = status.incidents
+    if not incidents or status.phase != "Promoted" or spec.dry_run or spec.paging is None:
         return status
-    if incident.state == "Open":
-        incident = replace(incident, state="Resolving", resolved_by=status.revision)
-        status = replace(status, previous_incident=incident)
-        log.act(Resolve(incident.dedup_key))
+    after, opened = [], []
+    for incident in incidents:
+        if incident.state == "Open":
+            incident = replace(incident, state="Resolving", resolved_by=status.revision)
+            opened.append(incident)
+            log.act(Resolve(incident.dedup_key))
+        elif incident.state == "Resolving" and (
+            incident.retry_at is None or log.now >= incident.retry_at
+        ):
+            log.act(Resolve(incident.dedup_key))
+        after.append(incident)
+    status = _with_incidents(status, after)
+    for incident in opened:
         message = messages.incident_resolving(incident, status.revision or "")
         log.decide(status, "Normal", "ResolvingIncident", "Promoted", message)
-    elif incident.state == "Resolving" and (
-        incident.retry_at is None or log.now >= incident.retry_at
-    ):
-        log.act(Resolve(incident.dedup_key))
     return status
 
 
@@ -982,11 +1030,45 @@ def _rollback(
 ) -> Status:
     """All traffic to the baseline, one page (if `page` and paging is set up), one Warning
     event. A rollback in the shadow phase also removes the mirror (in the same write) and
-    says so."""
+    says so.
+
+    The rollback is recorded as an intent first (`TickResult.intent`, stored before the
+    weights are written): a crash anywhere after that leaves a status from which the next
+    tick completes this very rollback (`_complete_rollback`) and pages once."""
+    if status.shadowing and rollback.reason != "Manual":
+        rollback = replace(rollback, message=messages.in_shadow(rollback.message))
+    paged = page and spec.paging is not None and not spec.dry_run
+    if not spec.dry_run:
+        log.intent = replace(
+            status,
+            rollback=rollback,
+            page=PageStatus(dedup_key(spec, status.revision or "")) if paged else None,
+        ).with_condition("Progressing", "False", "RollingBack", rollback.message, log.now)
+    return _roll_back(spec, status, rollback, log, paged, event)
+
+
+def _rollback_interrupted(status: Status) -> bool:
+    """Whether the status holds a rollback's intent whose completion was never recorded (the
+    operator died between the intent and the status after the weight write)."""
+    return status.rollback is not None and status.phase not in FINISHED and not status.dry_run
+
+
+def _complete_rollback(spec: Spec, status: Status, log: _Log) -> Status:
+    """Carry out the rollback whose intent the status holds: weights 100/0 (and no mirror),
+    phase RolledBack, and the page the intent said was due. Nothing is judged first: the
+    decision was taken, and the canary may have no traffic left to be judged on."""
+    rollback = status.rollback
+    assert rollback is not None
+    event = "ManualAbort" if rollback.reason == "Manual" else "RolledBack"
+    paged = status.page is not None and spec.paging is not None and not spec.dry_run
+    return _roll_back(spec, status, rollback, log, paged, event)
+
+
+def _roll_back(
+    spec: Spec, status: Status, rollback: Rollback, log: _Log, paged: bool, event: str
+) -> Status:
     if status.shadowing:
         state: ShadowState = "Skipped" if rollback.reason == "Manual" else "Failed"
-        if state == "Failed":
-            rollback = replace(rollback, message=messages.in_shadow(rollback.message))
         status = replace(status, shadow=_shadow_ended(status, state, log.now))
     status = replace(
         status,
@@ -997,8 +1079,9 @@ def _rollback(
         message=messages.rolled_back(rollback),
     )
     log.act(SetWeights(100, 0))
-    if page and spec.paging is not None and not spec.dry_run:
-        status = replace(status, page=PageStatus(dedup_key(spec, status.revision or "")))
+    if paged:
+        page = status.page or PageStatus(dedup_key(spec, status.revision or ""))
+        status = replace(status, page=page)
         status = status.with_condition("Paged", "False", "Pending", messages.PAGE_PENDING, log.now)
         trigger = _page(spec, status)
         if trigger is not None:

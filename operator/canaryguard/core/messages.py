@@ -444,6 +444,14 @@ def incident_not_resolved(error: str) -> str:
     return f"PagerDuty rejected the resolve, not retried: {error}"
 
 
+def incident_not_tracked(incident: IncidentStatus, limit: int) -> str:
+    return (
+        f"more than {limit} unresolved incidents: the oldest, of rolled-back revision "
+        f"{incident.revision} (dedup key {incident.dedup_key}), is no longer tracked and will "
+        "not be resolved on promotion; close it in PagerDuty"
+    )
+
+
 def _who(spec: Spec) -> str:
     return f"{spec.namespace}/{spec.name}" if spec.name else "a CanaryRollout"
 

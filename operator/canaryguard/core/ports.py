@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from canaryguard.core.election import Lease, LeaseRecord
@@ -48,8 +49,9 @@ class QueryRefused(Exception):
 class MetricsSource(Protocol):
     """Instant queries against one metrics server."""
 
-    async def query(self, promql: str) -> list[Sample]:
-        """The answer, or `MetricsUnavailable` / `QueryRefused`."""
+    async def query(self, promql: str, at: datetime | None = None) -> list[Sample]:
+        """The answer evaluated at `at` (None: when the server receives the query), or
+        `MetricsUnavailable` / `QueryRefused`."""
         ...
 
 

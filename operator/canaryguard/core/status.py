@@ -30,6 +30,9 @@ IncidentState = Literal["Open", "Resolving", "Resolved", "Failed"]
 
 FINISHED: frozenset[Phase] = frozenset({"Promoted", "RolledBack"})
 HISTORY_LIMIT = 20
+# Incidents a rollout tracks to resolve on promotion: `previousIncident` and at most this
+# many less one in `olderIncidents` (the oldest is dropped, with a note, past that).
+INCIDENT_LIMIT = 10
 # Conditions are written in this order, so their list never reorders between ticks.
 CONDITION_TYPES = ("Progressing", "Healthy", "MetricsAvailable", "SpecValid", "Paged")
 SIGNIFICANT_DIGITS = 4
@@ -223,6 +226,15 @@ class Status:
 
     dry_run: bool = False
     previous_incident: IncidentStatus | None = None
+    # Incidents of rollbacks before the one in `previous_incident`, oldest first, not resolved
+    # yet when carried into this revision; resolved with it on promotion.
+    older_incidents: tuple[IncidentStatus, ...] = ()
+
+    @property
+    def incidents(self) -> tuple[IncidentStatus, ...]:
+        """Every incident this status tracks, oldest first (`previousIncident` last)."""
+        newest = () if self.previous_incident is None else (self.previous_incident,)
+        return (*self.older_incidents, *newest)
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of that type, if set."""
@@ -280,6 +292,9 @@ class Status:
                 if self.previous_incident is None
                 else _incident_to_dict(self.previous_incident)
             ),
+            "olderIncidents": (
+                [_compact(_incident_to_dict(i)) for i in self.older_incidents] or None
+            ),
         }
 
 
@@ -315,6 +330,9 @@ def status_from_dict(data: Mapping[str, Any] | None) -> Status:
         shadow=_shadow_from(d.object("shadow")),
         dry_run=data.get("dryRun") is True,
         previous_incident=_incident_from(d.object("previousIncident")),
+        older_incidents=tuple(
+            i for i in (_incident_from(x) for x in d.objects("olderIncidents")) if i is not None
+        )[-(INCIDENT_LIMIT - 1) :],
     )
 
 

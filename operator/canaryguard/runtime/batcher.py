@@ -2,10 +2,11 @@
 
 Ticks that run close together (within `window` seconds of the first query of a batch) and
 send the same shape of builtin query (`canaryguard.core.batching`: metric, lookback, selector
-label names, version label) to the same Prometheus with the same credentials share one
-query; each gets back exactly the rows its own query would have answered. A batch is sent
-when its window is over, at once when no tick that may still join it is on its way (so a
-lone tick waits for nobody), or when its regexes would grow too long for a URL.
+label names, version label) to the same Prometheus with the same credentials, to be
+evaluated at the same time (the ticks' time on their grids: slotted ticks of one slot share
+it), share one query; each gets back exactly the rows its own query would have answered. A
+batch is sent when its window is over, at once when no tick that may still join it is on its
+way (so a lone tick waits for nobody), or when its regexes would grow too long for a URL.
 
 A tick waiting for its batch does not count against the scheduler's bound on ticks in
 flight (`scheduler.slot_released`), and the scheduler announces a tick when it dispatches
@@ -24,8 +25,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from canaryguard.core.batching import Builtin, pick, render, union_size
+from canaryguard.core.batching import Builtin, Rows, Union, render
 from canaryguard.core.ports import MetricsConnector, MetricsSource, QueryRefused, Sample
 from canaryguard.runtime import metrics
 from canaryguard.runtime.scheduler import slot_released
@@ -50,13 +52,21 @@ class Target:
 class _Batch:
     target: Target
     shape: tuple[object, ...]
+    at: datetime | None
     members: list[tuple[Builtin, asyncio.Future[list[Sample]]]] = field(default_factory=list)
     distinct: dict[Builtin, None] = field(default_factory=dict)
     budget: float = float("inf")
     timer: asyncio.TimerHandle | None = None
+    union: Union = field(default_factory=Union)
 
     def fits(self, member: Builtin, limit: int) -> bool:
-        return member in self.distinct or union_size([*self.distinct, member]) <= limit
+        return member in self.distinct or self.union.size_with(member) <= limit
+
+    def join(self, member: Builtin, future: asyncio.Future[list[Sample]]) -> None:
+        self.members.append((member, future))
+        if member not in self.distinct:
+            self.distinct[member] = None
+            self.union.add(member)
 
 
 class QueryBatcher:
@@ -79,7 +89,7 @@ class QueryBatcher:
         self._connector = connector
         self._window = window
         self._limit = max_union_chars
-        self._open: dict[tuple[Target, tuple[object, ...]], _Batch] = {}
+        self._open: dict[_Key, _Batch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._coming = 0
 
@@ -109,21 +119,22 @@ class QueryBatcher:
         if poke:
             self._soon()
 
-    async def query(self, target: Target, budget: float, member: Builtin) -> list[Sample]:
-        """The rows of `member`'s query, answered in a batch."""
+    async def query(
+        self, target: Target, budget: float, member: Builtin, at: datetime | None = None
+    ) -> list[Sample]:
+        """The rows of `member`'s query evaluated at `at`, answered in a batch."""
         _ARRIVED.get()(False)  # this tick's queries are here: nobody waits for it any more
-        key = (target, member.shape)
+        key = (target, member.shape, at)
         batch = self._open.get(key)
         if batch is not None and not batch.fits(member, self._limit):
             self._send(key, batch)
             batch = None
         if batch is None:
-            batch = self._open[key] = _Batch(target, member.shape)
+            batch = self._open[key] = _Batch(target, member.shape, at)
             loop = asyncio.get_running_loop()
             batch.timer = loop.call_later(self._window, self._send, key, batch)
         future: asyncio.Future[list[Sample]] = asyncio.get_running_loop().create_future()
-        batch.members.append((member, future))
-        batch.distinct[member] = None
+        batch.join(member, future)
         batch.budget = min(batch.budget, budget)
         self._soon()
         async with slot_released():  # waiting for others: lend the tick's place to them
@@ -140,7 +151,7 @@ class QueryBatcher:
             for key, batch in list(self._open.items()):
                 self._send(key, batch)
 
-    def _send(self, key: tuple[Target, tuple[object, ...]], batch: _Batch) -> None:
+    def _send(self, key: _Key, batch: _Batch) -> None:
         if self._open.get(key) is not batch:
             return  # already sent
         del self._open[key]
@@ -167,10 +178,10 @@ class QueryBatcher:
         metrics.PROMETHEUS_QUERIES.labels(batched="true").inc()
         metrics.QUERY_BATCH_MEMBERS.observe(len(distinct))
         if len(distinct) == 1:  # alone: its own query, answered as it would be unbatched
-            answers = await _answers(source.query, distinct[0].single())
+            answers = await _answers(source.query, distinct[0].single(), batch.at)
             _resolve(batch, lambda member: answers)
             return
-        found = await _answers(source.query, render(distinct))
+        found = await _answers(source.query, render(distinct), batch.at)
         if isinstance(found, QueryRefused):
             # Each member's own query: a refusal is that rollout's, not the batch's.
             log.warning(
@@ -179,24 +190,31 @@ class QueryBatcher:
                 found,
             )
             metrics.PROMETHEUS_QUERIES.labels(batched="false").inc(len(distinct))
-            alone = await asyncio.gather(*(_answers(source.query, m.single()) for m in distinct))
+            alone = await asyncio.gather(
+                *(_answers(source.query, m.single(), batch.at) for m in distinct)
+            )
             by_member = dict(zip(distinct, alone, strict=True))
             _resolve(batch, lambda member: by_member[member])
             return
         if isinstance(found, BaseException):
             _resolve(batch, lambda member: found)
             return
-        rows = found
-        _resolve(batch, lambda member: pick(rows, member))
+        rows = Rows(found, distinct[0])
+        _resolve(batch, rows.of)
 
 
 Answer = list[Sample] | BaseException
+_Key = tuple[Target, tuple[object, ...], datetime | None]
 
 
-async def _answers(query: Callable[[str], Awaitable[list[Sample]]], text: str) -> Answer:
-    """The answer to `text`, or what it raised (cancellation aside)."""
+async def _answers(
+    query: Callable[[str, datetime | None], Awaitable[list[Sample]]],
+    text: str,
+    at: datetime | None,
+) -> Answer:
+    """The answer to `text` evaluated at `at`, or what it raised (cancellation aside)."""
     try:
-        return await query(text)
+        return await query(text, at)
     except Exception as exc:
         return exc
 
@@ -244,8 +262,8 @@ class BatchedSource:
         self._target = target
         self._budget = retry_budget
 
-    async def query(self, promql: str) -> list[Sample]:
-        return await self._plain.query(promql)
+    async def query(self, promql: str, at: datetime | None = None) -> list[Sample]:
+        return await self._plain.query(promql, at)
 
-    async def query_builtin(self, builtin: Builtin) -> list[Sample]:
-        return await self._batcher.query(self._target, self._budget, builtin)
+    async def query_builtin(self, builtin: Builtin, at: datetime | None = None) -> list[Sample]:
+        return await self._batcher.query(self._target, self._budget, builtin, at)

@@ -2,19 +2,24 @@
 
 The decisions are the engine's; this module only moves data between it and the adapters,
 in an order chosen so that a crash at any point loses nothing:
-1. weights first (a rollback protects traffic before anything else is written);
+0. on a rollback only, its intent (`TickResult.intent`: the rollback's reason and evidence,
+   the page Pending, the phase not yet changed), so that a crash after it completes this
+   rollback and pages once, whatever the canary's verdicts say by then;
+1. weights (a rollback protects traffic before anything else is written, but its intent);
 2. the status, with the page marked Pending, before the page is sent;
 3. the page, then its delivery result.
 A crash between 2 and 3 resends the page with the same dedup key after a restart, and
 PagerDuty folds the two into one incident. A status not written after its weights (a failed
 status write, or a failed weight write that lowered the canary and may have landed) is kept
-in memory and decided from at the next tick. A crash between 1 and 2 loses that memory: the
-restarted operator finds the canary lowered below the status' weight: it rolls back again
-while the breach can still be seen, and after that records the rollback from the breach the
-status still shows (the fault campaign's gap, bench/chaos.py, closed since). The shadow
-phase's mirror is part of the weight write (one object write sets, or removes, both), so it
-has no crash window of its own; a shadow rollback cut between its route write and its status
-is recorded as a step's is (the engine's `_mirror_pulled`).
+in memory and decided from at the next tick. A crash between 0 and 2 loses that memory, but
+not the intent: the restarted operator completes the rollback from it (weights 100/0 and no
+mirror, phase RolledBack, the page). An intent that could not be written does not hold the
+weight write back (traffic first); only then does a crash before 2 leave the restarted
+operator to find the canary lowered below the status' weight: it rolls back again while the
+breach can still be seen, and after that records the rollback from the breach the status
+still shows (the fault campaign's gap, bench/chaos.py). The shadow phase's mirror is part of
+the weight write (one object write sets, or removes, both), so it has no crash window of its
+own.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 import urllib3.exceptions
 
-from canaryguard.adapters.kube import merge_patch
+from canaryguard.adapters.kube import lean, merge_patch
 from canaryguard.core import engine
 from canaryguard.core.access import (
     AddressNotAllowed,
@@ -40,6 +45,7 @@ from canaryguard.core.access import (
     strip_credentials,
 )
 from canaryguard.core.actions import EmitEvent, Page, Resolve, SetWeights
+from canaryguard.core.cadence import from_ms
 from canaryguard.core.manual import REQUEST_ANNOTATION
 from canaryguard.core.observations import Observations
 from canaryguard.core.paging import DEFAULT_EVENTS_URL, DeliveryOutcome, Link, PageEvent
@@ -56,7 +62,7 @@ from canaryguard.core.ports import (
     canary_share,
 )
 from canaryguard.core.queries import plan
-from canaryguard.core.spec import Spec, SpecError, parse_spec
+from canaryguard.core.spec import Spec, SpecError
 from canaryguard.core.status import FINISHED, Status, status_from_dict
 from canaryguard.runtime import metrics
 from canaryguard.runtime.batcher import QueryBatcher
@@ -64,6 +70,7 @@ from canaryguard.runtime.conflicts import RouteClaims
 from canaryguard.runtime.observe import QueryRejected, observe
 from canaryguard.runtime.scheduler import Scheduler, TickFn, scheduled_time
 from canaryguard.runtime.sharding import Shard
+from canaryguard.runtime.specs import SpecCache
 from canaryguard.runtime.status_ledger import StatusLedger
 
 log = logging.getLogger(__name__)
@@ -83,7 +90,7 @@ class Settings:
     """Operator-wide knobs (command-line flags). The allowlists say where rollouts may send
     requests, and so the Secrets they name."""
 
-    concurrency: int = 32
+    concurrency: int = 128
     namespaces: tuple[str, ...] = ()  # the operator's scope; empty: every namespace
     allow_prometheus: Allowlist = DEFAULT_ALLOW_PROMETHEUS
     allow_pagerduty: Allowlist = DEFAULT_ALLOW_PAGERDUTY
@@ -141,6 +148,7 @@ class Controller:
         self._ledger = StatusLedger(self._settings.status_heartbeat)
         self._deleted_meanwhile: set[Key] | None = None  # while a resync is in flight
         self._claims = RouteClaims()  # two rollouts never drive one route
+        self._specs = SpecCache()  # parsed again only when the spec or its request changed
         self.scheduler = scheduler_factory(self.tick_key, self._settings.concurrency)
         if self._batcher is not None and isinstance(self.scheduler, Scheduler):
             # Ticks count as on their way from their dispatch, queued behind the bound too.
@@ -164,15 +172,20 @@ class Controller:
                 self._deleted_meanwhile.add(key)
             self._bodies.pop(key, None)
             self._ledger.forget(key)
+            self._specs.forget(key)
             self._claims.forget(key)
             self.scheduler.remove(key)
             metrics.forget_rollout(*key)
             self._count_phase(key, None)
             return
         previous = self._bodies.get(key)
-        if previous is not None and _resource_version(body) < _resource_version(previous):
-            return  # the watch is behind a status this operator already wrote
-        self._bodies[key] = dict(body)
+        if previous is not None:
+            version, known = _resource_version(body), _resource_version(previous)
+            if version < known:
+                return  # the watch is behind a status this operator already wrote
+            if event_type == "MODIFIED" and version == known > 0:
+                return  # the watch's echo of a status write whose answer was taken already
+        self._bodies[key] = lean(body)  # without managedFields: thousands are kept
         self._claims.note(key, self._bodies[key])
         raw = body.get("status")
         metrics.record_rollout(key[0], key[1], self._ledger.base(key, raw, status_from_dict(raw)))
@@ -180,8 +193,16 @@ class Controller:
         # (annotations do not bump the generation).
         urgent = previous is None or _urgent_fields(previous) != _urgent_fields(body)
         # Rollouts listed at start-up (event type None) are spread over their interval.
-        self.scheduler.upsert(key, _interval(body), now=urgent, spread=event_type is None)
+        self.scheduler.upsert(key, self._interval(body), now=urgent, spread=event_type is None)
         self._count_phase(key, str((body.get("status") or {}).get("phase") or "Pending"))
+
+    def _interval(self, body: Mapping[str, Any]) -> float:
+        """The rollout's analysis interval, read leniently (an invalid spec still gets ticks,
+        which report it)."""
+        try:
+            return self._specs.parse(body).analysis.interval.total_seconds()
+        except SpecError:
+            return 30.0
 
     def _count_phase(self, key: Key, phase: str | None) -> None:
         """Keep the rollouts-by-phase gauge as `key` moves to `phase` (None: gone), without
@@ -243,7 +264,9 @@ class Controller:
         try:
             await self.tick(body)
         except Exception as exc:  # any failure short of cancellation is shown on the rollout
-            await self._tick_failed(body, exc)
+            # On the rollout as this tick left it: a rollback's intent written before the
+            # write that failed is where the decision stands (not the body the tick began on).
+            await self._tick_failed(self._bodies.get(key) or body, exc)
         finally:
             if arrived is not None:
                 arrived()
@@ -289,7 +312,7 @@ class Controller:
         status = self._ledger.base(_key(body), raw, status_from_dict(raw))
         now = self._tick_time()
         try:
-            spec = parse_spec(body)
+            spec = self._specs.parse(body)
             # Before anything is read or sent: an address the installer did not allow makes
             # the rollout Invalid before any Secret is read and before any traffic moves.
             self._check_addresses(spec)
@@ -304,10 +327,11 @@ class Controller:
         await self._carry_out(body, result, spec)
 
     def _tick_time(self) -> datetime:
-        """A slotted tick's time is its slot (`scheduler.scheduled_time`): ticks of a rollout
-        are then whole intervals apart, and so are its heartbeats. Else the clock's."""
-        slot = scheduled_time()
-        return self._clock() if slot is None else datetime.fromtimestamp(slot, UTC)
+        """A tick's time is its time on the grid (`scheduler.scheduled_time`): ticks of a
+        rollout are then whole intervals apart, and so are its heartbeats; its queries are
+        evaluated at it. Else (a tick not run by the scheduler, or a slot late) the clock's."""
+        at = scheduled_time()
+        return self._clock() if at is None else from_ms(round(at * 1000))
 
     def _check_addresses(self, spec: Spec) -> None:
         """AddressNotAllowed unless the installer allowed every address the spec names."""
@@ -347,7 +371,7 @@ class Controller:
             step_age = None
             if (stratum_start := status.stratum_started_at) is not None:
                 step_age = (now - stratum_start).total_seconds()
-            observations = await observe(spec, source, step_age)
+            observations = await observe(spec, source, step_age, now)
             for slo in observations.slos.values():
                 if slo.unavailable:
                     metrics.QUERY_ERRORS.labels(kind="unavailable").inc()
@@ -386,6 +410,15 @@ class Controller:
         status = result.status
         pages = [a for a in result.actions if isinstance(a, Page)]
         resolves = [a for a in result.actions if isinstance(a, Resolve)]
+        if spec is not None and result.intent is not None:
+            try:
+                body = await self._write(body, result.intent)
+            except Exception as exc:  # traffic first: the rollback's weights are still written
+                log.warning(
+                    "rollback intent not written rollout=%s error=%s",
+                    rollout,
+                    describe_failure(exc),
+                )
         if spec is not None:
             try:
                 await self._apply_weights(spec, result)
@@ -519,7 +552,9 @@ class Controller:
             routing_key = await self._kube.read_secret(spec.namespace, ref.name, ref.key, spec.name)
         except SecretError as exc:
             metrics.RESOLVES.labels(result="secret_error").inc()
-            return engine.record_resolve_result(status, False, False, str(exc), self._clock())
+            return engine.record_resolve_result(
+                status, False, False, str(exc), self._clock(), dedup_key=resolve.dedup_key
+            )
         result = await self._pager.resolve(
             paging.pager_duty.url or DEFAULT_EVENTS_URL, routing_key, resolve.dedup_key
         )
@@ -529,11 +564,7 @@ class Controller:
         if delivered:
             message = f"PagerDuty resolved the incident (dedup key {resolve.dedup_key})"
             await self._event(body, "Normal", "IncidentResolved", message)
-        elif (
-            permanent
-            or status.previous_incident is None
-            or (status.previous_incident.last_error != result.message)
-        ):
+        elif permanent or _resolve_error(status, resolve.dedup_key) != result.message:
             await self._event(
                 body,
                 "Warning",
@@ -548,6 +579,7 @@ class Controller:
             None if delivered else result.message,
             self._clock(),
             attempts=result.attempts,
+            dedup_key=resolve.dedup_key,
         )
 
     def _page_event(self, spec: Spec, page: Page) -> PageEvent:
@@ -636,16 +668,14 @@ def _lowers_canary(before: Status, after: Status) -> bool:
     )
 
 
+def _resolve_error(status: Status, dedup_key: str) -> str | None:
+    """The last delivery error recorded for the incident with that key (None: none yet), so a
+    resolve retried for the same reason posts one Event, not one a tick."""
+    found = next((i for i in status.incidents if i.dedup_key == dedup_key), None)
+    return found.last_error if found is not None else None
+
+
 def _new_failure(status: Status, error: str) -> bool:
     """Whether a failed delivery says something new: a page retried every tick for the same
     reason posts one Event, not one a tick (the status keeps the attempts and last error)."""
     return status.page is None or status.page.last_error != error
-
-
-def _interval(body: Mapping[str, Any]) -> float:
-    """The rollout's analysis interval, read leniently (an invalid spec still gets ticks,
-    which report it)."""
-    try:
-        return parse_spec(body).analysis.interval.total_seconds()
-    except SpecError:
-        return 30.0

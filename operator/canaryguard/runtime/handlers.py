@@ -28,6 +28,7 @@ from canaryguard.runtime import metrics
 from canaryguard.runtime.accounting import CountedKube, CountedRouter
 from canaryguard.runtime.controller import Controller, Settings
 from canaryguard.runtime.leader import Election, Elector
+from canaryguard.runtime.memory import trim_periodically
 
 PREFIX = "canaryguard.io"
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     memo["controller"] = controller
     memo["stop"] = stop = asyncio.Event()
+    # Hand back what the start-up's large lists freed (glibc keeps it), and so on.
+    memo["trim"] = asyncio.create_task(trim_periodically(stop), name="canaryguard-trim")
     election: Election | None = config.get("election")
     if election is None:
         # The only replica: it leads from start to stop.

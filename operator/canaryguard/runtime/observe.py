@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import replace
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from canaryguard.core.batching import Builtin
@@ -20,6 +21,27 @@ from canaryguard.core.queries import SloQueries, fold, plan, split
 from canaryguard.core.sequential import Stratum
 from canaryguard.core.spec import Spec
 from canaryguard.runtime import metrics
+
+# The plans of specs seen lately, by identity: the controller hands out the same `Spec` while
+# a rollout's spec is unchanged (`runtime.specs`), so its queries are built once, not per
+# tick. Bounded; the oldest plan goes first.
+_PLANS: dict[int, tuple[Spec, dict[str, SloQueries]]] = {}
+PLANS_KEPT = 20_000
+
+
+def _plan(spec: Spec, step_age: float | None) -> dict[str, SloQueries]:
+    """`plan(spec, step_age)`, built once per spec where it does not depend on the step's
+    age (no SLO with `confidence`)."""
+    if step_age is not None and any(slo.confidence is not None for slo in spec.analysis.slos):
+        return plan(spec, step_age)
+    hit = _PLANS.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    planned = plan(spec)
+    while len(_PLANS) >= PLANS_KEPT:
+        del _PLANS[next(iter(_PLANS))]
+    _PLANS[id(spec)] = (spec, planned)
+    return planned
 
 
 class QueryRejected(Exception):
@@ -36,14 +58,17 @@ class BuiltinSource(Protocol):
     """A source that answers a builtin query as data, possibly in one query with other
     rollouts'."""
 
-    async def query_builtin(self, builtin: Builtin) -> list[Sample]:
+    async def query_builtin(self, builtin: Builtin, at: datetime | None = None) -> list[Sample]:
         """The rows of this query alone (labelled by the version label), or
         `MetricsUnavailable` / `QueryRefused` as `MetricsSource.query` raises them."""
         ...
 
 
-async def observe(spec: Spec, source: MetricsSource, step_age: float | None = None) -> Observations:
-    """Run every query of the rollout at once and fold the answers into Observations.
+async def observe(
+    spec: Spec, source: MetricsSource, step_age: float | None = None, at: datetime | None = None
+) -> Observations:
+    """Run every query of the rollout at once, each evaluated at `at` (the tick's time; None:
+    when Prometheus receives it), and fold the answers into Observations.
 
     A query that failed for lack of Prometheus (`MetricsUnavailable`) makes its SLO
     unavailable; a query that Prometheus refused raises QueryRejected (a spec problem, shown
@@ -55,7 +80,7 @@ async def observe(spec: Spec, source: MetricsSource, step_age: float | None = No
     A `BuiltinSource` answers the builtin queries; templates are sent as text either way.
     """
     batch = source if isinstance(source, BuiltinSource) else None
-    planned = plan(spec, step_age)
+    planned = _plan(spec, step_age)
     jobs: dict[str, Builtin | str] = {}  # by the query's text
     for sq in planned.values():
         for text, builtin in _jobs(sq):
@@ -65,9 +90,9 @@ async def observe(spec: Spec, source: MetricsSource, step_age: float | None = No
     def run(job: Builtin | str) -> Awaitable[list[Sample]]:
         if isinstance(job, Builtin):
             assert batch is not None
-            return batch.query_builtin(job)
+            return batch.query_builtin(job, at)
         metrics.PROMETHEUS_QUERIES.labels(batched="false").inc()
-        return source.query(job)
+        return source.query(job, at)
 
     answers = await asyncio.gather(*(run(jobs[t]) for t in texts), return_exceptions=True)
     by_text: dict[str, list[Sample] | BaseException] = dict(zip(texts, answers, strict=True))

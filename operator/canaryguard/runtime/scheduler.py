@@ -12,10 +12,15 @@ queries are answered by one batched query (`canaryguard.runtime.batcher`), and t
 at start-up (`spread`) are spread over their interval instead of all ticking at once. A tick
 is at most one slot later than its cadence says, and the cadence itself never drifts.
 
-A slotted tick that starts within one slot of its slot takes the slot as its time
-(`scheduled_time()`): ticks of a rollout are then exactly whole intervals apart, so a
-sustained window that is a multiple of the interval ends exactly on a tick, whatever the
-few milliseconds each tick waited for its turn.
+Every tick has a time on its rollout's grid (`canaryguard.core.cadence`): its slot when
+slotted, else its due time to the millisecond; the first tick of a cadence (a new rollout, a
+spec change) takes the moment it is due. A tick that starts within one slot of that time
+takes it as its `now` (`scheduled_time()`), and its queries are evaluated at it: ticks of a
+rollout are then exactly whole intervals apart, so a sustained window that is a multiple of
+the interval ends exactly on a tick, whatever the few milliseconds each tick waited for its
+turn, and the backtest, which evaluates the same grid, sees what the live ticks saw. A
+slotted tick that starts later than that (behind a backlog) takes the whole second it starts
+in, so the late ticks of one second still share their batched queries.
 
 The bound on ticks in flight counts ticks at work, not ticks waiting for others: a tick
 waiting inside `slot_released()` (for a batched query) lends its place to a tick still
@@ -39,14 +44,12 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from canaryguard.core.cadence import SLOT, SLOT_MS, SLOTTED_FROM, grid_ms, slot_after, slotted
 from canaryguard.runtime import metrics
 
 log = logging.getLogger(__name__)
 
 TickFn = Callable[[Hashable], Awaitable[None]]
-
-SLOT = 1.0  # seconds
-SLOTTED_FROM = 10.0  # intervals at least this long tick in slots
 
 
 @dataclass
@@ -54,7 +57,9 @@ class _Entry:
     interval: float
     due: float  # when the cadence says the next tick is due
     start: float = 0.0  # when it is dispatched: `due`, or the slot after it
-    slot: float | None = None  # that slot, in wall-clock seconds (None: not slotted)
+    at: float = 0.0  # its time on the grid, in wall-clock seconds (whole milliseconds)
+    anchor_ms: int = 0  # the wall-clock time of the tick the cadence is anchored at
+    k: int = 0  # how many intervals after the anchor the queued tick is
     running: bool = False
     rerun: bool = False
 
@@ -69,7 +74,8 @@ def spread_offset(key: Hashable, interval: float) -> float:
     return math.floor(fraction * interval / SLOT) * SLOT
 
 
-# The slot of the tick running in this context, in wall-clock seconds (set by the scheduler).
+# The grid time of the tick running in this context, in wall-clock seconds (set by the
+# scheduler).
 _SCHEDULED: ContextVar[float | None] = ContextVar("canaryguard_scheduled", default=None)
 
 
@@ -113,8 +119,8 @@ async def slot_released() -> AsyncIterator[None]:
 
 
 def scheduled_time() -> float | None:
-    """The running tick's slot (UNIX seconds) if it is slotted and started within one slot
-    of it, else None (the tick's time is then the clock's)."""
+    """The running tick's time on its grid (UNIX seconds, whole milliseconds) if it started
+    within one slot of it, else None (the tick's time is then the clock's)."""
     return _SCHEDULED.get()
 
 
@@ -165,15 +171,19 @@ class Scheduler:
         if entry is None:
             offset = spread_offset(key, interval) if spread else 0.0
             entry = self._entries[key] = _Entry(interval, self._clock() + offset)
-            self._push(key, entry, exact=not spread)
+            self._push(key, entry, exact=not spread, anchor=True)
         else:
+            if interval != entry.interval:
+                # The grid goes on from the tick already queued, at the new interval.
+                entry.anchor_ms += entry.k * _ms(entry.interval)
+                entry.k = 0
             entry.interval = interval
             if now:
                 if entry.running:
                     entry.rerun = True
                 else:
                     entry.due = self._clock()
-                    self._push(key, entry, exact=True)
+                    self._push(key, entry, exact=True, anchor=True)
         self._wake.set()
 
     def remove(self, key: Hashable) -> None:
@@ -211,16 +221,25 @@ class Scheduler:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _push(self, key: Hashable, entry: _Entry, exact: bool = False) -> None:
+    def _push(
+        self, key: Hashable, entry: _Entry, exact: bool = False, anchor: bool = False
+    ) -> None:
         """Queue the entry's next tick: at its due time when `exact` or of a short interval,
-        else in the slot that follows it."""
-        start, slot = entry.due, None
-        if not exact and entry.interval >= SLOTTED_FROM:
-            offset = self._wall() - self._clock()
-            slot = math.ceil((entry.due + offset) / SLOT) * SLOT
-            start = max(entry.due, slot - offset)
-        entry.start, entry.slot = start, slot
-        heapq.heappush(self._heap, (start, next(self._seq), key))
+        else in the slot that follows it. With `anchor`, the grid starts again at this tick
+        (its due time on the wall clock, or its slot unless `exact`); so it does when the
+        wall clock moved against the schedule's by more than a slot (a clock step)."""
+        offset = self._wall() - self._clock()
+        interval_ms = _ms(entry.interval)
+        due_ms = math.floor((entry.due + offset) * 1000)
+        at_ms = grid_ms(entry.anchor_ms, interval_ms, entry.k)
+        if anchor or not -SLOT_MS < at_ms - due_ms < 2 * SLOT_MS:
+            at_ms = due_ms if exact or not slotted(interval_ms) else slot_after(due_ms)
+            entry.anchor_ms, entry.k = at_ms, 0
+        entry.at = at_ms / 1000
+        entry.start = entry.due
+        if slotted(interval_ms):  # in its slot, never more than a slot after its cadence
+            entry.start += min(max(entry.at - offset - entry.due, 0.0), SLOT)
+        heapq.heappush(self._heap, (entry.start, next(self._seq), key))
 
     def _dispatch_due(self) -> None:
         now = self._clock()
@@ -235,8 +254,17 @@ class Scheduler:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _late_time(self, entry: _Entry) -> float | None:
+        """The time of a tick that starts a slot late or more (behind a backlog): for a
+        slotted interval, the whole second it starts in, so late ticks that start in one
+        second still share their batched queries (a batch is evaluated at one time); else
+        None (the clock's time)."""
+        if not slotted(_ms(entry.interval)):
+            return None
+        return float(math.floor(self._wall()))
+
     async def _run_one(self, key: Hashable, entry: _Entry) -> None:
-        start, slot = entry.start, entry.slot
+        start, at = entry.start, entry.at
         arrived = self.expect() if self.expect is not None else None
         place = _Place(self._slots)
         _PLACE.set(place)
@@ -245,7 +273,7 @@ class Scheduler:
             place.held = True
             late = max(0.0, self._clock() - start)
             metrics.TICK_LAG.observe(late)
-            _SCHEDULED.set(slot if slot is not None and late < SLOT else None)
+            _SCHEDULED.set(at if late < SLOT else self._late_time(entry))
             await self._tick(key)
         except Exception:
             log.exception("tick failed rollout=%s", key)
@@ -261,10 +289,15 @@ class Scheduler:
                 if entry.rerun:
                     entry.rerun = False
                     entry.due = now
-                    self._push(key, entry, exact=True)
+                    self._push(key, entry, exact=True, anchor=True)
                 else:
                     # Fixed cadence: the next due time after now on the original grid.
                     missed = max(0, int((now - entry.due) // entry.interval))
                     entry.due += (missed + 1) * entry.interval
+                    entry.k += missed + 1
                     self._push(key, entry)
                 self._wake.set()
+
+
+def _ms(interval: float) -> int:
+    return round(interval * 1000)

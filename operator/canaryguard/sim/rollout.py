@@ -54,11 +54,21 @@ class Traffic:
 @dataclass(frozen=True)
 class Outcome:
     """How a simulated rollout ended: RolledBack, Promoted, or Running when time ran out;
-    `seconds` after its first tick; the canary's weight when it ended."""
+    `seconds` after its first tick; the canary's weight when it ended; and when a shared
+    degradation began and ended (seconds after the first tick), if one began."""
 
     phase: str
     seconds: float
     weight: int
+    degraded: tuple[float, float] | None = None
+
+    def against_degradation(self) -> str:
+        """When it ended relative to the shared degradation: "before" it began (or none
+        began: the deciding tick had seen none of it), "during" it (the deciding tick's
+        counts include some of it), or "after" it ended (a later tick)."""
+        if self.degraded is None or self.seconds <= self.degraded[0]:
+            return "before"
+        return "during" if self.seconds <= self.degraded[1] else "after"
 
 
 # (baseline requests, baseline errors, canary requests, canary errors) of one tick.
@@ -100,6 +110,12 @@ class Streams:
                 else:
                     nb, xb = nb + requests, xb + errors
         return nb, xb, nc, xc
+
+    def degraded(self) -> tuple[float, float] | None:
+        """When the shared degradation begins and ends, once it has been scheduled."""
+        if self.shared_from is None:
+            return None
+        return self.shared_from, self.shared_from + self.traffic.shared_for
 
     def _shared(self, moment: float) -> bool:
         start = self.shared_from
@@ -150,11 +166,11 @@ def simulate(
         )
         status = engine.tick(spec, status, observations, T0 + timedelta(seconds=now)).status
         if status.phase in ("RolledBack", "Promoted"):
-            return Outcome(status.phase, now, weight)
+            return Outcome(status.phase, now, weight, streams.degraded())
         if (status.canary_weight or 0) != weight:
             step_from = len(ticks)
         if now >= limit:
-            return Outcome("Running", now, status.canary_weight or 0)
+            return Outcome("Running", now, status.canary_weight or 0, streams.degraded())
 
 
 def _observe(
@@ -216,10 +232,10 @@ def simulate_threshold(
         if not passed:
             failed += 1
             if failed >= policy.failure_limit:
-                return Outcome("RolledBack", now, weight)
+                return Outcome("RolledBack", now, weight, streams.degraded())
         elif now - started >= spec.steps[index].hold.total_seconds():
             if index == len(spec.steps) - 1:
-                return Outcome("Promoted", now, weight)
+                return Outcome("Promoted", now, weight, streams.degraded())
             index, started = index + 1, now
         if now >= limit:
-            return Outcome("Running", now, weight)
+            return Outcome("Running", now, weight, streams.degraded())

@@ -111,6 +111,11 @@ class PrometheusServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The Prometheus process' id while it runs (benchmarks read its CPU)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:

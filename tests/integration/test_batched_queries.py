@@ -9,12 +9,14 @@ import math
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from canaryguard.adapters.prometheus import POST_ABOVE_CHARS, PrometheusClient
 from canaryguard.core.batching import Builtin, pick, render
 from canaryguard.core.ports import Sample
 from canaryguard.core.queries import split
@@ -100,10 +102,10 @@ def synthetic(
         terminate(proc)
 
 
-def members(namespace: str) -> list[Builtin]:
-    """Every builtin query shape, for each service (and one that matches nothing)."""
+def members(namespace: str, absent: int = 1) -> list[Builtin]:
+    """Every builtin query shape, for each service (and `absent` that match nothing)."""
     out = []
-    for i in [*range(SERVICES), 9999]:
+    for i in [*range(SERVICES), *range(9999, 9999 - absent, -1)]:
         selector = {
             "destination_service_name": f"svc-{i:04d}",
             "destination_service_namespace": namespace,
@@ -163,6 +165,40 @@ def test_a_batched_query_answers_each_service_exactly_as_its_own_query(
     assert compared == 7 * 6
     # The comparison covered values, missing sides (no traffic, no service) alike.
     assert seen_values and seen_missing, (seen_values, seen_missing, seen_nan)
+
+
+def test_a_batch_too_long_for_a_url_is_posted_and_answers_as_each_query_alone(
+    namespace: str, prometheus: PrometheusServer, synthetic: str
+) -> None:
+    """The operator's own client sends a batch of 406 services (400 with no traffic) as a POST
+    body; the real Prometheus answers it at the time given, as each service's query alone."""
+    prometheus.wait_for(
+        f'sum(increase(istio_requests_total{{destination_service_namespace="{namespace}"}}[10s]))',
+        lambda r: bool(r) and float(r[0]["value"][1]) > 0,
+        timeout=30,
+    )
+    time.sleep(12)  # more than the shortest lookback of data
+    at = datetime.fromtimestamp(round(time.time() - 1.0, 3), UTC)
+    client = PrometheusClient(prometheus.url)
+    key = ("destination_version", "v1", "v2")
+    by_shape: dict[tuple[object, ...], list[Builtin]] = {}
+    for member in members(namespace, absent=400):
+        by_shape.setdefault(member.shape, []).append(member)
+    compared = 0
+    for group in by_shape.values():
+        promql = render(group)
+        assert len(promql) > POST_ABOVE_CHARS
+        batched = client.query_blocking(promql, at)
+        for member in group[:SERVICES]:
+            alone = split(client.query_blocking(member.single(), at), key)
+            together = split(pick(batched, member), key)
+            assert all(same(x, y) for x, y in zip(alone, together, strict=True)), (
+                member,
+                alone,
+                together,
+            )
+            compared += alone != (None, None)
+    assert compared >= 6 * 4  # every shape, for the services with traffic at least
 
 
 def rollout(namespace: str, name: str, prometheus_url: str) -> dict[str, Any]:

@@ -9,7 +9,11 @@ of its own (a requests session is not promised thread-safe), kept per thread and
 connections are reused. Its urllib3 retry is turned off:
 tenacity owns retries, with jittered backoff inside a budget kept below the tick interval.
 Redirects are never followed: the address the installer allowed is the only host a query
-(and the Authorization header with it) goes to.
+(and the Authorization header with it) goes to. A long query (a batch of many rollouts'
+builtin queries) is sent as a form body (POST), which Prometheus's query API takes as it
+takes URL parameters; the client would put even a POST's parameters in the URL, whose
+length servers and proxies cap (8 KiB is common), so that request is made on the client's
+own session here.
 Failures fall into two kinds the engine treats differently: `PrometheusUnavailable`
 (network, timeout, 429, 5xx: an outage) and `PrometheusQueryError` (4xx: the query itself
 is wrong, a spec problem that retrying cannot fix).
@@ -48,6 +52,9 @@ from canaryguard.core.ports import MetricsUnavailable, QueryRefused, Sample, Ser
 log = logging.getLogger(__name__)
 
 _STATUS = re.compile(r"HTTP Status Code (\d{3})")
+
+# A query longer than this goes in a POST's body, not in the URL.
+POST_ABOVE_CHARS = 2000
 
 
 class PrometheusUnavailable(MetricsUnavailable):
@@ -106,7 +113,7 @@ class PrometheusClient:
         return result
 
     def _range_once(self, promql: str, start: datetime, end: datetime, step: float) -> list[Series]:
-        client = _connection(self.address, self.timeout, tuple(sorted(self.headers.items())))
+        client, _ = _connection(self.address, self.timeout, tuple(sorted(self.headers.items())))
         raw = self._guarded(
             lambda: client.custom_query_range(
                 promql,
@@ -125,12 +132,18 @@ class PrometheusClient:
         return [_series(item) for item in raw]
 
     def _query_once(self, promql: str, at: datetime | None) -> list[Sample]:
-        client = _connection(self.address, self.timeout, tuple(sorted(self.headers.items())))
+        client, session = _connection(
+            self.address, self.timeout, tuple(sorted(self.headers.items()))
+        )
         # The server-side timeout stops Prometheus evaluating a query nobody waits for.
         params = {"timeout": f"{self.timeout:g}s"}
         if at is not None:  # milliseconds, as the range queries' grid has them
             params["time"] = f"{at.timestamp():.3f}"
-        raw = self._guarded(lambda: client.custom_query(promql, params=params))
+        if len(promql) > POST_ABOVE_CHARS:
+            form = {"query": promql, **params}
+            raw = self._guarded(lambda: _posted(session, client.url, form, self.timeout))
+        else:
+            raw = self._guarded(lambda: client.custom_query(promql, params=params))
         return [_sample(item) for item in raw]
 
     @staticmethod
@@ -178,34 +191,47 @@ class PrometheusConnector:
 
 _local = threading.local()
 _MAX_CONNECTIONS_PER_THREAD = 64
+_Connection = tuple[PrometheusConnect, requests.Session]
 
 
-def _connection(
-    address: str, timeout: float, headers: tuple[tuple[str, str], ...]
-) -> PrometheusConnect:
-    """This worker thread's client for one server, kept so its connections are reused.
+def _connection(address: str, timeout: float, headers: tuple[tuple[str, str], ...]) -> _Connection:
+    """This worker thread's client for one server and the session it sends on (with the
+    headers, no retries and no redirects), kept so its connections are reused.
 
     A requests session is not promised thread-safe, so each thread has clients of its own.
     """
-    cache: dict[tuple[str, float, tuple[tuple[str, str], ...]], PrometheusConnect]
+    cache: dict[tuple[str, float, tuple[tuple[str, str], ...]], _Connection]
     cache = _local.__dict__.setdefault("clients", {})
     key = (address, timeout, headers)
-    client = cache.get(key)
-    if client is None:
+    connection = cache.get(key)
+    if connection is None:
         if len(cache) >= _MAX_CONNECTIONS_PER_THREAD:
-            for old in cache.values():
+            for old, _ in cache.values():
                 old.close()
             cache.clear()
         session = requests.Session()
         session.max_redirects = 0  # a redirect raises TooManyRedirects instead
-        client = cache[key] = PrometheusConnect(
+        session.headers.update(dict(headers))
+        client = PrometheusConnect(
             url=address,
             headers=dict(headers),
             session=session,
             retry=Retry(total=0, raise_on_status=False),
             timeout=timeout,  # type: ignore[arg-type]  # annotated int, passed to requests
         )
-    return client
+        connection = cache[key] = (client, session)
+    return connection
+
+
+def _posted(session: requests.Session, url: str, form: Mapping[str, str], timeout: float) -> Any:
+    """An instant query sent as a form body, its failures raised as the client raises them
+    (so `_guarded` tells them apart the same way)."""
+    response = session.post(f"{url}/api/v1/query", data=form, timeout=timeout)
+    if response.status_code != 200:
+        raise PrometheusApiClientException(
+            f"HTTP Status Code {response.status_code} ({response.content!r})"
+        )
+    return response.json()["data"]["result"]
 
 
 def _sample(item: Mapping[str, Any]) -> Sample:

@@ -6,7 +6,7 @@ label names, version label) to the same Prometheus with the same credentials, to
 evaluated at the same time (the ticks' time on their grids: slotted ticks of one slot share
 it), share one query; each gets back exactly the rows its own query would have answered. A
 batch is sent when its window is over, at once when no tick that may still join it is on its
-way (so a lone tick waits for nobody), or when its regexes would grow too long for a URL.
+way (so a lone tick waits for nobody), or when its regexes would grow past MAX_UNION_CHARS.
 
 A tick waiting for its batch does not count against the scheduler's bound on ticks in
 flight (`scheduler.slot_released`), and the scheduler announces a tick when it dispatches
@@ -34,9 +34,11 @@ from canaryguard.runtime.scheduler import slot_released
 
 log = logging.getLogger(__name__)
 
-# Characters of distinct selector values and versions in one batch: its query (with the
-# error rate's three selectors, URL-encoded) stays under the 8 KiB many proxies allow.
-MAX_UNION_CHARS = 1500
+# Characters of distinct selector values and versions in one batch (about 1,600 rollouts
+# named like `svc-0001`). A long query goes to Prometheus as a POST body, not in the URL
+# (`adapters.prometheus`), so this bounds what one query asks of Prometheus and how many
+# rollouts share one answer (and its outage), not a URL's length.
+MAX_UNION_CHARS = 16384
 
 
 @dataclass(frozen=True)

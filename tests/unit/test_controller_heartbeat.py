@@ -95,10 +95,31 @@ def test_the_values_are_written_once_the_heartbeat_is_due() -> None:
     world.tick(ctl, 90, obs(healthy(3)))  # 60 s after the last write
 
     assert len(world.kube.patches) == patches + 1
-    assert set(world.kube.patches[-1]) <= {"slos", "conditions", "message"}
+    assert set(world.kube.patches[-1]) <= {"slos", "conditions", "message", "valuesAt"}
+    assert world.kube.status()["valuesAt"] == "2024-06-01T12:01:30Z"
     assert stored_slo(world)["canary"] == healthy(3).canary
     world.tick(ctl, 120, obs(healthy(4)))
     assert len(world.kube.patches) == patches + 1  # the next heartbeat is due at 150
+
+
+def test_a_restarted_operator_counts_the_heartbeat_from_the_stored_values_at() -> None:
+    """A restart (or a new leader) does not rewrite every rollout's values at once: the
+    period runs from the stored `valuesAt`, the last write of whichever operator wrote."""
+    world = World(spec_data=long_holds())
+    ctl = controller(world, 60)
+    world.tick(ctl, 0, obs(HEALTHY))
+    world.tick(ctl, 30, obs(healthy(1)))  # the first verdict: written
+    assert world.kube.status()["valuesAt"] == "2024-06-01T12:00:30Z"
+    patches = len(world.kube.patches)
+
+    restarted = controller(world, 60)
+    world.tick(restarted, 60, obs(healthy(2)))
+    world.tick(restarted, 89.999, obs(healthy(3)))
+    assert len(world.kube.patches) == patches
+    world.tick(restarted, 90, obs(healthy(4)))  # 60 s after the stored valuesAt
+    assert len(world.kube.patches) == patches + 1
+    assert stored_slo(world)["canary"] == healthy(4).canary
+    assert world.kube.status()["valuesAt"] == "2024-06-01T12:01:30Z"
 
 
 def test_a_change_a_reader_needs_is_written_at_once() -> None:
@@ -239,6 +260,18 @@ def test_the_heartbeat_is_due_when_this_operator_never_wrote_or_a_period_ago() -
     assert not ledger.must_write(KEY, a, a, at(59))
     assert ledger.must_write(KEY, a, a, at(60))
     assert ledger.must_write(KEY, a, replace(a, canary_weight=50), at(1))
+
+
+def test_before_its_first_write_the_heartbeat_counts_from_the_stored_values_at() -> None:
+    ledger = StatusLedger(timedelta(seconds=60))
+    a = Status(phase="Progressing", canary_weight=10)
+    assert not ledger.must_write(KEY, a, a, at(59), stored_at=at(0))
+    assert ledger.must_write(KEY, a, a, at(60), stored_at=at(0))
+    ledger.held(KEY, {}, a)  # held back: still counted from the stored status' write
+    assert not ledger.must_write(KEY, a, a, at(59), stored_at=at(0))
+    ledger.wrote(KEY, {}, a, at(100))  # this operator's own write counts from then on
+    assert not ledger.must_write(KEY, a, a, at(159), stored_at=at(0))
+    assert ledger.must_write(KEY, a, a, at(160), stored_at=at(0))
 
 
 def run_args(*flags: str) -> argparse.Namespace:

@@ -63,7 +63,7 @@ from canaryguard.core.ports import (
 )
 from canaryguard.core.queries import plan
 from canaryguard.core.spec import Spec, SpecError
-from canaryguard.core.status import FINISHED, Status, status_from_dict
+from canaryguard.core.status import FINISHED, Status, format_time, parse_time, status_from_dict
 from canaryguard.runtime import metrics
 from canaryguard.runtime.batcher import QueryBatcher
 from canaryguard.runtime.conflicts import RouteClaims
@@ -483,11 +483,14 @@ class Controller:
         if not patch:
             self._ledger.held(key, raw, after, pending=False)
             return body
-        if not self._ledger.must_write(key, before, after, now):
+        if not self._ledger.must_write(
+            key, before, after, now, parse_time((raw or {}).get("valuesAt"))
+        ):
             metrics.STATUS_WRITES.labels(result="deferred").inc()
             metrics.record_rollout(key[0], key[1], after)
             self._ledger.held(key, raw, after)
             return body
+        patch["valuesAt"] = format_time(now)
         try:
             updated = await self._kube.patch_status(key[0], key[1], patch)
         except Exception:

@@ -1,9 +1,11 @@
 """What the controller decided for each rollout, what it last wrote, and when.
 
 A tick whose status changed only in heartbeat values (`canaryguard.core.relevance`) is not
-written until `heartbeat` has passed since this operator last wrote the rollout's status;
-anything else a tick changes is written at once. Either way the next tick decides from the
-status this one decided, written or not, so holding values back never changes a decision.
+written until `heartbeat` has passed since the rollout's status was last written (by this
+operator, or as the stored `status.valuesAt` says: a restart or a new leader does not
+rewrite every rollout's values at once); anything else a tick changes is written at once.
+Either way the next tick decides from the status this one decided, written or not, so
+holding values back never changes a decision.
 The same holds when a write fails after its weights were applied (a rollback whose status
 patch the API server refused): the decision stands and is written at the next tick.
 
@@ -53,13 +55,23 @@ class StatusLedger:
             return stored
         return entry.decided
 
-    def must_write(self, key: Hashable, stored: Status, decided: Status, now: datetime) -> bool:
+    def must_write(
+        self,
+        key: Hashable,
+        stored: Status,
+        decided: Status,
+        now: datetime,
+        stored_at: datetime | None = None,
+    ) -> bool:
         """Whether to write `decided` over `stored` now: a reader needs the change, or the
-        heartbeat is due (never written by this operator, or `heartbeat` ago)."""
+        heartbeat is due: `heartbeat` after this operator last wrote the rollout's status or,
+        before it has, after `stored_at` (when the stored status was written: `valuesAt`,
+        so a restart or a new leader does not rewrite every rollout at once), or at once when
+        neither is known."""
         if reader_relevant(stored, decided):
             return True
         entry = self._entries.get(key)
-        written_at = entry.written_at if entry is not None else None
+        written_at = (entry.written_at if entry is not None else None) or stored_at
         return written_at is None or now - written_at >= self.heartbeat
 
     def held(
@@ -100,7 +112,8 @@ class StatusLedger:
 
     def clear(self) -> None:
         """Forget every rollout's decision (a new leader's term: another replica may have
-        moved the rollouts on meanwhile; heartbeats are then due at once)."""
+        moved the rollouts on meanwhile; heartbeats are then due a period after the stored
+        status' `valuesAt`)."""
         self._entries.clear()
 
 

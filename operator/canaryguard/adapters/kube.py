@@ -196,3 +196,13 @@ def lean(obj: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(meta, Mapping) and "managedFields" in meta:
         copy["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
     return copy
+
+
+def resource_version(obj: Mapping[str, Any]) -> int:
+    """`metadata.resourceVersion` as a number (0 when missing or not a number), to tell a
+    newer copy of an object from an older one, as this operator's watches and writes do
+    (etcd's revisions: a later write has a larger one)."""
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0

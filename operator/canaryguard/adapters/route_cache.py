@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from canaryguard.adapters import gateway, istio
-from canaryguard.adapters.kube import lean
+from canaryguard.adapters.kube import lean, resource_version
 from canaryguard.core.ports import Router, RouterWrapper, WeightChange
 from canaryguard.core.spec import Destination
 
@@ -56,13 +56,6 @@ VIRTUAL_SERVICES = RoutingResource(
 HTTP_ROUTES = RoutingResource(gateway.KIND, gateway.GROUP, gateway.PLURAL, gateway.VERSIONS)
 
 
-def _version_of(obj: Mapping[str, Any]) -> int:
-    try:
-        return int(obj.get("metadata", {}).get("resourceVersion", 0))
-    except (TypeError, ValueError):
-        return 0
-
-
 class RouteStore:
     """The latest routing objects of one kind by (namespace, name), and which scopes are
     synced. Written by the watch threads and the write path, read by the event loop (single
@@ -86,7 +79,7 @@ class RouteStore:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         with self._lock:
             kept = self._objects.get(key)
-            if kept is None or _version_of(obj) >= _version_of(kept):
+            if kept is None or resource_version(obj) >= resource_version(kept):
                 self._objects[key] = lean(obj)
 
     def delete(self, obj: Mapping[str, Any]) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import urllib3.exceptions
 
-from canaryguard.adapters.kube import lean, merge_patch
+from canaryguard.adapters.kube import lean, merge_patch, resource_version
 from canaryguard.core import engine
 from canaryguard.core.access import (
     AddressNotAllowed,
@@ -108,13 +108,6 @@ class Settings:
     shard: Shard = field(default_factory=Shard)
 
 
-def _resource_version(body: Mapping[str, Any]) -> int:
-    try:
-        return int(body.get("metadata", {}).get("resourceVersion", 0))
-    except (TypeError, ValueError):
-        return 0
-
-
 class Controller:
     """Keeps the latest body of every rollout (fed by the watch) and ticks each on schedule."""
 
@@ -180,7 +173,7 @@ class Controller:
             return
         previous = self._bodies.get(key)
         if previous is not None:
-            version, known = _resource_version(body), _resource_version(previous)
+            version, known = resource_version(body), resource_version(previous)
             if version < known:
                 return  # the watch is behind a status this operator already wrote
             if event_type == "MODIFIED" and version == known > 0:

@@ -76,9 +76,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """The process's resident set now (VmRSS) or at its peak since it started (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -307,7 +308,7 @@ class Stack:
             op1, api1, prom1 = parse(fetch(url)), self.api_counts(), self.prometheus_counts()
             cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
             others1 = {name: cpu_seconds(pid) for name, pid in others.items()}
-            rss = rss_mib(proc.pid)
+            rss, rss_peak = rss_mib(proc.pid), rss_mib(proc.pid, "VmHWM")
             load = os.getloadavg()
         finally:
             terminate(proc)
@@ -357,6 +358,7 @@ class Stack:
                 (cpu1 - cpu0) / per_tick * self.rollouts / self.interval, 3
             ),
             "rss_mib": round(rss),
+            "rss_peak_mib": round(rss_peak),  # since the operator started, start-up included
             "tick_lag_p50_s": _round(quantile(op0, op1, "canaryguard_tick_lag_seconds", 0.5)),
             "tick_lag_p99_s": _round(quantile(op0, op1, "canaryguard_tick_lag_seconds", 0.99)),
             # A tick's own time, from its start to its end (queries, writes, waits included).
@@ -583,12 +585,14 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         ("CPU per tick, ms", "cpu_ms_per_tick"),
         ("cores for every tick on time", "cpu_cores_at_full_rate"),
         ("RSS, MiB", "rss_mib"),
+        ("peak RSS since start, MiB", "rss_peak_mib"),
         ("tick lag p50, s", "tick_lag_p50_s"),
         ("tick lag p99, s", "tick_lag_p99_s"),
         ("tick duration p50, s", "tick_duration_p50_s"),
         ("tick duration p99, s", "tick_duration_p99_s"),
         ("ticks / expected", None),
         ("Prometheus queries per tick", "prometheus_queries_per_tick"),
+        ("Prometheus queries per 1 s slot", "prometheus_queries_per_slot_second"),
         ("rollouts per batched query", "batch_members_mean"),
         ("API reads per tick", "api_reads_per_tick"),
         ("API writes per tick", "api_writes_per_tick"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -23,10 +24,10 @@ from canaryguard.cli.main import build_parser
 from canaryguard.cli.run import operator_settings
 from canaryguard.core.observations import Observations, SloObservation
 from canaryguard.core.relevance import reader_view
-from canaryguard.core.status import Status, status_from_dict
+from canaryguard.core.status import Status, format_time, status_from_dict
 from canaryguard.runtime.accounting import CountedKube, CountedRouter
 from canaryguard.runtime.controller import Controller
-from canaryguard.runtime.status_ledger import StatusLedger
+from canaryguard.runtime.status_ledger import StatusLedger, heartbeat_phase
 from tests.unit.fakes import SETTINGS, World
 from tests.unit.scenario import BREACH, DOWN, FEW, HEALTHY, at, obs, spec_dict
 
@@ -59,6 +60,13 @@ def long_holds() -> dict[str, Any]:
     return data
 
 
+def next_beat(after: float, period: float, key: tuple[str, str] = KEY) -> float:
+    """The first of `key`'s heartbeat beats after T0 + `after` s, in seconds after T0."""
+    phase, base = heartbeat_phase(key, period), at(0).timestamp()
+    beats = math.floor((base + after - phase) / period) + 1
+    return phase + beats * period - base
+
+
 def stored_slo(world: World) -> dict[str, Any]:
     slo: dict[str, Any] = world.kube.status()["slos"][0]
     return slo
@@ -70,9 +78,10 @@ def test_a_tick_that_saw_only_other_numbers_makes_no_api_write() -> None:
     world.tick(ctl, 0, obs(HEALTHY))  # started
     world.tick(ctl, 30, obs(healthy(1)))  # the first verdict
     patches = len(world.kube.patches)
+    beat = next_beat(30, 60)
 
-    world.tick(ctl, 60, obs(healthy(2)))
-    world.tick(ctl, 89.999, obs(healthy(3)))
+    world.tick(ctl, (30 + beat) / 2, obs(healthy(2)))
+    world.tick(ctl, beat - 0.001, obs(healthy(3)))
 
     assert len(world.kube.patches) == patches
     assert stored_slo(world)["canary"] == healthy(1).canary
@@ -84,22 +93,28 @@ def test_a_tick_that_saw_only_other_numbers_makes_no_api_write() -> None:
     assert gauge == pytest.approx(healthy(3).canary)
 
 
-def test_the_values_are_written_once_the_heartbeat_is_due() -> None:
+def test_the_values_are_written_once_at_each_beat_of_the_rollout_s_heartbeat() -> None:
     world = World(spec_data=long_holds())
     ctl = controller(world, 60)
     world.tick(ctl, 0, obs(HEALTHY))
     world.tick(ctl, 30, obs(healthy(1)))
-    world.tick(ctl, 60, obs(healthy(2)))
+    beat = next_beat(30, 60)  # 54.29 s: the rollout's beats are at 54.29 s + k minutes
+    assert 30 < beat <= 90
+    world.tick(ctl, beat - 0.001, obs(healthy(2)))
     patches = len(world.kube.patches)
 
-    world.tick(ctl, 90, obs(healthy(3)))  # 60 s after the last write
+    world.tick(ctl, beat, obs(healthy(3)))  # a beat since the last write
 
     assert len(world.kube.patches) == patches + 1
     assert set(world.kube.patches[-1]) <= {"slos", "conditions", "message", "valuesAt"}
-    assert world.kube.status()["valuesAt"] == "2024-06-01T12:01:30Z"
+    assert world.kube.status()["valuesAt"] == format_time(at(beat))
     assert stored_slo(world)["canary"] == healthy(3).canary
-    world.tick(ctl, 120, obs(healthy(4)))
-    assert len(world.kube.patches) == patches + 1  # the next heartbeat is due at 150
+    world.tick(ctl, beat + 30, obs(healthy(4)))
+    world.tick(ctl, beat + 59.999, obs(healthy(5)))
+    assert len(world.kube.patches) == patches + 1  # the next beat is a minute later
+    world.tick(ctl, beat + 60, obs(healthy(6)))
+    assert len(world.kube.patches) == patches + 2
+    assert stored_slo(world)["canary"] == healthy(6).canary
 
 
 def test_a_restarted_operator_counts_the_heartbeat_from_the_stored_values_at() -> None:
@@ -111,15 +126,16 @@ def test_a_restarted_operator_counts_the_heartbeat_from_the_stored_values_at() -
     world.tick(ctl, 30, obs(healthy(1)))  # the first verdict: written
     assert world.kube.status()["valuesAt"] == "2024-06-01T12:00:30Z"
     patches = len(world.kube.patches)
+    beat = next_beat(30, 60)
 
     restarted = controller(world, 60)
-    world.tick(restarted, 60, obs(healthy(2)))
-    world.tick(restarted, 89.999, obs(healthy(3)))
+    world.tick(restarted, (30 + beat) / 2, obs(healthy(2)))
+    world.tick(restarted, beat - 0.001, obs(healthy(3)))
     assert len(world.kube.patches) == patches
-    world.tick(restarted, 90, obs(healthy(4)))  # 60 s after the stored valuesAt
+    world.tick(restarted, beat, obs(healthy(4)))  # the first beat after the stored valuesAt
     assert len(world.kube.patches) == patches + 1
     assert stored_slo(world)["canary"] == healthy(4).canary
-    assert world.kube.status()["valuesAt"] == "2024-06-01T12:01:30Z"
+    assert world.kube.status()["valuesAt"] == format_time(at(beat))
 
 
 def test_a_change_a_reader_needs_is_written_at_once() -> None:
@@ -252,26 +268,53 @@ def test_the_decided_status_is_used_only_over_the_stored_status_it_was_decided_o
     assert ledger.base(KEY, stored_raw, stored) is stored
 
 
-def test_the_heartbeat_is_due_when_this_operator_never_wrote_or_a_period_ago() -> None:
+def test_the_heartbeat_is_due_when_never_written_or_at_the_first_beat_since() -> None:
     ledger = StatusLedger(timedelta(seconds=60))
     a = Status(phase="Progressing", canary_weight=10)
-    assert ledger.must_write(KEY, a, a, at(0))  # never written by this operator
+    assert ledger.must_write(KEY, a, a, at(0))  # never written, nothing stored says when
+    beat = next_beat(0, 60)
     ledger.wrote(KEY, {}, a, at(0))
-    assert not ledger.must_write(KEY, a, a, at(59))
-    assert ledger.must_write(KEY, a, a, at(60))
-    assert ledger.must_write(KEY, a, replace(a, canary_weight=50), at(1))
+    assert not ledger.must_write(KEY, a, a, at(beat - 0.001))
+    assert ledger.must_write(KEY, a, a, at(beat))
+    assert ledger.must_write(KEY, a, a, at(60))  # a whole period always holds a beat
+    assert ledger.must_write(KEY, a, replace(a, canary_weight=50), at(1))  # news: at once
+    assert StatusLedger(timedelta(0)).must_write(KEY, a, a, at(0.001))  # 0: every tick
+
+
+def test_the_heartbeats_of_rollouts_written_together_are_spread_over_the_period() -> None:
+    """2,000 rollouts whose status was written in the same 30 s (an operator's start) write
+    their values once each in every 5-minute period, about as many in each 30 s of it: not
+    2,000 in one interval every five minutes."""
+    ledger = StatusLedger(timedelta(minutes=5))
+    a = Status(phase="Progressing", canary_weight=10)
+    keys = [("ml", f"svc-{i:04d}") for i in range(2000)]
+    for i, key in enumerate(keys):
+        ledger.wrote(key, {}, a, at(i % 30))
+    writes_per_interval = []
+    for start in range(30, 630, 30):  # every rollout ticks once in each 30 s
+        due = [
+            key for i, key in enumerate(keys) if ledger.must_write(key, a, a, at(start + i % 30))
+        ]
+        for i, key in enumerate(keys):
+            if key in due:
+                ledger.wrote(key, {}, a, at(start + i % 30))
+        writes_per_interval.append(len(due))
+    assert sum(writes_per_interval[9:19]) == 2000  # once each in the period [300, 600)
+    assert max(writes_per_interval) <= 2000 * 30 / 300 * 1.5, writes_per_interval
 
 
 def test_before_its_first_write_the_heartbeat_counts_from_the_stored_values_at() -> None:
     ledger = StatusLedger(timedelta(seconds=60))
     a = Status(phase="Progressing", canary_weight=10)
-    assert not ledger.must_write(KEY, a, a, at(59), stored_at=at(0))
-    assert ledger.must_write(KEY, a, a, at(60), stored_at=at(0))
+    beat = next_beat(0, 60)
+    assert not ledger.must_write(KEY, a, a, at(beat - 0.001), stored_at=at(0))
+    assert ledger.must_write(KEY, a, a, at(beat), stored_at=at(0))
     ledger.held(KEY, {}, a)  # held back: still counted from the stored status' write
-    assert not ledger.must_write(KEY, a, a, at(59), stored_at=at(0))
-    ledger.wrote(KEY, {}, a, at(100))  # this operator's own write counts from then on
-    assert not ledger.must_write(KEY, a, a, at(159), stored_at=at(0))
-    assert ledger.must_write(KEY, a, a, at(160), stored_at=at(0))
+    assert not ledger.must_write(KEY, a, a, at(beat - 0.001), stored_at=at(0))
+    later = next_beat(beat, 60)
+    ledger.wrote(KEY, {}, a, at(beat))  # this operator's own write counts from then on
+    assert not ledger.must_write(KEY, a, a, at(later - 0.001), stored_at=at(0))
+    assert ledger.must_write(KEY, a, a, at(later), stored_at=at(0))
 
 
 def run_args(*flags: str) -> argparse.Namespace:
@@ -372,12 +415,13 @@ def test_a_tick_that_changed_nothing_a_reader_needs_costs_the_api_server_nothing
     world.tick(ctl, 30, obs(healthy(1)))  # the first verdict: written
     before = (api_calls(*writes), api_calls(*reads), len(world.kube.events))
 
-    for second, i in ((60, 2), (89, 3)):
+    beat = next_beat(30, 60)
+    for second, i in (((30 + beat) / 2, 2), (beat - 0.001, 3)):
         world.tick(ctl, second, obs(healthy(i)))
 
     assert (api_calls(*writes), api_calls(*reads), len(world.kube.events)) == before
     assert world.router.writes == [(90, 10)]
-    world.tick(ctl, 90, obs(healthy(4)))  # the heartbeat is due: one status patch
+    world.tick(ctl, beat, obs(healthy(4)))  # the heartbeat is due: one status patch
     assert api_calls(*writes) == before[0] + 1
 
 

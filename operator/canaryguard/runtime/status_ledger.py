@@ -1,9 +1,14 @@
 """What the controller decided for each rollout, what it last wrote, and when.
 
-A tick whose status changed only in heartbeat values (`canaryguard.core.relevance`) is not
-written until `heartbeat` has passed since the rollout's status was last written (by this
-operator, or as the stored `status.valuesAt` says: a restart or a new leader does not
-rewrite every rollout's values at once); anything else a tick changes is written at once.
+A tick whose status changed only in heartbeat values (`canaryguard.core.relevance`) is
+written only when one of the rollout's heartbeat beats has passed since its status was last
+written (by this operator, or as the stored `status.valuesAt` says, so a restart or a new
+leader does not rewrite every rollout's values at once). A rollout's beats are `heartbeat`
+apart at a phase fixed by a hash of its key (`heartbeat_phase`): thousands of rollouts
+started together, whose first writes all fell in one interval, still write their values
+spread evenly over the period, never bunched where they started. So values-only writes come
+at most once per period, and the stored values are never more than a period (and a tick)
+old. Anything else a tick changes is written at once.
 Either way the next tick decides from the status this one decided, written or not, so
 holding values back never changes a decision.
 The same holds when a write fails after its weights were applied (a rollback whose status
@@ -18,6 +23,8 @@ weights then hold the rollout safely: DESIGN.md, traffic is fail-safe).
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,16 +70,19 @@ class StatusLedger:
         now: datetime,
         stored_at: datetime | None = None,
     ) -> bool:
-        """Whether to write `decided` over `stored` now: a reader needs the change, or the
-        heartbeat is due: `heartbeat` after this operator last wrote the rollout's status or,
-        before it has, after `stored_at` (when the stored status was written: `valuesAt`,
-        so a restart or a new leader does not rewrite every rollout at once), or at once when
-        neither is known."""
+        """Whether to write `decided` over `stored` now: a reader needs the change, or a beat
+        of the rollout's heartbeat has passed since this operator last wrote its status or,
+        before it has, since `stored_at` (when the stored status was written: `valuesAt`),
+        or neither is known."""
         if reader_relevant(stored, decided):
             return True
         entry = self._entries.get(key)
         written_at = (entry.written_at if entry is not None else None) or stored_at
-        return written_at is None or now - written_at >= self.heartbeat
+        period = self.heartbeat.total_seconds()
+        if written_at is None or period <= 0:
+            return True
+        phase = heartbeat_phase(key, period)
+        return _beat(now, phase, period) > _beat(written_at, phase, period)
 
     def held(
         self,
@@ -115,6 +125,18 @@ class StatusLedger:
         moved the rollouts on meanwhile; heartbeats are then due a period after the stored
         status' `valuesAt`)."""
         self._entries.clear()
+
+
+def heartbeat_phase(key: Hashable, period: float) -> float:
+    """Where in each heartbeat period (seconds after a multiple of it, in UNIX time) the
+    rollout `key`'s beat falls: fixed by its key, the same in every process and restart."""
+    digest = hashlib.blake2b(repr(("heartbeat", key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest) / 2**64 * period
+
+
+def _beat(moment: datetime, phase: float, period: float) -> int:
+    """How many of a rollout's beats have passed by `moment`."""
+    return math.floor((moment.timestamp() - phase) / period)
 
 
 def _same(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:

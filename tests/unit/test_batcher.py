@@ -5,6 +5,7 @@ refusal is asked again per rollout; credentials and shapes never share a query."
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -107,6 +108,32 @@ def test_a_batch_waits_no_longer_than_its_window() -> None:
     assert 0.2 <= time.monotonic() - began < 2
     assert fake.queries == [member("a").single(), member("b").single()]
     assert isinstance(a, list) and isinstance(b, list)
+
+
+def test_ticks_each_within_the_window_of_the_one_before_share_one_query() -> None:
+    # Four ticks 0.15 s apart with a 0.2 s window: the last comes 0.45 s after the first.
+    fake = FakeMetrics(answering("a", "b", "c", "d"))
+    batcher = QueryBatcher(fake, window=0.2)
+    answers = run(*(tick(batcher, s, 0.15 * i) for i, s in enumerate("abcd")))
+    assert len(fake.queries) == 1 and "=~" in fake.queries[0]
+    assert [a[0].value for a in answers] == [100.0, 200.0, 300.0, 400.0]
+
+
+def test_a_batch_whose_members_keep_coming_is_sent_after_ten_windows() -> None:
+    # A tick every 0.05 s for 1.5 s, with a 0.1 s window: the first batch is sent 1 s after
+    # its first member (WAIT_WINDOWS), the rest go in a second.
+    services = [f"s{i:02d}" for i in range(30)]
+    fake = FakeMetrics(answering(*services))
+    batcher = QueryBatcher(fake, window=0.1)
+    began = time.monotonic()
+    answers = run(*(tick(batcher, s, 0.05 * i) for i, s in enumerate(services)))
+    assert time.monotonic() - began < 3
+    assert len(fake.queries) == 2, fake.queries
+    first = re.search(r'destination_service_name=~"([^"]*)"', fake.queries[0])
+    assert first is not None
+    # The services of the first batch: those that came within 1 s, give or take a tick.
+    assert 17 <= len(first.group(1).split("|")) <= 23, first.group(1)
+    assert all(isinstance(a, list) for a in answers)
 
 
 def test_other_credentials_or_shapes_never_share_a_query() -> None:

@@ -117,8 +117,8 @@ def build_parser(prog: str = "canaryguard") -> argparse.ArgumentParser:
         default=timedelta(milliseconds=100),
         metavar="DURATION",
         help=(
-            "how long a batch waits for other ticks' queries while ticks are on their way "
-            "(default 100ms; a lone tick never waits)"
+            "how long a batch waits for the next tick's queries while ticks are on their "
+            "way, and at most ten times that in all (default 100ms; a lone tick never waits)"
         ),
     )
     run.add_argument(

@@ -1,9 +1,9 @@
 """Builtin SLO queries of many rollouts answered by one Prometheus query per slot and shape.
 
-Ticks that run close together (within `window` seconds of the first query of a batch) and
-send the same shape of builtin query (`canaryguard.core.batching`: metric, lookback, selector
-label names, version label) to the same Prometheus with the same credentials, to be
-evaluated at the same time (the ticks' time on their grids: slotted ticks of one slot share
+Ticks that run close together (each within `window` seconds of the batch's previous member,
+and within WAIT_WINDOWS windows of its first) and send the same shape of builtin query
+(`canaryguard.core.batching`: metric, lookback, selector label names, version label) to the
+same Prometheus with the same credentials, to be evaluated at the same time (the ticks' time on their grids: slotted ticks of one slot share
 it), share one query; each gets back exactly the rows its own query would have answered. A
 batch is sent when its window is over, at once when no tick that may still join it is on its
 way (so a lone tick waits for nobody), or when its regexes would grow past MAX_UNION_CHARS.
@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 # (`adapters.prometheus`), so this bounds what one query asks of Prometheus and how many
 # rollouts share one answer (and its outage), not a URL's length.
 MAX_UNION_CHARS = 16384
+# A batch whose members keep coming, each within the window of the one before, is sent at
+# the latest this many windows after its first member: at 5,000 rollouts a slot's 167 ticks
+# took longer than one window to reach the batcher and split every group in two in some
+# slots (3.43 queries per slot against 3 groups).
+WAIT_WINDOWS = 10
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class _Batch:
     distinct: dict[Builtin, None] = field(default_factory=dict)
     budget: float = float("inf")
     timer: asyncio.TimerHandle | None = None
+    deadline: float = float("inf")  # loop time by which it is sent, however many come
     union: Union = field(default_factory=Union)
 
     def fits(self, member: Builtin, limit: int) -> bool:
@@ -131,11 +137,15 @@ class QueryBatcher:
         if batch is not None and not batch.fits(member, self._limit):
             self._send(key, batch)
             batch = None
+        loop = asyncio.get_running_loop()
         if batch is None:
             batch = self._open[key] = _Batch(target, member.shape, at)
-            loop = asyncio.get_running_loop()
-            batch.timer = loop.call_later(self._window, self._send, key, batch)
-        future: asyncio.Future[list[Sample]] = asyncio.get_running_loop().create_future()
+            batch.deadline = loop.time() + self._window * WAIT_WINDOWS
+        if batch.timer is not None:
+            batch.timer.cancel()
+        wait = min(self._window, batch.deadline - loop.time())
+        batch.timer = loop.call_later(max(wait, 0.0), self._send, key, batch)
+        future: asyncio.Future[list[Sample]] = loop.create_future()
         batch.join(member, future)
         batch.budget = min(batch.budget, budget)
         self._soon()

@@ -3,10 +3,11 @@
 Ticks that run close together (each within `window` seconds of the batch's previous member,
 and within WAIT_WINDOWS windows of its first) and send the same shape of builtin query
 (`canaryguard.core.batching`: metric, lookback, selector label names, version label) to the
-same Prometheus with the same credentials, to be evaluated at the same time (the ticks' time on their grids: slotted ticks of one slot share
-it), share one query; each gets back exactly the rows its own query would have answered. A
-batch is sent when its window is over, at once when no tick that may still join it is on its
-way (so a lone tick waits for nobody), or when its regexes would grow past MAX_UNION_CHARS.
+same Prometheus with the same credentials, to be evaluated at the same time (the ticks' time
+on their grids: slotted ticks of one slot share it), share one query; each gets back exactly
+the rows its own query would have answered. A batch is sent when its window is over, at once
+when no tick that may still join it is on its way (so a lone tick waits for nobody), or when
+its regexes would grow past MAX_UNION_CHARS.
 
 A tick waiting for its batch does not count against the scheduler's bound on ticks in
 flight (`scheduler.slot_released`), and the scheduler announces a tick when it dispatches

@@ -10,7 +10,7 @@ The real operator runs under the shipped RBAC; real HTTP goes through the router
 Prometheus scrapes the router and the model servers every second; ticks are 1 s."""
 
 from tests.integration.fixtures_e2e import ROUTING_KEY, EndToEnd, error_rate_slo
-from tests.integration.fixtures_operator import condition, history, wait_for
+from tests.integration.fixtures_operator import Rollout, condition, history, wait_for
 
 
 def test_a_breaching_canary_in_a_dry_run_would_roll_back_and_nothing_is_written_or_paged(
@@ -52,17 +52,25 @@ def test_a_breaching_canary_in_a_dry_run_would_roll_back_and_nothing_is_written_
     print(f"\ndry run: would roll back, canary {rollback['canary']} vs {rollback['baseline']}")
 
 
+# The revision that follows rolled-back ones: promoted within seconds.
+QUICK_STEPS = [{"weight": 50, "hold": "4s"}, {"weight": 100, "hold": "4s"}]
+
+
+def revision_r1(e2e: EndToEnd) -> Rollout:
+    """Revision r1 at 50% for a minute, one error-rate SLO. Its lookback is shorter than the
+    window: a revision's failures leave the query before they could sustain a breach of the
+    next revision."""
+    return e2e.rollout(
+        revision="r1",
+        steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}],
+        slos=[error_rate_slo(window="6s", lookback="4s")],
+    )
+
+
 def test_the_next_revision_promoted_resolves_the_rolled_back_revision_s_incident(
     e2e: EndToEnd,
 ) -> None:
-    # A lookback shorter than the window: r1's failures leave the query before they could
-    # sustain a breach of r2.
-    slos = [error_rate_slo(window="6s", lookback="4s")]
-    r = e2e.rollout(
-        revision="r1",
-        steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}],
-        slos=slos,
-    )
+    r = revision_r1(e2e)
     m = e2e.mesh
     with e2e.traffic(rate=80):
         e2e.operator()
@@ -76,7 +84,7 @@ def test_the_next_revision_promoted_resolves_the_rolled_back_revision_s_incident
         r.patch_spec(
             {
                 "revision": "r2",
-                "steps": [{"weight": 50, "hold": "4s"}, {"weight": 100, "hold": "4s"}],
+                "steps": QUICK_STEPS,
             }
         )
         wait_for(
@@ -121,12 +129,7 @@ def test_two_rolled_back_revisions_then_a_promoted_one_resolve_both_incidents(
     """r1 and r2 both fail and are rolled back (incidents A and B); r3 is promoted and the
     operator resolves both at the PagerDuty receiver, each once with its own dedup key (before,
     only B was resolved and A stayed open for ever)."""
-    slos = [error_rate_slo(window="6s", lookback="4s")]
-    r = e2e.rollout(
-        revision="r1",
-        steps=[{"weight": 50, "hold": "60s"}, {"weight": 100, "hold": "60s"}],
-        slos=slos,
-    )
+    r = revision_r1(e2e)
     m = e2e.mesh
     keys = []
     with e2e.traffic(rate=80):
@@ -152,7 +155,7 @@ def test_two_rolled_back_revisions_then_a_promoted_one_resolve_both_incidents(
         r.patch_spec(
             {
                 "revision": "r3",
-                "steps": [{"weight": 50, "hold": "4s"}, {"weight": 100, "hold": "4s"}],
+                "steps": QUICK_STEPS,
             }
         )
 

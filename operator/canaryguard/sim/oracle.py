@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from canaryguard.core.spec import Spec
-from canaryguard.sim.rollout import Outcome, Streams, Traffic
+from canaryguard.sim.rollout import Outcome, Streams, Traffic, advance, time_limit
 
 
 def kl_bernoulli(p: float, q: float) -> float:
@@ -81,8 +81,7 @@ def simulate_sprt(
     threshold policy's for the same seed, while the weights agree), with the spec's
     schedule and interval: each step advances after its hold, the last is promoted."""
     interval = spec.analysis.interval.total_seconds()
-    holds = sum(step.hold.total_seconds() for step in spec.steps)
-    limit = max_seconds if max_seconds is not None else max(2 * holds, 3600.0)
+    limit = time_limit(spec, max_seconds)
     streams = Streams(traffic, rng)
     index, started, evidence, k = 0, 0.0, 0.0, 0
     while True:
@@ -93,10 +92,10 @@ def simulate_sprt(
         evidence += sprt.log_likelihood_ratio(requests, errors)
         if evidence >= sprt.threshold:
             return Outcome("RolledBack", now, weight, streams.degraded())
-        if now - started >= spec.steps[index].hold.total_seconds():
-            if index == len(spec.steps) - 1:
-                return Outcome("Promoted", now, weight, streams.degraded())
-            index, started = index + 1, now
+        step = advance(spec, index, started, now)
+        if step is None:
+            return Outcome("Promoted", now, weight, streams.degraded())
+        index, started = step
         if now >= limit:
             return Outcome("Running", now, weight, streams.degraded())
 

@@ -205,6 +205,24 @@ class ThresholdPolicy:
     failure_limit: int = 5
 
 
+def time_limit(spec: Spec, max_seconds: float | None) -> float:
+    """How long a policy without the engine is simulated: `max_seconds`, or twice the
+    schedule's holds (at least an hour)."""
+    holds = sum(step.hold.total_seconds() for step in spec.steps)
+    return max_seconds if max_seconds is not None else max(2 * holds, 3600.0)
+
+
+def advance(spec: Spec, index: int, started: float, now: float) -> tuple[int, float] | None:
+    """A policy's schedule after a tick at `now` that may advance it: the step and when it
+    started (the next step from `now` once the hold of step `index`, begun at `started`, is
+    over), or None when the last step's hold is over (promoted)."""
+    if now - started < spec.steps[index].hold.total_seconds():
+        return index, started
+    if index == len(spec.steps) - 1:
+        return None
+    return index + 1, now
+
+
 def simulate_threshold(
     spec: Spec,
     policy: ThresholdPolicy,
@@ -217,8 +235,7 @@ def simulate_threshold(
     interval = spec.analysis.interval.total_seconds()
     slo = judged(spec) or spec.analysis.slos[0]
     lookback = max(1, math.ceil(slo.lookback.total_seconds() / interval - 1e-9))
-    holds = sum(step.hold.total_seconds() for step in spec.steps)
-    limit = max_seconds if max_seconds is not None else max(2 * holds, 3600.0)
+    limit = time_limit(spec, max_seconds)
     streams = Streams(traffic, rng)
     ticks: list[Counts] = []
     index, started, failed, k = 0, 0.0, 0, 0
@@ -233,9 +250,10 @@ def simulate_threshold(
             failed += 1
             if failed >= policy.failure_limit:
                 return Outcome("RolledBack", now, weight, streams.degraded())
-        elif now - started >= spec.steps[index].hold.total_seconds():
-            if index == len(spec.steps) - 1:
+        else:
+            step = advance(spec, index, started, now)
+            if step is None:
                 return Outcome("Promoted", now, weight, streams.degraded())
-            index, started = index + 1, now
+            index, started = step
         if now >= limit:
             return Outcome("Running", now, weight, streams.degraded())
